@@ -1,0 +1,573 @@
+"""Typed configuration: dataclass schemas, YAML presets and ``key=value`` command-line overrides.
+
+A configuration is a tree of plain dataclasses. Each section is one dataclass, nested in its parent with
+``field(default_factory=...)``; adding a section means writing one dataclass and adding one field to
+:class:`Config`. Settings that need checking beyond their type are declared with :func:`setting`
+(numeric bounds, a tuple of choices), which every load enforces.
+
+Nothing here is global: :func:`load_config` returns a fresh dataclass instance and the caller passes the
+pieces it needs down as plain arguments. Networks never see a config object.
+
+Loading happens in layers, later ones winning: the schema's defaults, then a YAML file, then overrides
+such as ``render.image_size=256``. Every layer is checked before it is merged, so a mistake is reported
+against the file (with its line) or the command line where it was made:
+
+* unknown keys, with the closest valid keys as a suggestion;
+* keys given twice in one YAML file, at any depth;
+* values of the wrong type, and values outside their bounds or choices.
+
+Every such mistake raises :class:`ConfigError`, whose message is a single line. OmegaConf interpolations
+(``${render.image_size}``) are allowed in values; they are resolved, and the resolved values checked,
+before the config is returned. :func:`save_config` writes the resolved config, every default included,
+as ``config.yaml`` beside a run's outputs; :func:`load_config` reads it back to an equal config.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "FACE_MODEL_KINDS",
+    "Config",
+    "ConfigError",
+    "FaceModelConfig",
+    "RenderConfig",
+    "load_config",
+    "parse_overrides",
+    "save_config",
+    "setting",
+]
+
+T = TypeVar("T")
+
+CONFIG_FILE_NAME = "config.yaml"
+COMMAND_LINE = "command line"
+
+_LOW = "aucgan_low"
+_HIGH = "aucgan_high"
+_CHOICES = "aucgan_choices"
+_SHOWN_VALUE_CHARS = 60
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; ``str()`` is always one line, fit to print without a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(part.strip() for part in str(message).splitlines() if part.strip()))
+
+
+def setting(
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A dataclass field whose value is checked at load time.
+
+    Args:
+        default: the default value; a list or dict default is copied for each instance.
+        low: smallest allowed value (inclusive); for a sequence, of each element.
+        high: largest allowed value (inclusive); for a sequence, of each element.
+        choices: the allowed values.
+
+    Returns:
+        A ``dataclasses.field`` carrying the constraints in its metadata.
+    """
+    metadata: dict[str, Any] = {}
+    if low is not None:
+        metadata[_LOW] = low
+    if high is not None:
+        metadata[_HIGH] = high
+    if choices is not None:
+        metadata[_CHOICES] = tuple(choices)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+FACE_MODEL_KINDS: tuple[str, ...] = ("procedural",)
+"""Face models :class:`FaceModelConfig.kind` may name."""
+
+
+@dataclass
+class FaceModelConfig:
+    """Which parametric face model to use, and how many of its components.
+
+    Attributes:
+        kind: the face model; ``"procedural"`` is the built-in head that needs no downloaded assets.
+        n_identity: number of identity shape components used from the built-in face model.
+    """
+
+    kind: str = setting("procedural", choices=FACE_MODEL_KINDS)
+    n_identity: int = setting(12, low=1, high=16)
+
+
+@dataclass
+class RenderConfig:
+    """Sizes and background of the renderer.
+
+    Attributes:
+        image_size: side of the square rendered image, in pixels.
+        uv_size: side of the square UV-space maps (texture, displacement, normals), in texels.
+        background: RGB colour behind the face, each channel in [0, 1].
+    """
+
+    image_size: int = setting(224, low=16)
+    uv_size: int = setting(256, low=16)
+    background: tuple[float, float, float] = setting((0.0, 0.0, 0.0), low=0.0, high=1.0)
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run.
+
+    Attributes:
+        face_model: the parametric face model.
+        render: the renderer.
+        seed: seed of every random number generator of the run.
+    """
+
+    face_model: FaceModelConfig = field(default_factory=FaceModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    seed: int = 0
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build a config from the schema's defaults, a YAML file and command-line overrides.
+
+    Args:
+        schema: the dataclass describing the config, e.g. :class:`Config`.
+        path: a YAML preset, or ``None`` for the defaults alone.
+        overrides: ``key=value`` items applied after the file, e.g. ``["render.image_size=256"]``.
+
+    Returns:
+        A validated instance of ``schema`` (a plain dataclass, not an OmegaConf object).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or a key or value in it or in the overrides is
+            not valid for the schema.
+        TypeError: ``schema`` is not a dataclass, or declares a field type this loader does not support.
+    """
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        raise TypeError(f"schema must be a dataclass type, got {schema!r}")
+    layers: list[tuple[dict, _Origin]] = []
+    if path is not None:
+        data, lines = _read_yaml(Path(path))
+        layers.append((data, _Origin(str(path), lines)))
+    if overrides:
+        layers.append((parse_overrides(overrides), _Origin(COMMAND_LINE)))
+
+    merged = OmegaConf.structured(schema)
+    for data, origin in layers:
+        _check_mapping(schema, schema, data, "", origin, allow_interpolation=True)
+        try:
+            merged = OmegaConf.merge(merged, data)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{origin.where(_full_key(error))}: {_first_line(error)}") from None
+    try:
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"cannot resolve '{_full_key(error)}': {_first_line(error)}") from None
+    _check_mapping(
+        schema, schema, _to_plain(config), "", _Origin("resolved config"), allow_interpolation=False
+    )
+    return typing.cast(T, config)
+
+
+def save_config(cfg: Any, out_dir: str | Path) -> Path:
+    """Write a config, every default included, as ``config.yaml`` in ``out_dir`` (created if missing).
+
+    Args:
+        cfg: a config dataclass instance, e.g. the result of :func:`load_config`.
+        out_dir: the run's output folder.
+
+    Returns:
+        The path of the written file; ``load_config(type(cfg), path)`` reads back an equal config.
+
+    Raises:
+        ConfigError: ``cfg`` holds an invalid value (so it would not load back).
+        TypeError: ``cfg`` is not a dataclass instance.
+    """
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"cfg must be a dataclass instance, got {type(cfg).__name__}")
+    schema = type(cfg)
+    plain = _to_plain(cfg)
+    _check_mapping(schema, schema, plain, "", _Origin("config to save"), allow_interpolation=False)
+    out_path = Path(out_dir) / CONFIG_FILE_NAME
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Resolved configuration ({schema.__module__}.{schema.__qualname__}), all defaults included.\n"
+    body = yaml.dump(
+        plain, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+    out_path.write_text(header + body, encoding="utf-8")
+    return out_path
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """Turn ``key=value`` items into a nested dict.
+
+    Dotted keys address nested sections (``"render.image_size=256"`` -> ``{"render": {"image_size":
+    256}}``); values are parsed as YAML, so ``3`` is an int, ``0.5`` a float, ``[0, 0, 1]`` a list and
+    ``abc`` a string. The keys are not checked against any schema here.
+
+    Args:
+        items: the override items, in command-line order.
+
+    Returns:
+        The nested dict of overrides.
+
+    Raises:
+        ConfigError: an item has no ``=``, an empty key part or an unparsable value, or two items set the
+            same key (or a key and a section containing it).
+    """
+    if isinstance(items, str):
+        raise ConfigError(
+            f"{COMMAND_LINE}: overrides must be a list of key=value items, got the string {items!r}"
+        )
+    result: dict = {}
+    assigned: dict[tuple[str, ...], str] = {}
+    for item in items:
+        key, equals, text = str(item).partition("=")
+        parts = tuple(part.strip() for part in key.split("."))
+        if not equals:
+            raise ConfigError(f"{COMMAND_LINE}: override {item!r} is not of the form key=value")
+        if not all(parts):
+            raise ConfigError(f"{COMMAND_LINE}: override {item!r} has an empty key or key part")
+        for other, other_item in assigned.items():
+            shorter = min(len(other), len(parts))
+            if other[:shorter] == parts[:shorter]:
+                raise ConfigError(f"{COMMAND_LINE}: overrides {other_item!r} and {item!r} set the same key")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(
+                f"{COMMAND_LINE}: cannot parse the value of {item!r}: {_yaml_problem(error)}"
+            ) from None
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        assigned[parts] = str(item)
+    return result
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Safe YAML dumper writing mappings as blocks and lists of plain values on one line."""
+
+    def represent_sequence(self, tag: str, sequence: Any, flow_style: bool | None = None) -> yaml.Node:
+        flat = all(not isinstance(item, (list, tuple, dict)) for item in sequence)
+        return super().represent_sequence(tag, sequence, flow_style=flat)
+
+
+class _Origin:
+    """Where a layer of settings came from: a file (with the line of each dotted key) or the command line."""
+
+    def __init__(self, name: str, lines: Mapping[str, int] | None = None) -> None:
+        self.name = name
+        self.lines = lines or {}
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return self.name if line is None else f"{self.name}:{line}"
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    """Parse a YAML file, refusing duplicate keys; return its mapping and the line of each dotted key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    loader = yaml.SafeLoader(text)
+    lines: dict[str, int] = {}
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, lines
+        if not isinstance(node, yaml.MappingNode):
+            raise ConfigError(
+                f"{path}:{node.start_mark.line + 1}: the top level must be a mapping of keys, got a {node.id}"
+            )
+        _scan_keys(node, "", str(path), lines, set())
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        line = error.problem_mark.line + 1 if error.problem_mark is not None else None
+        where = str(path) if line is None else f"{path}:{line}"
+        raise ConfigError(f"{where}: invalid YAML: {_yaml_problem(error)}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(error)}") from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _scan_keys(node: yaml.Node, prefix: str, file: str, lines: dict[str, int], seen: set[int]) -> None:
+    """Record the line of every mapping key under ``node``; raise on a key given twice in one mapping."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _scan_keys(item, f"{prefix[:-1]}[{index}].", file, lines, seen)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_lines: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise ConfigError(f"{file}:{line}: a key must be a plain name, got a {key_node.id}")
+        dotted = prefix + key_node.value
+        if key_node.value in first_lines:
+            raise ConfigError(
+                f"{file}:{line}: duplicate key '{dotted}' (first given on line {first_lines[key_node.value]})"
+            )
+        first_lines[key_node.value] = line
+        lines[dotted] = line
+        _scan_keys(value_node, dotted + ".", file, lines, seen)
+
+
+def _check_mapping(
+    root: type,
+    schema: type,
+    data: Mapping,
+    prefix: str,
+    origin: _Origin,
+    *,
+    allow_interpolation: bool,
+) -> None:
+    """Check the keys and values of ``data`` against ``schema``, the section at ``prefix`` of ``root``."""
+    fields = _schema_fields(schema)
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        where = origin.where(dotted)
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: key {key!r} under '{prefix[:-1] or 'top level'}' must be a name")
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key '{dotted}'; {_suggestion(root, schema, prefix, key)}")
+        annotation, metadata = fields[key]
+        if _is_section(annotation):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"{where}: '{dotted}' is a section and needs a mapping of its keys, got {_show(value)}"
+                )
+            _check_mapping(
+                root, annotation, value, dotted + ".", origin, allow_interpolation=allow_interpolation
+            )
+        elif not (allow_interpolation and _is_interpolation(value)):
+            _check_value(annotation, metadata, value, dotted, where)
+
+
+def _check_value(annotation: Any, metadata: Mapping[str, Any], value: Any, key: str, where: str) -> None:
+    """Check one value's type, then its bounds and choices declared with :func:`setting`."""
+    if not _matches(annotation, value):
+        raise ConfigError(
+            f"{where}: wrong type for '{key}': got {_show(value)} ({type(value).__name__}), "
+            f"expected {_type_name(annotation)}"
+        )
+    if value is None:
+        return
+    choices = metadata.get(_CHOICES)
+    if choices is not None and value not in choices:
+        allowed = ", ".join(repr(choice) for choice in choices)
+        raise ConfigError(
+            f"{where}: invalid value for '{key}': got {_show(value)}, expected one of {allowed}"
+        )
+    low, high = metadata.get(_LOW), metadata.get(_HIGH)
+    if low is None and high is None:
+        return
+    is_sequence = isinstance(value, (list, tuple))
+    for number in value if is_sequence else (value,):
+        if isinstance(number, (int, float)) and not _within(number, low, high):
+            if low is not None and high is not None:
+                expected = f"between {low} and {high}"
+            else:
+                expected = f">= {low}" if low is not None else f"<= {high}"
+            subject = "each element " if is_sequence else ""
+            raise ConfigError(
+                f"{where}: invalid value for '{key}': got {_show(value)}, expected {subject}{expected}"
+            )
+
+
+def _within(number: float, low: float | None, high: float | None) -> bool:
+    """Whether ``low <= number <= high`` (a missing bound is open); NaN is never within bounds."""
+    return (low is None or number >= low) and (high is None or number <= high)
+
+
+def _schema_fields(schema: type) -> dict[str, tuple[Any, Mapping[str, Any]]]:
+    """The fields of a dataclass schema: name -> (resolved type annotation, field metadata)."""
+    hints = typing.get_type_hints(schema)
+    fields: dict[str, tuple[Any, Mapping[str, Any]]] = {}
+    for item in dataclasses.fields(schema):
+        annotation = hints[item.name]
+        _require_supported(annotation, f"{schema.__qualname__}.{item.name}")
+        fields[item.name] = (annotation, item.metadata)
+    return fields
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def _require_supported(annotation: Any, name: str) -> None:
+    """Raise TypeError for a field type the loader cannot check (a schema bug, not a user mistake)."""
+    if annotation in (Any, bool, int, float, str, Path, type(None)) or _is_section(annotation):
+        return
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return
+    if origin in (typing.Union, types.UnionType, list, tuple, dict) and args:
+        if origin is dict and args[0] is not str:
+            raise TypeError(f"config field {name}: dict keys must be str, got {_type_name(annotation)}")
+        for arg in args:
+            if arg is not Ellipsis:
+                if _is_section(arg):
+                    raise TypeError(
+                        f"config field {name}: a section cannot sit inside {_type_name(annotation)}"
+                    )
+                _require_supported(arg, name)
+        return
+    raise TypeError(f"config field {name}: unsupported type {_type_name(annotation)}")
+
+
+def _matches(annotation: Any, value: Any) -> bool:
+    """Whether a plain (YAML-like) value is acceptable for a field of the given type."""
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is Path:
+        return isinstance(value, (str, Path))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return isinstance(value, annotation) or (isinstance(value, str) and value in annotation.__members__)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(arg, value) for arg in args)
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_matches(args[0], item) for item in value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(args[0], item) for item in value)
+        return len(value) == len(args) and all(
+            _matches(arg, item) for arg, item in zip(args, value, strict=True)
+        )
+    if origin is dict:
+        return isinstance(value, Mapping) and all(
+            isinstance(key, str) and _matches(args[1], item) for key, item in value.items()
+        )
+    return False
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "None"
+    if annotation is Ellipsis:
+        return "..."
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in args)}]"
+    return getattr(annotation, "__name__", repr(annotation))
+
+
+def _is_interpolation(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+def _suggestion(root: type, schema: type, prefix: str, key: str) -> str:
+    """A did-you-mean for an unknown key: close siblings first, then close names in other sections."""
+    siblings = list(_schema_fields(schema))
+    names = [prefix + name for name in difflib.get_close_matches(key, siblings, n=3, cutoff=0.6)]
+    elsewhere = _dotted_keys(root, "")
+    leaves = sorted({dotted.rsplit(".", 1)[-1] for dotted in elsewhere})
+    close_leaves = difflib.get_close_matches(key, leaves, n=3, cutoff=0.75)
+    for leaf in close_leaves:
+        for dotted in elsewhere:
+            if dotted.rsplit(".", 1)[-1] == leaf and dotted not in names and len(names) < 3:
+                names.append(dotted)
+    if names:
+        return "did you mean " + " or ".join(f"'{name}'" for name in names) + "?"
+    valid = ", ".join(prefix + name for name in siblings)
+    return f"valid keys here: {valid}"
+
+
+def _dotted_keys(schema: type, prefix: str) -> list[str]:
+    """Every dotted key of a schema, sections included, depth first."""
+    keys: list[str] = []
+    for name, (annotation, _) in _schema_fields(schema).items():
+        keys.append(prefix + name)
+        if _is_section(annotation):
+            keys.extend(_dotted_keys(annotation, f"{prefix}{name}."))
+    return keys
+
+
+def _to_plain(value: Any) -> Any:
+    """A dataclass tree as plain YAML-ready containers (tuples become lists, paths strings, enums names)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _to_plain(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {key: _to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.name
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    if len(text) > _SHOWN_VALUE_CHARS:
+        text = text[: _SHOWN_VALUE_CHARS - 3] + "..."
+    return text
+
+
+def _full_key(error: OmegaConfBaseException) -> str:
+    return str(getattr(error, "full_key", None) or "")
+
+
+def _first_line(error: Exception) -> str:
+    message = getattr(error, "msg", None) or str(error)
+    return str(message).strip().splitlines()[0] if str(message).strip() else type(error).__name__
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    if isinstance(error, yaml.MarkedYAMLError):
+        return " ".join(part for part in (error.context, error.problem) if part)
+    return _first_line(error)
