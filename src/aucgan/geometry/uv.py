@@ -1,0 +1,257 @@
+"""UV-space detail geometry: displacement along normals, normals of a surface sampled on the UV grid,
+bilinear lookups in UV maps and the dense "detail mesh" with one vertex per texel.
+
+UV maps follow the convention of :mod:`aucgan.geometry`: ``(B, C, H, W)`` images over the unit square,
+u to the right and v up, so texel ``(i, j)`` has its centre at ``u = (j + 0.5) / W``,
+``v = 1 - (i + 0.5) / H`` and row 0 holds the largest v.
+
+Positions and displacements are in the units of the face model (metres for FLAME, centimetres for the
+built-in face); normals are unit vectors in the same (object) frame. Surface normals are oriented as
+``dP/du x dP/dv``, so that the plane ``P = (u, v, 0)`` has the normal +z and a mesh whose triangles are
+counter-clockwise in (u, v) agrees with them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_NORMALIZE_EPS = 1e-12
+
+
+def _check_map(name: str, tensor: torch.Tensor, channels: int) -> None:
+    if tensor.ndim != 4 or tensor.shape[1] != channels:
+        raise ValueError(f"{name} must be (B, {channels}, H, W), got {tuple(tensor.shape)}")
+
+
+def _check_same_grid(name: str, tensor: torch.Tensor, reference: torch.Tensor) -> None:
+    if tensor.shape[0] != reference.shape[0] or tensor.shape[-2:] != reference.shape[-2:]:
+        raise ValueError(
+            f"{name} must match the batch and size of uv_positions {tuple(reference.shape)}, "
+            f"got {tuple(tensor.shape)}"
+        )
+
+
+def _check_mask(mask: torch.Tensor, positions: torch.Tensor) -> None:
+    batch, _, height, width = positions.shape
+    if (
+        mask.ndim != 4
+        or mask.shape[1] != 1
+        or mask.shape[0] not in (1, batch)
+        or mask.shape[-2:] != (height, width)
+    ):
+        raise ValueError(f"mask must be ({batch} or 1, 1, {height}, {width}), got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
+
+
+def _safe_normalize(vectors: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Unit vectors along ``dim``; a zero vector stays zero and its gradient stays finite."""
+    squared = (vectors * vectors).sum(dim=dim, keepdim=True)
+    return vectors / torch.sqrt(torch.clamp(squared, min=_NORMALIZE_EPS**2))
+
+
+def displace(
+    uv_positions: torch.Tensor, uv_normals: torch.Tensor, uv_displacement: torch.Tensor
+) -> torch.Tensor:
+    """Move every texel's surface point along its normal: ``P + d * N``.
+
+    Args:
+        uv_positions: ``(B, 3, H, W)`` coarse surface positions rendered into UV space (model units).
+        uv_normals: ``(B, 3, H, W)`` unit normals of the coarse surface in UV space.
+        uv_displacement: ``(B, 1, H, W)`` signed displacement along the normal (model units, small,
+            e.g. within ±0.01 m for FLAME).
+
+    Returns:
+        ``(B, 3, H, W)`` displaced positions.
+    """
+    _check_map("uv_positions", uv_positions, 3)
+    _check_map("uv_normals", uv_normals, 3)
+    _check_map("uv_displacement", uv_displacement, 1)
+    _check_same_grid("uv_normals", uv_normals, uv_positions)
+    _check_same_grid("uv_displacement", uv_displacement, uv_positions)
+    return uv_positions + uv_displacement * uv_normals
+
+
+def _shift(tensor: torch.Tensor, dim: int, offset: int, length: int) -> torch.Tensor:
+    """Slice of a tensor padded by 2 along ``dim``: its entry k is the unpadded entry ``k + offset``."""
+    return tensor.narrow(dim, 2 + offset, length)
+
+
+def _index_derivative(
+    positions: torch.Tensor, valid: torch.Tensor, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Derivative of positions with respect to the texel index along ``dim`` (-1: columns, -2: rows).
+
+    Central differences where both neighbours are valid; otherwise second-order one-sided differences
+    where two neighbours on one side are valid; otherwise first-order one-sided differences; otherwise zero.
+
+    Args:
+        positions: ``(B, 3, H, W)``.
+        valid: ``(B', 1, H, W)`` bool, B' in (1, B); texels outside the image count as invalid.
+
+    Returns:
+        ``(B, 3, H, W)`` derivative and ``(B', 1, H, W)`` bool: whether any neighbour along ``dim`` is valid.
+    """
+    length = positions.shape[dim]
+    pad = (2, 2) if dim == -1 else (0, 0, 2, 2)
+    padded_positions = F.pad(positions, pad)
+    padded_valid = F.pad(valid.to(torch.uint8), pad).bool()
+    p_m2, p_m1, p_0, p_p1, p_p2 = (_shift(padded_positions, dim, k, length) for k in (-2, -1, 0, 1, 2))
+    v_m2, v_m1, v_p1, v_p2 = (_shift(padded_valid, dim, k, length) for k in (-2, -1, 1, 2))
+
+    central = v_m1 & v_p1
+    forward2 = ~central & v_p1 & v_p2
+    backward2 = ~central & ~forward2 & v_m1 & v_m2
+    forward1 = ~central & ~forward2 & ~backward2 & v_p1
+    backward1 = ~central & ~forward2 & ~backward2 & ~forward1 & v_m1
+
+    derivative = torch.zeros_like(positions)
+    derivative = torch.where(backward1, p_0 - p_m1, derivative)
+    derivative = torch.where(forward1, p_p1 - p_0, derivative)
+    derivative = torch.where(backward2, 0.5 * (3.0 * p_0 - 4.0 * p_m1 + p_m2), derivative)
+    derivative = torch.where(forward2, 0.5 * (-3.0 * p_0 + 4.0 * p_p1 - p_p2), derivative)
+    derivative = torch.where(central, 0.5 * (p_p1 - p_m1), derivative)
+    return derivative, v_m1 | v_p1
+
+
+def surface_normals(
+    uv_positions: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reference_normals: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Normals of the surface sampled on the UV grid: ``normalize(dP/du x dP/dv)``.
+
+    Derivatives are central differences in the interior; where a neighbour lies outside ``mask`` (or
+    outside the map) they are second-order one-sided differences when two texels on the other side are
+    inside, first-order ones when only one is. With u to the right and v up, the plane ``P = (u, v, 0)``
+    gets the normal +z.
+
+    Args:
+        uv_positions: ``(B, 3, H, W)`` surface positions (model units).
+        mask: ``(B, 1, H, W)`` or ``(1, 1, H, W)`` bool, the texels that belong to the surface; None for all.
+        reference_normals: ``(B, 3, H, W)`` unit normals, or None. When given, each normal is flipped where
+            it points against the reference, and texels without a normal take the reference's value.
+
+    Returns:
+        ``(B, 3, H, W)`` unit normals. Texels outside ``mask``, and masked texels with no masked neighbour
+        along u or along v, hold ``reference_normals`` if given, else zeros.
+    """
+    _check_map("uv_positions", uv_positions, 3)
+    if reference_normals is not None:
+        _check_map("reference_normals", reference_normals, 3)
+        _check_same_grid("reference_normals", reference_normals, uv_positions)
+    if mask is None:
+        valid = torch.ones((1, 1, *uv_positions.shape[-2:]), dtype=torch.bool, device=uv_positions.device)
+    else:
+        _check_mask(mask, uv_positions)
+        valid = mask
+
+    d_du, has_u = _index_derivative(uv_positions, valid, dim=-1)
+    d_drow, has_v = _index_derivative(uv_positions, valid, dim=-2)
+    d_dv = -d_drow
+    normals = _safe_normalize(torch.linalg.cross(d_du, d_dv, dim=1))
+
+    defined = valid & has_u & has_v
+    if reference_normals is None:
+        return torch.where(defined, normals, torch.zeros_like(normals))
+    agrees = (normals * reference_normals).sum(dim=1, keepdim=True) >= 0
+    oriented = torch.where(agrees, normals, -normals)
+    return torch.where(defined, oriented, reference_normals)
+
+
+def displacement_to_normals(
+    uv_positions: torch.Tensor,
+    uv_normals: torch.Tensor,
+    uv_displacement: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Detail normals: normals of the coarse surface displaced along its normals.
+
+    Args:
+        uv_positions: ``(B, 3, H, W)`` coarse surface positions in UV space (model units).
+        uv_normals: ``(B, 3, H, W)`` unit coarse normals in UV space; also the orientation reference.
+        uv_displacement: ``(B, 1, H, W)`` displacement along the normal (model units).
+        mask: ``(B, 1, H, W)`` or ``(1, 1, H, W)`` bool texels of the face in UV space, or None for all.
+
+    Returns:
+        ``(B, 3, H, W)`` unit detail normals (``uv_detail_normals``); ``uv_normals`` outside ``mask``.
+    """
+    displaced = displace(uv_positions, uv_normals, uv_displacement)
+    return surface_normals(displaced, mask=mask, reference_normals=uv_normals)
+
+
+def sample_uv_map(uv_map: torch.Tensor, uvs: torch.Tensor) -> torch.Tensor:
+    """Bilinear lookup in a UV map at continuous UV coordinates, clamped to the border texels.
+
+    Args:
+        uv_map: ``(B, C, H, W)`` map over the unit square (v up, row 0 = largest v).
+        uvs: ``(B, N, 2)`` coordinates (u, v) in [0, 1].
+
+    Returns:
+        ``(B, N, C)`` values; a texel centre returns that texel's value.
+    """
+    if uv_map.ndim != 4:
+        raise ValueError(f"uv_map must be (B, C, H, W), got {tuple(uv_map.shape)}")
+    if uvs.ndim != 3 or uvs.shape[-1] != 2 or uvs.shape[0] != uv_map.shape[0]:
+        raise ValueError(f"uvs must be ({uv_map.shape[0]}, N, 2), got {tuple(uvs.shape)}")
+    uvs = uvs.to(uv_map.dtype)
+    grid = torch.stack([2.0 * uvs[..., 0] - 1.0, 1.0 - 2.0 * uvs[..., 1]], dim=-1)[:, None]
+    sampled = F.grid_sample(uv_map, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return sampled[:, :, 0].transpose(1, 2)
+
+
+def dense_mesh(
+    uv_positions: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triangle mesh with one vertex per masked texel of a single UV position map (the detail mesh).
+
+    Each 2x2 block of texels whose four corners are masked gives two triangles (split along the diagonal
+    from its lower-left to its upper-right texel in (u, v)); a block with exactly three masked corners gives
+    the one triangle of those three. Triangles are counter-clockwise in (u, v) with u right and v up, so
+    their normals agree with :func:`surface_normals`.
+
+    Args:
+        uv_positions: ``(3, H, W)`` positions of one map (e.g. the displaced detail surface).
+        mask: ``(H, W)`` bool texels to turn into vertices.
+
+    Returns:
+        vertices ``(N, 3)`` in row-major texel order, faces ``(M, 3)`` int64 indices into the vertices, and
+        uvs ``(N, 2)``: the texel centres (u, v), v up.
+    """
+    if uv_positions.ndim != 3 or uv_positions.shape[0] != 3:
+        raise ValueError(f"uv_positions must be (3, H, W), got {tuple(uv_positions.shape)}")
+    if mask.shape != uv_positions.shape[1:]:
+        raise ValueError(f"mask must be {tuple(uv_positions.shape[1:])}, got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
+    height, width = mask.shape
+    device = uv_positions.device
+    mask = mask.to(device)
+
+    index = torch.full((height, width), -1, dtype=torch.int64, device=device)
+    count = int(mask.sum())
+    index[mask] = torch.arange(count, dtype=torch.int64, device=device)
+
+    rows = (torch.arange(height, device=device, dtype=uv_positions.dtype) + 0.5) / height
+    cols = (torch.arange(width, device=device, dtype=uv_positions.dtype) + 0.5) / width
+    grid_v, grid_u = torch.meshgrid(1.0 - rows, cols, indexing="ij")
+    uvs = torch.stack([grid_u[mask], grid_v[mask]], dim=-1)
+    vertices = uv_positions.permute(1, 2, 0)[mask]
+
+    top_left, top_right = index[:-1, :-1], index[:-1, 1:]
+    bottom_left, bottom_right = index[1:, :-1], index[1:, 1:]
+    tl, tr = top_left >= 0, top_right >= 0
+    bl, br = bottom_left >= 0, bottom_right >= 0
+    candidates = torch.stack(
+        [
+            torch.stack([bottom_left, bottom_right, top_right], dim=-1),
+            torch.stack([bottom_left, top_right, top_left], dim=-1),
+            torch.stack([top_left, bottom_right, top_right], dim=-1),
+            torch.stack([bottom_left, bottom_right, top_left], dim=-1),
+        ],
+        dim=2,
+    )
+    keep = torch.stack([bl & br & tr, bl & tr & tl, tl & br & tr & ~bl, bl & br & tl & ~tr], dim=-1)
+    faces = candidates[keep]
+    return vertices, faces, uvs
