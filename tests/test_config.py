@@ -79,7 +79,7 @@ def test_defaults_load_without_file() -> None:
     assert type(cfg) is Config
     assert type(cfg.face_model) is FaceModelConfig and type(cfg.render) is RenderConfig
     assert cfg == Config()
-    assert cfg.render.background == (0.0, 0.0, 0.0)
+    assert cfg.render.background == (0.12, 0.12, 0.14)
 
 
 def test_each_load_returns_an_independent_instance() -> None:

@@ -128,7 +128,7 @@ class RenderConfig:
 
     image_size: int = setting(224, low=16)
     uv_size: int = setting(256, low=16)
-    background: tuple[float, float, float] = setting((0.0, 0.0, 0.0), low=0.0, high=1.0)
+    background: tuple[float, float, float] = setting((0.12, 0.12, 0.14), low=0.0, high=1.0)
 
 
 @dataclass

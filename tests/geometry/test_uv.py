@@ -408,3 +408,25 @@ def test_shape_errors_quote_shapes():
         dense_mesh(torch.zeros(1, 3, 8, 8), torch.ones(8, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match=re.escape("(8, 7)")):
         dense_mesh(torch.zeros(3, 8, 8), torch.ones(8, 7, dtype=torch.bool))
+
+
+def test_detail_normals_of_a_faceted_surface_follow_its_smooth_normals():
+    # A coarse, faceted position map (piecewise linear between 8x8 nodes of a sphere) with the smooth
+    # sphere normals: zero displacement must give the smooth normals exactly (no facets), and a local
+    # bump must change the normals only where the bump's slope is.
+    size = 64
+    nodes = torch.linspace(-0.6, 0.6, 8, dtype=torch.float64)
+    y, x = torch.meshgrid(nodes.flip(0), nodes, indexing="ij")
+    coarse = torch.stack([x, y, (1.0 - x**2 - y**2).sqrt()])[None]
+    positions = torch.nn.functional.interpolate(
+        coarse, size=(size, size), mode="bilinear", align_corners=True
+    )
+    normals = positions / positions.norm(dim=1, keepdim=True)
+    flat = displacement_to_normals(positions, normals, torch.zeros(1, 1, size, size, dtype=torch.float64))
+    torch.testing.assert_close(flat, normals, atol=1e-12, rtol=0)
+    u = torch.arange(size, dtype=torch.float64)
+    bump = torch.exp(-((u[None, :] - 32) ** 2 + (u[:, None] - 32) ** 2) / 18.0)[None, None] * 0.01
+    detailed = displacement_to_normals(positions, normals, bump)
+    changed = ((detailed - normals).norm(dim=1) > 1e-6)[0]
+    assert changed[32, 36] and changed[28, 32]
+    assert not changed[:16].any() and not changed[:, 50:].any()

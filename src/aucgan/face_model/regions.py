@@ -28,8 +28,8 @@ class Ellipse:
 
 
 _RIGHT_AND_MIDLINE: dict[str, Ellipse] = {
-    "forehead_centre": Ellipse((0.5, 0.80), (0.075, 0.055)),
-    "forehead_lateral_right": Ellipse((0.31, 0.785), (0.055, 0.04), -15.0),
+    "forehead_centre": Ellipse((0.5, 0.805), (0.12, 0.06)),
+    "forehead_lateral_right": Ellipse((0.29, 0.785), (0.07, 0.045), -15.0),
     "glabella": Ellipse((0.5, 0.705), (0.032, 0.04)),
     "nasion": Ellipse((0.5, 0.655), (0.04, 0.018)),
     "crows_feet_right": Ellipse((0.225, 0.615), (0.032, 0.05)),
@@ -92,8 +92,8 @@ def region_mask(name: str, size: int, soft: bool = False) -> torch.Tensor:
     Args:
         name: a key of :data:`UV_REGIONS`.
         size: UV map size in texels.
-        soft: if True, 1 inside 0.8 of the radius falling smoothly to 0 at 1.2 (for blending);
-            else a hard 0/1 mask of the ellipse.
+        soft: if True, 1 inside 0.6 of the radius falling smoothly to 0 on the boundary (for blending;
+            it is zero wherever the hard mask is); else a hard 0/1 mask of the ellipse.
 
     Returns:
         ``(size, size)`` float mask.
@@ -103,7 +103,7 @@ def region_mask(name: str, size: int, soft: bool = False) -> torch.Tensor:
     radius = ellipse_radius(UV_REGIONS[name], texel_centres(size))
     if not soft:
         return (radius <= 1.0).float()
-    t = ((1.2 - radius) / 0.4).clamp(0.0, 1.0)
+    t = ((1.0 - radius) / 0.4).clamp(0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 

@@ -20,9 +20,11 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     small = angle_sq < 1e-8
     safe_sq = torch.where(small, torch.ones_like(angle_sq), angle_sq)
     angle = safe_sq.sqrt()
-    # sin(t)/t and (1 - cos t)/t^2, with their Taylor series near zero.
+    # sin(t)/t and (1 - cos t)/t^2, with their Taylor series near zero. The second is computed as
+    # 2 sin^2(t/2) / t^2 because 1 - cos t cancels catastrophically for small t in float32.
     a = torch.where(small, 1.0 - angle_sq / 6.0, torch.sin(angle) / angle)
-    b = torch.where(small, 0.5 - angle_sq / 24.0, (1.0 - torch.cos(angle)) / safe_sq)
+    half_sinc = torch.sin(0.5 * angle) / angle
+    b = torch.where(small, 0.5 - angle_sq / 24.0, 2.0 * half_sinc * half_sinc)
     x, y, z = axis_angle.unbind(-1)
     zero = torch.zeros_like(x)
     skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*axis_angle.shape[:-1], 3, 3)

@@ -1,0 +1,178 @@
+"""The renderer: camera → rasteriser → attribute interpolation → SH shading, composed in plain functions.
+
+Two spaces are rendered with the same rasteriser:
+
+* **image space** — :func:`render` projects a mesh with the orthographic camera and shades it;
+* **UV space** — :func:`uv_maps` rasterises the UV layout once and interpolates per-vertex world
+  attributes (positions, normals) into UV maps, the inputs of the detail stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from aucgan.geometry.camera import orthographic_project, uv_to_ndc
+from aucgan.geometry.mesh import vertex_normals
+from aucgan.geometry.raster import Fragments, interpolate, rasterize
+from aucgan.geometry.shading import sh_shading
+from aucgan.geometry.uv import sample_uv_map
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What :func:`render` returns. All images ``(B, C, H, W)``.
+
+    Attributes:
+        image: ``(B, 3, H, W)`` shaded colour composited over the background.
+        albedo: ``(B, 3, H, W)`` sampled albedo (0 on background).
+        shading: ``(B, 3, H, W)`` SH irradiance (0 on background).
+        normals: ``(B, 3, H, W)`` unit world-space normals used for shading (0 on background).
+        uv: ``(B, 2, H, W)`` UV coordinates of each pixel (0 on background).
+        mask: ``(B, 1, H, W)`` float, 1 on covered pixels.
+        fragments: the rasteriser output.
+    """
+
+    image: torch.Tensor
+    albedo: torch.Tensor
+    shading: torch.Tensor
+    normals: torch.Tensor
+    uv: torch.Tensor
+    mask: torch.Tensor
+    fragments: Fragments
+
+
+def _check_uv_map(name: str, uv_map: torch.Tensor, batch: int) -> None:
+    if uv_map.ndim != 4 or uv_map.shape[:2] != (batch, 3):
+        raise ValueError(f"{name} must be ({batch}, 3, Hu, Wu), got {tuple(uv_map.shape)}")
+
+
+def _to_image(values: torch.Tensor) -> torch.Tensor:
+    return values.permute(0, 3, 1, 2)
+
+
+def render(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    uvs: torch.Tensor,
+    uv_faces: torch.Tensor,
+    camera: torch.Tensor,
+    light: torch.Tensor,
+    albedo_map: torch.Tensor,
+    image_size: int,
+    uv_normal_map: torch.Tensor | None = None,
+    background: torch.Tensor | None = None,
+) -> Rendering:
+    """Render a textured, SH-lit mesh with the orthographic camera.
+
+    Args:
+        vertices: ``(B, V, 3)`` world positions.
+        faces: ``(F, 3)`` int64 vertex triangles.
+        uvs: ``(U, 2)`` UV coordinates (v up); uv_faces: ``(F, 3)`` triangles into ``uvs``.
+        camera: ``(B, 3)`` (scale, tx, ty).
+        light: ``(B, 9, 3)`` SH coefficients.
+        albedo_map: ``(B, 3, Hu, Wu)`` UV albedo in [0, 1].
+        image_size: output height = width in pixels.
+        uv_normal_map: optional ``(B, 3, Hu, Wu)`` world-space detail normals in UV space; replaces the
+            interpolated vertex normals where given (the detail stage's shading).
+        background: optional ``(B, 3, H, W)`` or ``(3,)`` colour behind the face; black by default.
+
+    Returns:
+        :class:`Rendering`.
+    """
+    if uvs.ndim != 2 or uvs.shape[-1] != 2 or uv_faces.shape != faces.shape:
+        raise ValueError(
+            f"uvs must be (U, 2) and uv_faces {tuple(faces.shape)}; got {tuple(uvs.shape)}, "
+            f"{tuple(uv_faces.shape)}"
+        )
+    projected = orthographic_project(vertices, camera)
+    batch = vertices.shape[0]
+    _check_uv_map("albedo_map", albedo_map, batch)
+    if uv_normal_map is not None:
+        _check_uv_map("uv_normal_map", uv_normal_map, batch)
+    if background is not None and background.shape not in ((3,), (batch, 3, image_size, image_size)):
+        raise ValueError(
+            f"background must be (3,) or ({batch}, 3, {image_size}, {image_size}), "
+            f"got {tuple(background.shape)}"
+        )
+    fragments = rasterize(projected, faces, image_size)
+    mask = fragments.mask[:, None].to(vertices.dtype)
+    uv = _to_image(interpolate(uvs.to(vertices.dtype).expand(batch, -1, -1), uv_faces, fragments))
+    flat_uv = uv.permute(0, 2, 3, 1).reshape(batch, -1, 2)
+
+    def sample(uv_map: torch.Tensor) -> torch.Tensor:
+        values = sample_uv_map(uv_map, flat_uv)
+        return values.reshape(batch, image_size, image_size, -1).permute(0, 3, 1, 2) * mask
+
+    albedo = sample(albedo_map)
+    if uv_normal_map is None:
+        normals = _to_image(interpolate(vertex_normals(vertices, faces), faces, fragments))
+    else:
+        normals = sample(uv_normal_map)
+    normals = torch.nn.functional.normalize(normals, dim=1, eps=1e-12)
+    shading = sh_shading(normals, light) * mask
+    if background is None:
+        background = vertices.new_zeros(3)
+    if background.ndim == 1:
+        background = background.to(vertices)[None, :, None, None]
+    image = albedo * shading + (1.0 - mask) * background
+    return Rendering(
+        image=image, albedo=albedo, shading=shading, normals=normals, uv=uv, mask=mask, fragments=fragments
+    )
+
+
+@dataclass(frozen=True)
+class UVLayout:
+    """A mesh's UV layout rasterised once at one resolution; reused for every batch of world→UV maps.
+
+    Attributes:
+        fragments: batch-1 fragments over the UV square.
+        faces: ``(F, 3)`` vertex triangles in the order of the UV triangles.
+        mask: ``(1, 1, S, S)`` float, 1 on texels covered by the layout.
+    """
+
+    fragments: Fragments
+    faces: torch.Tensor
+    mask: torch.Tensor
+
+
+def uv_layout(uvs: torch.Tensor, uv_faces: torch.Tensor, faces: torch.Tensor, size: int) -> UVLayout:
+    """Rasterise the UV triangles ``uv_faces`` into a ``size``² map (see :class:`UVLayout`).
+
+    Args:
+        uvs: ``(U, 2)`` UV coordinates in the unit square, v up.
+        uv_faces: ``(F, 3)`` triangles into ``uvs``.
+        faces: ``(F, 3)`` the same triangles as vertex indices, used by :func:`uv_maps`.
+        size: side S of the square map in texels.
+    """
+    if uvs.ndim != 2 or uvs.shape[-1] != 2 or uv_faces.shape != faces.shape:
+        raise ValueError(
+            f"uvs must be (U, 2) and uv_faces {tuple(faces.shape)}; got {tuple(uvs.shape)}, "
+            f"{tuple(uv_faces.shape)}"
+        )
+    fragments = rasterize(uv_to_ndc(uvs)[None], uv_faces, size)
+    return UVLayout(fragments=fragments, faces=faces, mask=fragments.mask[:, None].to(uvs.dtype))
+
+
+def uv_maps(attributes: torch.Tensor, layout: UVLayout) -> torch.Tensor:
+    """World → UV: interpolate per-vertex attributes into UV space.
+
+    Args:
+        attributes: ``(B, V, C)`` per-vertex values (positions, normals, colours).
+        layout: from :func:`uv_layout`.
+
+    Returns:
+        ``(B, C, S, S)``, zero outside the layout.
+    """
+    if attributes.ndim != 3:
+        raise ValueError(f"attributes must be (B, V, C), got {tuple(attributes.shape)}")
+    fragments = layout.fragments
+    batch = attributes.shape[0]
+    expanded = Fragments(
+        face_index=fragments.face_index.expand(batch, -1, -1),
+        barycentric=fragments.barycentric.to(attributes.dtype).expand(batch, -1, -1, -1),
+        depth=fragments.depth.expand(batch, -1, -1),
+        mask=fragments.mask.expand(batch, -1, -1),
+    )
+    return _to_image(interpolate(attributes, layout.faces, expanded))

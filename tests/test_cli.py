@@ -1,0 +1,185 @@
+"""Tests of the ``aucgan`` command line: ``aucgan render`` outputs and one-line errors."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from aucgan import __version__
+from aucgan.au import au_index
+from aucgan.cli import main
+from aucgan.config import Config, load_config
+from aucgan.face_model import ProceduralFaceModel
+
+# Small sizes keep each render well under a second.
+FAST = ["render.image_size=40", "render.uv_size=32"]
+
+
+@pytest.fixture(scope="module")
+def model() -> ProceduralFaceModel:
+    return ProceduralFaceModel(n_identity=Config().face_model.n_identity)
+
+
+def run_render(out: Path, *options: str) -> int:
+    return main(["render", "--out", str(out), *options, *FAST])
+
+
+def obj_mesh(path: Path) -> trimesh.Trimesh:
+    mesh = trimesh.load(path, process=False, maintain_order=True)
+    assert isinstance(mesh, trimesh.Trimesh)
+    return mesh
+
+
+def expected_vertices(model: ProceduralFaceModel, shape=None, expression=None, pose=None) -> np.ndarray:
+    with torch.no_grad():
+        geometry = model(
+            torch.zeros(1, model.n_shape) if shape is None else shape,
+            torch.zeros(1, model.n_expression) if expression is None else expression,
+            torch.zeros(1, 6) if pose is None else pose,
+        )
+    return geometry.vertices[0].double().numpy()
+
+
+def test_render_writes_image_mesh_texture_and_config(tmp_path, model, capsys):
+    out = tmp_path / "render"
+    assert (
+        main(["render", "--out", str(out), "--au", "AU12=1", "render.image_size=48", "render.uv_size=64"])
+        == 0
+    )
+
+    image = Image.open(out / "face.png")
+    assert image.size == (48, 48)
+    pixels = np.asarray(image.convert("RGB"))
+    assert pixels.std() > 10  # a face, not a blank picture
+
+    cfg = load_config(Config, out / "config.yaml")
+    assert cfg.render.image_size == 48 and cfg.render.uv_size == 64
+
+    mtl = (out / "face.mtl").read_text()
+    assert "mtllib face.mtl" in (out / "face.obj").read_text()
+    texture_names = [
+        line.split(maxsplit=1)[1].strip() for line in mtl.splitlines() if line.startswith("map_Kd")
+    ]
+    assert len(texture_names) == 1
+    texture = Image.open(out / texture_names[0])
+    assert texture.size == (64, 64)
+
+    mesh = obj_mesh(out / "face.obj")
+    assert mesh.vertices.shape == tuple(model.template.shape)
+    np.testing.assert_array_equal(mesh.faces, model.faces.numpy())
+    uv = np.asarray(mesh.visual.uv)
+    assert uv.shape == tuple(model.uvs.shape)
+    np.testing.assert_allclose(uv, model.uvs.numpy(), atol=1e-6)
+
+    smile = torch.zeros(1, model.n_expression)
+    smile[0, au_index("AU12")] = 1.0
+    np.testing.assert_allclose(mesh.vertices, expected_vertices(model, expression=smile), atol=1e-5)
+    assert np.abs(mesh.vertices - expected_vertices(model)).max() > 1e-2  # AU12 moved the mesh
+    assert capsys.readouterr().out == ""
+
+
+def test_options_reach_the_face_codes(tmp_path, model):
+    out = tmp_path / "posed"
+    name = model.identity_names[0]
+    options = ["--identity", f"{name}=2", "--au", "6=0.5", "--yaw", "20", "--pitch", "-10", "--jaw", "5"]
+    assert run_render(out, *options) == 0
+    shape = torch.zeros(1, model.n_shape)
+    shape[0, 0] = 2.0
+    expression = torch.zeros(1, model.n_expression)
+    expression[0, au_index("AU6")] = 0.5
+    pose = torch.tensor([[math.radians(-10.0), math.radians(20.0), 0.0, math.radians(5.0), 0.0, 0.0]])
+    expected = expected_vertices(model, shape, expression, pose)
+    np.testing.assert_allclose(obj_mesh(out / "face.obj").vertices, expected, atol=1e-5)
+
+
+def test_light_direction_changes_the_image(tmp_path):
+    images = []
+    for light in ("-1,0,0.5", "1,0,0.5"):
+        out = tmp_path / light
+        assert run_render(out, f"--light={light}") == 0  # "=": argparse reads a leading "-1," as an option
+        images.append(np.asarray(Image.open(out / "face.png").convert("L"), dtype=np.float64))
+    half = images[0].shape[1] // 2
+    # Lit from the left, the left half is brighter than when lit from the right, and vice versa.
+    assert images[0][:, :half].sum() > images[1][:, :half].sum()
+    assert images[1][:, half:].sum() > images[0][:, half:].sum()
+
+
+@pytest.mark.parametrize("colour", [(1.0, 1.0, 1.0), (0.0, 0.5, 1.0)])
+def test_background_comes_from_the_config(tmp_path, colour):
+    out = tmp_path / "background"
+    assert run_render(out, f"render.background=[{colour[0]},{colour[1]},{colour[2]}]") == 0
+    corner = np.asarray(Image.open(out / "face.png").convert("RGB"))[0, 0]
+    np.testing.assert_allclose(corner, np.round(np.asarray(colour) * 255), atol=1)
+
+
+def test_config_file_is_read(tmp_path):
+    config = tmp_path / "preset.yaml"
+    config.write_text("render:\n  image_size: 24\n  uv_size: 16\n")
+    out = tmp_path / "from-file"
+    assert main(["render", "--out", str(out), "--config", str(config)]) == 0
+    assert Image.open(out / "face.png").size == (24, 24)
+    assert load_config(Config, out / "config.yaml").render.image_size == 24
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--au", "AU99=1"], "AU99"),
+        (["--au", "AU3=1"], "AU3"),
+        (["--au", "AU12"], "AU12"),
+        (["--au", "AU12=lots"], "AU12=lots"),
+        (["--au", "AU12=nan"], "AU12=nan"),
+        (["--identity", "nope=1"], "nope"),
+        (["render.imag_size=3"], "did you mean 'render.image_size'"),
+        (["render.image_size=3"], "render.image_size"),
+        (["--config", "{tmp}/missing.yaml"], "missing.yaml"),
+        (["--light", "1,2"], "1,2"),
+        (["--light", "1,2,x"], "1,2,x"),
+        (["--light", "0,inf,1"], "0,inf,1"),
+        (["--yaw", "nan"], "--yaw"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_status_two(tmp_path, capsys, options, expected):
+    options = [option.replace("{tmp}", str(tmp_path)) for option in options]
+    out = tmp_path / "never"
+    assert main(["render", "--out", str(out), *options]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("aucgan render: ")
+    assert expected in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not (out / "face.png").exists()
+
+
+def test_output_path_that_is_a_file_gives_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert run_render(blocker / "sub") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aucgan render: ")
+
+
+def test_version_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aucgan {__version__}"
+
+
+def test_console_script_prints_the_version():
+    script = Path(sys.executable).with_name("aucgan")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "aucgan.cli"]
+    completed = subprocess.run(
+        [*command, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == f"aucgan {__version__}"
