@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -86,6 +87,19 @@ def ellipse_radius(ellipse: Ellipse, uv: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((along / ellipse.axes[0]) ** 2 + (across / ellipse.axes[1]) ** 2)
 
 
+def region_window(name: str, size: int) -> tuple[slice, slice]:
+    """Rows and columns of a ``size``² UV map that contain the whole region (its ellipse's bounding box)."""
+    ellipse = UV_REGIONS[name]
+    c, s = math.cos(math.radians(ellipse.angle)), math.sin(math.radians(ellipse.angle))
+    a, b = ellipse.axes
+    half_u, half_v = math.hypot(a * c, b * s), math.hypot(a * s, b * c)
+    u0, u1 = ellipse.centre[0] - half_u, ellipse.centre[0] + half_u
+    v0, v1 = ellipse.centre[1] - half_v, ellipse.centre[1] + half_v
+    cols = slice(max(0, math.floor(u0 * size - 0.5)), min(size, math.ceil(u1 * size + 0.5)))
+    rows = slice(max(0, math.floor((1.0 - v1) * size - 0.5)), min(size, math.ceil((1.0 - v0) * size + 0.5)))
+    return rows, cols
+
+
 def region_mask(name: str, size: int, soft: bool = False) -> torch.Tensor:
     """Mask of one named region on a ``size``² UV map.
 
@@ -100,6 +114,11 @@ def region_mask(name: str, size: int, soft: bool = False) -> torch.Tensor:
     """
     if name not in UV_REGIONS:
         raise ValueError(f"unknown region {name!r}; valid: {', '.join(sorted(UV_REGIONS))}")
+    return _region_mask(name, size, soft).clone()
+
+
+@lru_cache(maxsize=256)
+def _region_mask(name: str, size: int, soft: bool) -> torch.Tensor:
     radius = ellipse_radius(UV_REGIONS[name], texel_centres(size))
     if not soft:
         return (radius <= 1.0).float()

@@ -9,6 +9,7 @@ Two spaces are rendered with the same rasteriser:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ from aucgan.geometry.camera import orthographic_project, uv_to_ndc
 from aucgan.geometry.mesh import vertex_normals
 from aucgan.geometry.raster import Fragments, interpolate, rasterize
 from aucgan.geometry.shading import sh_shading
-from aucgan.geometry.uv import sample_uv_map
+from aucgan.geometry.uv import normalize_map, sample_uv_map
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ def render(
     image_size: int,
     uv_normal_map: torch.Tensor | None = None,
     background: torch.Tensor | None = None,
+    cull_backfaces: bool = False,
 ) -> Rendering:
     """Render a textured, SH-lit mesh with the orthographic camera.
 
@@ -77,6 +79,8 @@ def render(
         uv_normal_map: optional ``(B, 3, Hu, Wu)`` world-space detail normals in UV space; replaces the
             interpolated vertex normals where given (the detail stage's shading).
         background: optional ``(B, 3, H, W)`` or ``(3,)`` colour behind the face; black by default.
+        cull_backfaces: skip triangles facing away from the camera (right for an open face mask, and
+            faster).
 
     Returns:
         :class:`Rendering`.
@@ -96,7 +100,7 @@ def render(
             f"background must be (3,) or ({batch}, 3, {image_size}, {image_size}), "
             f"got {tuple(background.shape)}"
         )
-    fragments = rasterize(projected, faces, image_size)
+    fragments = rasterize(projected, faces, image_size, cull_backfaces)
     mask = fragments.mask[:, None].to(vertices.dtype)
     uv = _to_image(interpolate(uvs.to(vertices.dtype).expand(batch, -1, -1), uv_faces, fragments))
     flat_uv = uv.permute(0, 2, 3, 1).reshape(batch, -1, 2)
@@ -110,7 +114,7 @@ def render(
         normals = _to_image(interpolate(vertex_normals(vertices, faces), faces, fragments))
     else:
         normals = sample(uv_normal_map)
-    normals = torch.nn.functional.normalize(normals, dim=1, eps=1e-12)
+    normals = normalize_map(normals)
     shading = sh_shading(normals, light) * mask
     if background is None:
         background = vertices.new_zeros(3)
@@ -130,11 +134,14 @@ class UVLayout:
         fragments: batch-1 fragments over the UV square.
         faces: ``(F, 3)`` vertex triangles in the order of the UV triangles.
         mask: ``(1, 1, S, S)`` float, 1 on texels covered by the layout.
+        weights: ``(S * S, V)`` sparse CSR matrix of the barycentric weights of each texel's three
+            vertices: world → UV interpolation is one sparse matrix product.
     """
 
     fragments: Fragments
     faces: torch.Tensor
     mask: torch.Tensor
+    weights: torch.Tensor
 
 
 def uv_layout(uvs: torch.Tensor, uv_faces: torch.Tensor, faces: torch.Tensor, size: int) -> UVLayout:
@@ -152,7 +159,19 @@ def uv_layout(uvs: torch.Tensor, uv_faces: torch.Tensor, faces: torch.Tensor, si
             f"{tuple(uv_faces.shape)}"
         )
     fragments = rasterize(uv_to_ndc(uvs)[None], uv_faces, size)
-    return UVLayout(fragments=fragments, faces=faces, mask=fragments.mask[:, None].to(uvs.dtype))
+    face_index = fragments.face_index.reshape(-1)
+    texels = (face_index >= 0).nonzero().squeeze(1)
+    columns = faces[face_index[texels]].reshape(-1)
+    values = fragments.barycentric.reshape(-1, 3)[texels].reshape(-1)
+    n_vertices = int(faces.max()) + 1 if faces.numel() else 0
+    rows = texels.repeat_interleave(3)
+    shape = (size * size, n_vertices)
+    coo = torch.sparse_coo_tensor(torch.stack([rows, columns]), values, shape, check_invariants=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+        weights = coo.coalesce().to_sparse_csr()
+    mask = fragments.mask[:, None].to(uvs.dtype)
+    return UVLayout(fragments=fragments, faces=faces, mask=mask, weights=weights)
 
 
 def uv_maps(attributes: torch.Tensor, layout: UVLayout) -> torch.Tensor:
@@ -165,14 +184,12 @@ def uv_maps(attributes: torch.Tensor, layout: UVLayout) -> torch.Tensor:
     Returns:
         ``(B, C, S, S)``, zero outside the layout.
     """
-    if attributes.ndim != 3:
-        raise ValueError(f"attributes must be (B, V, C), got {tuple(attributes.shape)}")
-    fragments = layout.fragments
-    batch = attributes.shape[0]
-    expanded = Fragments(
-        face_index=fragments.face_index.expand(batch, -1, -1),
-        barycentric=fragments.barycentric.to(attributes.dtype).expand(batch, -1, -1, -1),
-        depth=fragments.depth.expand(batch, -1, -1),
-        mask=fragments.mask.expand(batch, -1, -1),
-    )
-    return _to_image(interpolate(attributes, layout.faces, expanded))
+    n_vertices = layout.weights.shape[1]
+    if attributes.ndim != 3 or attributes.shape[1] < n_vertices:
+        raise ValueError(f"attributes must be (B, V >= {n_vertices}, C), got {tuple(attributes.shape)}")
+    batch, _, channels = attributes.shape
+    size = layout.fragments.face_index.shape[-1]
+    stacked = attributes[:, :n_vertices].permute(1, 0, 2).reshape(n_vertices, batch * channels)
+    weights = layout.weights.to(device=attributes.device, dtype=attributes.dtype)
+    texels = weights @ stacked
+    return texels.reshape(size, size, batch, channels).permute(2, 3, 0, 1)

@@ -45,10 +45,25 @@ def _check_mask(mask: torch.Tensor, positions: torch.Tensor) -> None:
         raise ValueError(f"mask must be a bool tensor, got {mask.dtype}")
 
 
-def _safe_normalize(vectors: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Unit vectors along ``dim``; a zero vector stays zero and its gradient stays finite."""
-    squared = (vectors * vectors).sum(dim=dim, keepdim=True)
-    return vectors / torch.sqrt(torch.clamp(squared, min=_NORMALIZE_EPS**2))
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot product over the channel axis of ``(B, 3, H, W)`` maps: ``(B, 1, H, W)``.
+
+    Written per channel: on CPU this is several times faster than a reduction over dim 1."""
+    return a[:, 0:1] * b[:, 0:1] + a[:, 1:2] * b[:, 1:2] + a[:, 2:3] * b[:, 2:3]
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cross product over the channel axis of ``(B, 3, H, W)`` maps."""
+    ax, ay, az = a[:, 0:1], a[:, 1:2], a[:, 2:3]
+    bx, by, bz = b[:, 0:1], b[:, 1:2], b[:, 2:3]
+    return torch.cat([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], dim=1)
+
+
+def normalize_map(vectors: torch.Tensor) -> torch.Tensor:
+    """Unit vectors along the channel axis of ``(B, 3, H, W)`` maps; zero stays zero with a finite gradient.
+
+    Equivalent to ``F.normalize(vectors, dim=1)``, several times faster on CPU for image-sized maps."""
+    return vectors / torch.sqrt(torch.clamp(_dot(vectors, vectors), min=_NORMALIZE_EPS**2))
 
 
 def displace(
@@ -78,41 +93,53 @@ def _shift(tensor: torch.Tensor, dim: int, offset: int, length: int) -> torch.Te
     return tensor.narrow(dim, 2 + offset, length)
 
 
-def _index_derivative(
-    positions: torch.Tensor, valid: torch.Tensor, dim: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Derivative of positions with respect to the texel index along ``dim`` (-1: columns, -2: rows).
+# Finite-difference stencils over offsets (-2, -1, 0, +1, +2), by case: none, central, forward and backward
+# second order, forward and backward first order.
+_STENCILS = (
+    (0.0, 0.0, 0.0, 0.0, 0.0),
+    (0.0, -0.5, 0.0, 0.5, 0.0),
+    (0.0, 0.0, -1.5, 2.0, -0.5),
+    (0.5, -2.0, 1.5, 0.0, 0.0),
+    (0.0, 0.0, -1.0, 1.0, 0.0),
+    (0.0, -1.0, 1.0, 0.0, 0.0),
+)
+
+
+def _stencil(valid: torch.Tensor, dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-texel difference weights along ``dim`` (-1: columns, -2: rows) for a validity mask.
 
     Central differences where both neighbours are valid; otherwise second-order one-sided differences
     where two neighbours on one side are valid; otherwise first-order one-sided differences; otherwise zero.
 
     Args:
-        positions: ``(B, 3, H, W)``.
-        valid: ``(B', 1, H, W)`` bool, B' in (1, B); texels outside the image count as invalid.
+        valid: ``(B', 1, H, W)`` bool; texels outside the image count as invalid.
 
     Returns:
-        ``(B, 3, H, W)`` derivative and ``(B', 1, H, W)`` bool: whether any neighbour along ``dim`` is valid.
+        ``(5, B', 1, H, W)`` weights of the values at offsets -2..+2, and ``(B', 1, H, W)`` bool: whether
+        any neighbour along ``dim`` is valid.
     """
-    length = positions.shape[dim]
+    length = valid.shape[dim]
     pad = (2, 2) if dim == -1 else (0, 0, 2, 2)
-    padded_positions = F.pad(positions, pad)
-    padded_valid = F.pad(valid.to(torch.uint8), pad).bool()
-    p_m2, p_m1, p_0, p_p1, p_p2 = (_shift(padded_positions, dim, k, length) for k in (-2, -1, 0, 1, 2))
-    v_m2, v_m1, v_p1, v_p2 = (_shift(padded_valid, dim, k, length) for k in (-2, -1, 1, 2))
-
+    padded = F.pad(valid.to(torch.uint8), pad).bool()
+    v_m2, v_m1, v_p1, v_p2 = (_shift(padded, dim, k, length) for k in (-2, -1, 1, 2))
     central = v_m1 & v_p1
     forward2 = ~central & v_p1 & v_p2
     backward2 = ~central & ~forward2 & v_m1 & v_m2
     forward1 = ~central & ~forward2 & ~backward2 & v_p1
     backward1 = ~central & ~forward2 & ~backward2 & ~forward1 & v_m1
+    case = torch.zeros(valid.shape, dtype=torch.long, device=valid.device)
+    for number, chosen in enumerate((central, forward2, backward2, forward1, backward1), start=1):
+        case = case.masked_fill(chosen, number)
+    table = torch.tensor(_STENCILS, dtype=dtype, device=valid.device)
+    return table[case].movedim(-1, 0), v_m1 | v_p1
 
-    derivative = torch.zeros_like(positions)
-    derivative = torch.where(backward1, p_0 - p_m1, derivative)
-    derivative = torch.where(forward1, p_p1 - p_0, derivative)
-    derivative = torch.where(backward2, 0.5 * (3.0 * p_0 - 4.0 * p_m1 + p_m2), derivative)
-    derivative = torch.where(forward2, 0.5 * (-3.0 * p_0 + 4.0 * p_p1 - p_p2), derivative)
-    derivative = torch.where(central, 0.5 * (p_p1 - p_m1), derivative)
-    return derivative, v_m1 | v_p1
+
+def _derivative(values: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
+    """Apply :func:`_stencil` weights to ``(B, C, H, W)`` values: the derivative w.r.t. the texel index."""
+    length = values.shape[dim]
+    pad = (2, 2) if dim == -1 else (0, 0, 2, 2)
+    padded = F.pad(values, pad)
+    return sum(weights[k] * _shift(padded, dim, offset, length) for k, offset in enumerate((-2, -1, 0, 1, 2)))
 
 
 def surface_normals(
@@ -147,15 +174,17 @@ def surface_normals(
         _check_mask(mask, uv_positions)
         valid = mask
 
-    d_du, has_u = _index_derivative(uv_positions, valid, dim=-1)
-    d_drow, has_v = _index_derivative(uv_positions, valid, dim=-2)
+    along_u, has_u = _stencil(valid, -1, uv_positions.dtype)
+    along_rows, has_v = _stencil(valid, -2, uv_positions.dtype)
+    d_du = _derivative(uv_positions, along_u, -1)
+    d_drow = _derivative(uv_positions, along_rows, -2)
     d_dv = -d_drow
-    normals = _safe_normalize(torch.linalg.cross(d_du, d_dv, dim=1))
+    normals = normalize_map(_cross(d_du, d_dv))
 
     defined = valid & has_u & has_v
     if reference_normals is None:
         return torch.where(defined, normals, torch.zeros_like(normals))
-    agrees = (normals * reference_normals).sum(dim=1, keepdim=True) >= 0
+    agrees = _dot(normals, reference_normals) >= 0
     oriented = torch.where(agrees, normals, -normals)
     return torch.where(defined, oriented, reference_normals)
 
@@ -199,19 +228,15 @@ def displacement_to_normals(
         _check_mask(mask, uv_positions)
         valid = mask
     normal = uv_normals
-    dp_du, has_u = _index_derivative(uv_positions, valid, dim=-1)
-    dp_drow, has_v = _index_derivative(uv_positions, valid, dim=-2)
-    dd_du, _ = _index_derivative(uv_displacement, valid, dim=-1)
-    dd_drow, _ = _index_derivative(uv_displacement, valid, dim=-2)
-    t_u = dp_du - (dp_du * normal).sum(dim=1, keepdim=True) * normal
-    t_v = -dp_drow + (dp_drow * normal).sum(dim=1, keepdim=True) * normal
-    area = (torch.linalg.cross(t_u, t_v, dim=1) * normal).sum(dim=1, keepdim=True)
-    detail = (
-        area * normal
-        - dd_drow * torch.linalg.cross(t_u, normal, dim=1)
-        + dd_du * torch.linalg.cross(normal, t_v, dim=1)
-    )
-    oriented = _safe_normalize(torch.where(area < 0, -detail, detail))
+    along_u, has_u = _stencil(valid, -1, uv_positions.dtype)
+    along_rows, has_v = _stencil(valid, -2, uv_positions.dtype)
+    dp_du, dd_du = _derivative(uv_positions, along_u, -1), _derivative(uv_displacement, along_u, -1)
+    dp_drow, dd_drow = _derivative(uv_positions, along_rows, -2), _derivative(uv_displacement, along_rows, -2)
+    t_u = dp_du - _dot(dp_du, normal) * normal
+    t_v = -dp_drow + _dot(dp_drow, normal) * normal
+    area = _dot(_cross(t_u, t_v), normal)
+    detail = area * normal - dd_drow * _cross(t_u, normal) + dd_du * _cross(normal, t_v)
+    oriented = normalize_map(torch.where(area < 0, -detail, detail))
     return torch.where(valid & has_u & has_v, oriented, uv_normals)
 
 
