@@ -9,11 +9,8 @@ import argparse
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from aucgan.au import au_index
 from aucgan.face_model import ProceduralFaceModel
@@ -48,7 +45,8 @@ def main() -> None:
         torch.zeros(batch, model.n_shape), expression, pose, torch.tensor([[0.3, 0.4, 1.0]] * batch)
     )
     images = render_scene(model, scene, image_size=args.size).rendering.image.clamp(0, 1)
-    fig, axes = plt.subplots(len(VIEWS), len(PANELS), figsize=(2.4 * len(PANELS), 2.7 * len(VIEWS)))
+    fig = Figure(figsize=(2.4 * len(PANELS), 2.7 * len(VIEWS)))
+    axes = fig.subplots(len(VIEWS), len(PANELS))
     for row in range(len(VIEWS)):
         for col, (title, _) in enumerate(PANELS):
             ax = axes[row, col]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -183,3 +184,89 @@ def test_console_script_prints_the_version():
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"aucgan {__version__}"
+
+
+# aucgan synth ---------------------------------------------------------------------------------------------
+
+SYNTH_FAST = ["synth.workers=0", "render.image_size=64", "render.uv_size=64"]
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 10, 20, 37, 1000])
+def test_split_counts_are_80_10_10_and_add_up(n):
+    from aucgan.cli import split_counts
+
+    counts = split_counts(n)
+    assert list(counts) == ["train", "val", "test"]
+    assert sum(counts.values()) == n and min(counts.values()) >= 0
+    assert abs(counts["train"] - 0.8 * n) <= 0.5 and abs(counts["val"] - 0.1 * n) <= 0.5
+    assert abs(counts["test"] - 0.1 * n) <= 1.0
+
+
+def test_synth_writes_manifest_shards_and_config(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from aucgan.data.shards import ShardedFaces, SyntheticFaces, WorldParameters
+
+    out = tmp_path / "synth"
+    assert main(["synth", "--n", "20", "--out", str(out), *SYNTH_FAST]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {split: entry["count"] for split, entry in manifest["splits"].items()} == {
+        "train": 16,
+        "val": 2,
+        "test": 2,
+    }
+    for entry in manifest["splits"].values():
+        assert all((out / shard["file"]).is_file() for shard in entry["shards"])
+    cfg = load_config(Config, out / "config.yaml")
+    assert cfg.render.image_size == 64 and cfg.render.uv_size == 64 and cfg.synth.workers == 0
+    parameters = WorldParameters(
+        seed=cfg.seed,
+        image_size=64,
+        uv_size=64,
+        images_per_identity=cfg.synth.images_per_identity,
+        n_identity=cfg.face_model.n_identity,
+    )
+    assert manifest["world"] == asdict(parameters)
+    stored, generated = ShardedFaces(out, "test")[1], SyntheticFaces(parameters, "test", 2)[1]
+    for name, value in stored.to_dict().items():
+        assert torch.equal(value, getattr(generated, name)), name
+    assert len(ShardedFaces(out, "train")) == 16
+    assert not (out / "preview").exists()
+    assert capsys.readouterr().out == ""
+
+
+def test_synth_seed_option_sets_the_world_seed(tmp_path):
+    out = tmp_path / "seeded"
+    assert main(["synth", "--n", "10", "--seed", "9", "--out", str(out), *SYNTH_FAST]) == 0
+    assert json.loads((out / "manifest.json").read_text())["world"]["seed"] == 9
+    assert load_config(Config, out / "config.yaml").seed == 9
+
+
+def test_synth_preview_writes_both_sheets(tmp_path):
+    out = tmp_path / "preview-only"
+    assert main(["synth", "--preview", "--out", str(out), *SYNTH_FAST]) == 0
+    for name in ("contact_sheet.png", "au_sweep.png"):
+        with Image.open(out / "preview" / name) as image:
+            assert image.format == "PNG" and min(image.size) >= 500
+            assert np.asarray(image.convert("L")).std() > 10
+    assert not (out / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--n", "-1"], "--n"),
+        ([], "nothing to do"),
+        (["--n", "0"], "nothing to do"),
+        (["--n", "4", "synth.workers=-1"], "synth.workers"),
+    ],
+)
+def test_synth_bad_input_gives_one_line_and_exit_status_two(tmp_path, capsys, options, expected):
+    out = tmp_path / "never"
+    assert main(["synth", "--out", str(out), *options]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("aucgan synth: ") and expected in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not out.exists()

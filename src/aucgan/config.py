@@ -132,17 +132,34 @@ class RenderConfig:
 
 
 @dataclass
+class SynthConfig:
+    """The synthetic AU-wrinkle face world (``aucgan synth``); its seed is the run's ``seed``.
+
+    Attributes:
+        images_per_identity: K, images (expressions) of each identity, for detail consistency.
+        shard_size: samples per shard file written by ``aucgan synth``.
+        workers: processes generating samples.
+    """
+
+    images_per_identity: int = setting(4, low=1)
+    shard_size: int = setting(256, low=1)
+    workers: int = setting(2, low=0)
+
+
+@dataclass
 class Config:
     """The whole configuration of a run.
 
     Attributes:
         face_model: the parametric face model.
         render: the renderer.
+        synth: the synthetic world.
         seed: seed of every random number generator of the run.
     """
 
     face_model: FaceModelConfig = field(default_factory=FaceModelConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     seed: int = 0
 
 

@@ -1,0 +1,269 @@
+"""The synthetic dataset as a torch ``Dataset``: generated on the fly, or read back from written shards.
+
+Both sources return the same :class:`~aucgan.data.synthetic.SyntheticSample` bit for bit: images and
+albedo are 8-bit in either case, detail normals float16-precise, everything else float32.
+
+Layout written by :func:`write_dataset` (``aucgan synth``)::
+
+    DIR/manifest.json           format, version, world parameters, per split: count and shard list
+    DIR/train-00000.npz ...     numpy archives (no pickles) of up to ``shard_size`` samples
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from aucgan.data.synthetic import SPLITS, SyntheticSample, SyntheticWorld, collate, identity_in_split
+
+FORMAT = "aucgan-synthetic"
+VERSION = 1
+
+# How each field is stored: numpy dtype and the scale that maps it to the stored integers.
+_STORAGE: dict[str, tuple[str, float]] = {
+    "index": ("int64", 1.0),
+    "identity": ("int64", 1.0),
+    "image": ("uint8", 255.0),
+    "mask": ("uint8", 1.0),
+    "landmarks": ("float32", 1.0),
+    "shape": ("float32", 1.0),
+    "expression": ("float32", 1.0),
+    "au_occurrence": ("bool", 1.0),
+    "pose": ("float32", 1.0),
+    "camera": ("float32", 1.0),
+    "light": ("float32", 1.0),
+    "uv_displacement": ("float32", 1.0),
+    "uv_detail_normals": ("float16", 1.0),
+    "uv_albedo": ("uint8", 255.0),
+    "uv_visibility": ("uint8", 1.0),
+    "background": ("uint8", 255.0),
+}
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be read; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class WorldParameters:
+    """Everything that fixes the samples of a synthetic world."""
+
+    seed: int = 0
+    image_size: int = 224
+    uv_size: int = 256
+    images_per_identity: int = 4
+    n_identity: int = 12
+
+    def world(self) -> SyntheticWorld:
+        return SyntheticWorld(**asdict(self))
+
+
+def split_index(split: str, item: int, images_per_identity: int) -> int:
+    """Global sample index of item ``item`` of ``split``."""
+    identity = identity_in_split(split, item // images_per_identity)
+    return identity * images_per_identity + item % images_per_identity
+
+
+class SyntheticFaces(Dataset):
+    """``n`` samples of one split, generated on the fly from a world's parameters.
+
+    Args:
+        parameters: the world.
+        split: ``"train"``, ``"val"`` or ``"test"`` (disjoint identities).
+        n: number of samples.
+    """
+
+    def __init__(self, parameters: WorldParameters, split: str, n: int) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self.parameters = parameters
+        self.split = split
+        self.n = n
+        self._world: SyntheticWorld | None = None
+
+    @property
+    def world(self) -> SyntheticWorld:
+        if self._world is None:
+            self._world = self.parameters.world()
+        return self._world
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, item: int) -> SyntheticSample:
+        if not 0 <= item < self.n:
+            raise IndexError(f"sample {item} out of range for {self.n} samples")
+        return self.world.sample(split_index(self.split, item, self.parameters.images_per_identity))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_world": None}
+
+
+def _to_storage(batch: SyntheticSample) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name, (dtype, scale) in _STORAGE.items():
+        value = getattr(batch, name)
+        if scale != 1.0:
+            value = torch.round(value * scale)
+        arrays[name] = value.numpy().astype(dtype)
+    return arrays
+
+
+def _from_storage(arrays: dict[str, np.ndarray], row: int) -> SyntheticSample:
+    values = {}
+    for name, (dtype, scale) in _STORAGE.items():
+        value = torch.from_numpy(np.array(arrays[name][row]))
+        if dtype in ("uint8", "float16") or scale != 1.0:
+            value = value.float()
+        if scale != 1.0:
+            value = value / scale
+        values[name] = value
+    return SyntheticSample(**values)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    # The temporary name keeps the real suffix: numpy appends ".npz" to names without it.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_dataset(
+    out: Path,
+    parameters: WorldParameters,
+    counts: dict[str, int],
+    shard_size: int = 256,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Generate and write ``counts[split]`` samples of each split; returns the manifest path.
+
+    Shards are written atomically and the manifest last, so a folder with a manifest is complete.
+    ``progress(k)`` is called after every ``k`` samples written.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    # A manifest left by an earlier run would vouch for shards while they are being replaced.
+    (out / "manifest.json").unlink(missing_ok=True)
+    manifest: dict = {"format": FORMAT, "version": VERSION, "world": asdict(parameters), "splits": {}}
+    for split, count in counts.items():
+        # Small batches cross from the workers; shards are cut here from arrays in their storage types.
+        loader = DataLoader(
+            SyntheticFaces(parameters, split, count), batch_size=8, num_workers=workers, collate_fn=collate
+        )
+        shards: list[dict] = []
+        pending: dict[str, np.ndarray] = {}
+        for number, batch in enumerate(loader):
+            part = _to_storage(batch)
+            pending = part if number == 0 else {k: np.concatenate([pending[k], part[k]]) for k in _STORAGE}
+            final = number == len(loader) - 1
+            while len(pending["index"]) >= shard_size or (final and len(pending["index"])):
+                arrays = {k: v[:shard_size] for k, v in pending.items()}
+                pending = {k: v[shard_size:] for k, v in pending.items()}
+                name = f"{split}-{len(shards):05d}.npz"
+                _atomic_write(out / name, lambda path, arrays=arrays: np.savez_compressed(path, **arrays))
+                shards.append({"file": name, "count": len(arrays["index"])})
+            if progress is not None:
+                progress(int(batch.index.shape[0]))
+        manifest["splits"][split] = {"count": count, "shards": shards}
+    path = out / "manifest.json"
+    _atomic_write(path, lambda target: Path(target).write_text(json.dumps(manifest, indent=2) + "\n"))
+    return path
+
+
+class ShardedFaces(Dataset):
+    """One split of a dataset folder written by :func:`write_dataset` (``aucgan synth``).
+
+    Args:
+        root: the folder holding ``manifest.json``.
+        split: which split.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str) -> None:
+        self.root = Path(root)
+        manifest_path = self.root / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{manifest_path}: no manifest; write the dataset with `aucgan synth --out {root}`"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DatasetError(
+                f"{manifest_path}: not a valid manifest ({error}); rewrite it with `aucgan synth`"
+            ) from None
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("format") != FORMAT
+            or manifest.get("version") != VERSION
+        ):
+            raise DatasetError(
+                f"{manifest_path}: not an {FORMAT} v{VERSION} manifest; rewrite it with `aucgan synth`"
+            )
+        if split not in manifest.get("splits", {}):
+            have = ", ".join(manifest.get("splits", {})) or "none"
+            raise DatasetError(f"{manifest_path}: no split {split!r} (has {have})")
+        try:
+            self.parameters = WorldParameters(**manifest["world"])
+            self.shards = [
+                (self.root / s["file"], int(s["count"])) for s in manifest["splits"][split]["shards"]
+            ]
+        except (KeyError, TypeError, ValueError) as error:
+            raise DatasetError(
+                f"{manifest_path}: malformed manifest ({type(error).__name__}: {error}); "
+                "rewrite it with `aucgan synth`"
+            ) from None
+        self.split = split
+        for path, _ in self.shards:
+            if not path.is_file():
+                raise DatasetError(
+                    f"{path}: shard listed in {manifest_path} is missing; rewrite with `aucgan synth`"
+                )
+        self.offsets = np.cumsum([0] + [count for _, count in self.shards])
+        self._cache: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _shard(self, number: int) -> dict[str, np.ndarray]:
+        if self._cache is None or self._cache[0] != number:
+            path = self.shards[number][0]
+            try:
+                with np.load(path, allow_pickle=False) as archive:
+                    arrays = {name: archive[name] for name in _STORAGE}
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+                raise DatasetError(
+                    f"{path}: unreadable shard ({error}); rewrite with `aucgan synth`"
+                ) from None
+            count = self.shards[number][1]
+            rows = {len(array) for array in arrays.values()}
+            if rows != {count}:
+                raise DatasetError(
+                    f"{path}: holds {sorted(rows)} samples per field, the manifest says {count}; "
+                    "rewrite with `aucgan synth`"
+                )
+            self._cache = (number, arrays)
+        return self._cache[1]
+
+    def __getitem__(self, item: int) -> SyntheticSample:
+        if not 0 <= item < len(self):
+            raise IndexError(f"sample {item} out of range for {len(self)} samples")
+        number = int(np.searchsorted(self.offsets, item, side="right") - 1)
+        return _from_storage(self._shard(number), item - int(self.offsets[number]))
