@@ -1,0 +1,1 @@
+"""Loaders of published weights (DECA, EMOCA, OpenGraphAU): safe to read, strict about keys."""

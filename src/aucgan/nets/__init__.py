@@ -1,0 +1,1 @@
+"""Networks of both stages: modules only, no training logic; constructors take plain arguments."""
