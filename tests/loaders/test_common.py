@@ -86,3 +86,13 @@ def test_load_strict_lenient_mode_loads_what_matches():
 
 def test_strip_prefix():
     assert strip_prefix({"module.a": 1, "module.b.c": 2, "other": 3}, "module.") == {"a": 1, "b.c": 2}
+
+
+def test_loaders_are_public_at_the_package_top_level():
+    import aucgan
+    from aucgan.loaders.deca import load_deca, load_emoca
+    from aucgan.loaders.opengraphau import load_au_net
+
+    assert (aucgan.load_deca, aucgan.load_emoca, aucgan.load_au_net) == (load_deca, load_emoca, load_au_net)
+    with pytest.raises(AttributeError, match="no attribute 'load_flame'"):
+        aucgan.load_flame  # noqa: B018
