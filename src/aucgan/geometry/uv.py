@@ -134,6 +134,25 @@ def _stencil(valid: torch.Tensor, dim: int, dtype: torch.dtype) -> tuple[torch.T
     return table[case].movedim(-1, 0), v_m1 | v_p1
 
 
+def _grid_stencils(
+    uv_positions: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stencils along u and along rows for a UV grid (``mask`` None: all texels belong to the surface).
+
+    Returns:
+        ``(B', 1, H, W)`` bool: texels in the mask with a masked neighbour along u and along v (where a
+        normal is defined), and the ``(5, B', 1, H, W)`` weights along u and along rows.
+    """
+    if mask is None:
+        valid = torch.ones((1, 1, *uv_positions.shape[-2:]), dtype=torch.bool, device=uv_positions.device)
+    else:
+        _check_mask(mask, uv_positions)
+        valid = mask
+    along_u, has_u = _stencil(valid, -1, uv_positions.dtype)
+    along_rows, has_v = _stencil(valid, -2, uv_positions.dtype)
+    return valid & has_u & has_v, along_u, along_rows
+
+
 def _derivative(values: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
     """Apply :func:`_stencil` weights to ``(B, C, H, W)`` values: the derivative w.r.t. the texel index."""
     length = values.shape[dim]
@@ -168,20 +187,12 @@ def surface_normals(
     if reference_normals is not None:
         _check_map("reference_normals", reference_normals, 3)
         _check_same_grid("reference_normals", reference_normals, uv_positions)
-    if mask is None:
-        valid = torch.ones((1, 1, *uv_positions.shape[-2:]), dtype=torch.bool, device=uv_positions.device)
-    else:
-        _check_mask(mask, uv_positions)
-        valid = mask
-
-    along_u, has_u = _stencil(valid, -1, uv_positions.dtype)
-    along_rows, has_v = _stencil(valid, -2, uv_positions.dtype)
+    defined, along_u, along_rows = _grid_stencils(uv_positions, mask)
     d_du = _derivative(uv_positions, along_u, -1)
     d_drow = _derivative(uv_positions, along_rows, -2)
     d_dv = -d_drow
     normals = normalize_map(_cross(d_du, d_dv))
 
-    defined = valid & has_u & has_v
     if reference_normals is None:
         return torch.where(defined, normals, torch.zeros_like(normals))
     agrees = _dot(normals, reference_normals) >= 0
@@ -222,14 +233,8 @@ def displacement_to_normals(
     _check_map("uv_displacement", uv_displacement, 1)
     _check_same_grid("uv_normals", uv_normals, uv_positions)
     _check_same_grid("uv_displacement", uv_displacement, uv_positions)
-    if mask is None:
-        valid = torch.ones((1, 1, *uv_positions.shape[-2:]), dtype=torch.bool, device=uv_positions.device)
-    else:
-        _check_mask(mask, uv_positions)
-        valid = mask
     normal = uv_normals
-    along_u, has_u = _stencil(valid, -1, uv_positions.dtype)
-    along_rows, has_v = _stencil(valid, -2, uv_positions.dtype)
+    defined, along_u, along_rows = _grid_stencils(uv_positions, mask)
     dp_du, dd_du = _derivative(uv_positions, along_u, -1), _derivative(uv_displacement, along_u, -1)
     dp_drow, dd_drow = _derivative(uv_positions, along_rows, -2), _derivative(uv_displacement, along_rows, -2)
     t_u = dp_du - _dot(dp_du, normal) * normal
@@ -237,7 +242,7 @@ def displacement_to_normals(
     area = _dot(_cross(t_u, t_v), normal)
     detail = area * normal - dd_drow * _cross(t_u, normal) + dd_du * _cross(normal, t_v)
     oriented = normalize_map(torch.where(area < 0, -detail, detail))
-    return torch.where(valid & has_u & has_v, oriented, uv_normals)
+    return torch.where(defined, oriented, uv_normals)
 
 
 def sample_uv_map(uv_map: torch.Tensor, uvs: torch.Tensor) -> torch.Tensor:
