@@ -10,6 +10,7 @@ from aucgan.geometry.uv import (
     dense_mesh,
     displace,
     displacement_to_normals,
+    grid_stencils,
     sample_uv_map,
     surface_normals,
 )
@@ -430,3 +431,17 @@ def test_detail_normals_of_a_faceted_surface_follow_its_smooth_normals():
     changed = ((detailed - normals).norm(dim=1) > 1e-6)[0]
     assert changed[32, 36] and changed[28, 32]
     assert not changed[:16].any() and not changed[:, 50:].any()
+
+
+def test_precomputed_stencils_give_the_same_normals():
+    positions = _sphere_patch(32, 10.0, torch.float64)
+    normals = positions / 10.0
+    mask = _disk_mask(32)
+    bump = 0.05 * torch.rand(1, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    stencils = grid_stencils(mask, torch.float64)
+    expected = displacement_to_normals(positions, normals, bump, mask=mask)
+    assert torch.equal(displacement_to_normals(positions, normals, bump, stencils=stencils), expected)
+    with pytest.raises(ValueError, match="stencils are for"):
+        displacement_to_normals(
+            positions[..., :16, :16], normals[..., :16, :16], bump[..., :16, :16], stencils=stencils
+        )

@@ -37,7 +37,7 @@ from aucgan.geometry.camera import orthographic_project
 from aucgan.geometry.mesh import vertex_normals
 from aucgan.geometry.render import Rendering, UVLayout, render, uv_layout, uv_maps
 from aucgan.geometry.shading import light_from_direction
-from aucgan.geometry.uv import displacement_to_normals, normalize_map
+from aucgan.geometry.uv import displacement_to_normals, grid_stencils, normalize_map
 
 SPLITS = ("train", "val", "test")
 _SPLIT_OF_DIGIT = ("train",) * 8 + ("val", "test")
@@ -180,6 +180,7 @@ class SyntheticWorld:
         skin_faces = (model.face_part == 0).to(self.layout.mask.dtype)
         face_of_texel = self.layout.fragments.face_index[0]
         self.uv_skin = (skin_faces[face_of_texel.clamp(min=0)] * (face_of_texel >= 0))[None]
+        self.stencils = grid_stencils(self.layout.mask.bool())
         self._identity = lru_cache(maxsize=16)(self._make_identity)
 
     # Identities -----------------------------------------------------------------------------------------
@@ -317,9 +318,8 @@ class SyntheticWorld:
         normals = vertex_normals(geometry.vertices, self.model.faces)
         uv = uv_maps(torch.cat([geometry.vertices, normals], dim=-1), self.layout)
         uv_positions, uv_normals = uv[:, :3], normalize_map(uv[:, 3:])
-        inside = self.layout.mask.bool()
         uv_detail_normals = displacement_to_normals(
-            uv_positions, uv_normals, uv_displacement * self.uv_skin, inside
+            uv_positions, uv_normals, uv_displacement * self.uv_skin, stencils=self.stencils
         )
         model = self.model
         rendering = render(

@@ -13,6 +13,8 @@ counter-clockwise in (u, v) agrees with them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -134,23 +136,38 @@ def _stencil(valid: torch.Tensor, dim: int, dtype: torch.dtype) -> tuple[torch.T
     return table[case].movedim(-1, 0), v_m1 | v_p1
 
 
-def _grid_stencils(
-    uv_positions: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stencils along u and along rows for a UV grid (``mask`` None: all texels belong to the surface).
+@dataclass(frozen=True)
+class GridStencils:
+    """Finite-difference stencils of one UV mask, reusable for every map on that mask.
 
-    Returns:
-        ``(B', 1, H, W)`` bool: texels in the mask with a masked neighbour along u and along v (where a
-        normal is defined), and the ``(5, B', 1, H, W)`` weights along u and along rows.
+    Attributes:
+        defined: ``(B', 1, H, W)`` bool, texels in the mask with a masked neighbour along u and along v.
+        along_u: ``(5, B', 1, H, W)`` weights of the values at offsets -2..+2 along u.
+        along_rows: ``(5, B', 1, H, W)`` the same along rows.
     """
+
+    defined: torch.Tensor
+    along_u: torch.Tensor
+    along_rows: torch.Tensor
+
+
+def grid_stencils(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> GridStencils:
+    """Stencils for a ``(B', 1, H, W)`` bool mask; pass them to :func:`displacement_to_normals` to skip
+    rebuilding them on every call when the mask is fixed (a face model's UV layout)."""
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a (B, 1, H, W) bool tensor, got {tuple(mask.shape)} {mask.dtype}")
+    along_u, has_u = _stencil(mask, -1, dtype)
+    along_rows, has_v = _stencil(mask, -2, dtype)
+    return GridStencils(mask & has_u & has_v, along_u, along_rows)
+
+
+def _grid_stencils(uv_positions: torch.Tensor, mask: torch.Tensor | None) -> GridStencils:
+    """Stencils for a UV grid (``mask`` None: all texels belong to the surface)."""
     if mask is None:
-        valid = torch.ones((1, 1, *uv_positions.shape[-2:]), dtype=torch.bool, device=uv_positions.device)
+        mask = torch.ones((1, 1, *uv_positions.shape[-2:]), dtype=torch.bool, device=uv_positions.device)
     else:
         _check_mask(mask, uv_positions)
-        valid = mask
-    along_u, has_u = _stencil(valid, -1, uv_positions.dtype)
-    along_rows, has_v = _stencil(valid, -2, uv_positions.dtype)
-    return valid & has_u & has_v, along_u, along_rows
+    return grid_stencils(mask, uv_positions.dtype)
 
 
 def _derivative(values: torch.Tensor, weights: torch.Tensor, dim: int) -> torch.Tensor:
@@ -187,9 +204,10 @@ def surface_normals(
     if reference_normals is not None:
         _check_map("reference_normals", reference_normals, 3)
         _check_same_grid("reference_normals", reference_normals, uv_positions)
-    defined, along_u, along_rows = _grid_stencils(uv_positions, mask)
-    d_du = _derivative(uv_positions, along_u, -1)
-    d_drow = _derivative(uv_positions, along_rows, -2)
+    stencils = _grid_stencils(uv_positions, mask)
+    defined = stencils.defined
+    d_du = _derivative(uv_positions, stencils.along_u, -1)
+    d_drow = _derivative(uv_positions, stencils.along_rows, -2)
     d_dv = -d_drow
     normals = normalize_map(_cross(d_du, d_dv))
 
@@ -205,6 +223,7 @@ def displacement_to_normals(
     uv_normals: torch.Tensor,
     uv_displacement: torch.Tensor,
     mask: torch.Tensor | None = None,
+    stencils: GridStencils | None = None,
 ) -> torch.Tensor:
     """Detail normals: normals of the coarse surface displaced along its (smooth) normals.
 
@@ -223,6 +242,7 @@ def displacement_to_normals(
         uv_normals: ``(B, 3, H, W)`` unit smooth coarse normals in UV space; also the orientation reference.
         uv_displacement: ``(B, 1, H, W)`` displacement along the normal (model units).
         mask: ``(B, 1, H, W)`` or ``(1, 1, H, W)`` bool texels of the face in UV space, or None for all.
+        stencils: :func:`grid_stencils` of ``mask``, precomputed (then ``mask`` is not needed).
 
     Returns:
         ``(B, 3, H, W)`` unit detail normals (``uv_detail_normals``); ``uv_normals`` outside ``mask`` and
@@ -234,7 +254,13 @@ def displacement_to_normals(
     _check_same_grid("uv_normals", uv_normals, uv_positions)
     _check_same_grid("uv_displacement", uv_displacement, uv_positions)
     normal = uv_normals
-    defined, along_u, along_rows = _grid_stencils(uv_positions, mask)
+    if stencils is None:
+        stencils = _grid_stencils(uv_positions, mask)
+    elif stencils.defined.shape[-2:] != uv_positions.shape[-2:]:
+        raise ValueError(
+            f"stencils are for {tuple(stencils.defined.shape)}, maps are {tuple(uv_positions.shape)}"
+        )
+    defined, along_u, along_rows = stencils.defined, stencils.along_u, stencils.along_rows
     dp_du, dd_du = _derivative(uv_positions, along_u, -1), _derivative(uv_displacement, along_u, -1)
     dp_drow, dd_drow = _derivative(uv_positions, along_rows, -2), _derivative(uv_displacement, along_rows, -2)
     t_u = dp_du - _dot(dp_du, normal) * normal
