@@ -2,7 +2,9 @@
 
 Rasterises a displaced sphere of about 10k triangles that fills most of the image and reports the
 median milliseconds per image over repeats, after warm-up, for each batch size and culling setting:
-the rasteriser alone, and rasteriser + interpolation + backward pass to the vertices.
+the rasteriser alone, and rasteriser + interpolation + backward pass to the vertices. Then the small
+mesh of the synthetic data generator: the built-in face (898 triangles, tens of pixels each), one
+image at a time with back faces culled, on ``--face-threads`` threads.
 
     python benchmarks/bench_raster.py --size 224 --batch 1 8 --threads 2
 """
@@ -16,6 +18,8 @@ import time
 
 import torch
 
+from aucgan.face_model import ProceduralFaceModel
+from aucgan.geometry.camera import orthographic_project
 from aucgan.geometry.raster import interpolate, rasterize
 
 
@@ -60,6 +64,18 @@ def displaced_sphere(
     return vertices, faces
 
 
+def neutral_face() -> tuple[torch.Tensor, torch.Tensor]:
+    """The built-in face with zero codes, seen from the front as the synthetic data generator frames it.
+
+    Returns:
+        vertices ``(1, 468, 3)`` in NDC and faces ``(898, 3)``.
+    """
+    model = ProceduralFaceModel()
+    geometry = model(torch.zeros(1, 12), torch.zeros(1, 27), torch.zeros(1, 6))
+    camera = torch.tensor([[0.09, 0.0, 1.6]])
+    return orthographic_project(geometry.vertices, camera), model.faces
+
+
 def measure(
     vertices: torch.Tensor, faces: torch.Tensor, size: int, cull: bool, repeats: int, grad: bool
 ) -> float:
@@ -100,6 +116,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per setting")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--face-threads", type=int, default=1, help="torch.set_num_threads, face mesh")
+    parser.add_argument("--face-repeats", type=int, default=200, help="timed runs, face mesh")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -120,6 +138,20 @@ def main() -> None:
     lines.append(header)
     for batch, count, cull, coverage, forward, backward in rows:
         lines.append(f"{batch:>5} {count:>6} {cull!s:>5} {coverage:>8.1%} {forward:>9.2f} {backward:>12.2f}")
+
+    torch.set_num_threads(args.face_threads)
+    vertices, faces = neutral_face()
+    vertices = vertices.to(dtype)
+    coverage = rasterize(vertices, faces, args.size).mask.float().mean().item()
+    forward = measure(vertices, faces, args.size, True, args.face_repeats, grad=False)
+    backward = measure(vertices, faces, args.size, True, args.face_repeats, grad=True)
+    lines.append("")
+    lines.append(
+        f"built-in face {args.size}x{args.size}, {args.dtype}, {args.face_threads} threads, "
+        f"median of {args.face_repeats}"
+    )
+    lines.append(header)
+    lines.append(f"{1:>5} {faces.shape[0]:>6} {True!s:>5} {coverage:>8.1%} {forward:>9.2f} {backward:>12.2f}")
     print("\n".join(lines))
 
 

@@ -165,7 +165,61 @@ def test_fast_path_matches_reference(cull_backfaces, dtype):
         )
 
 
-def test_fast_path_matches_reference_in_small_chunks_with_and_without_merging(monkeypatch):
+def assert_fast_paths_match_reference(
+    vertices: torch.Tensor, faces: torch.Tensor, size, cull_backfaces: bool = False
+) -> None:
+    """Both ways out of the fast path agree with the reference: without gradients (the weights of the
+    visible candidates, scattered as they are found) and with them (recomputed from the per-face
+    table)."""
+    expected = rasterize_reference(vertices, faces, size, cull_backfaces=cull_backfaces)
+    plain = rasterize(vertices, faces, size, cull_backfaces=cull_backfaces)
+    tracked = rasterize(vertices.clone().requires_grad_(True), faces, size, cull_backfaces=cull_backfaces)
+    assert tracked.barycentric.requires_grad and not plain.barycentric.requires_grad
+    assert_same_fragments(plain, expected)
+    # The same operations on the same numbers: bit for bit equal.
+    assert torch.equal(tracked.face_index, plain.face_index)
+    assert torch.equal(tracked.barycentric.detach(), plain.barycentric)
+    assert torch.equal(tracked.depth.detach(), plain.depth)
+
+
+def posed_face_meshes(generator: torch.Generator, batch: int) -> tuple:
+    """The canonical face mesh turned by random yaw (up to 70 degrees, so the nose hides part of a
+    cheek), pitch and roll, scaled and shifted: vertices ``(batch, 468, 3)`` and faces ``(898, 3)``."""
+    vertices, faces, _ = face_mesh()
+    meshes = []
+    for _ in range(batch):
+        yaw, pitch, roll = (
+            (torch.rand(3, generator=generator, dtype=torch.float64) * 2 - 1)
+            * torch.tensor([1.2, 0.5, 0.4], dtype=torch.float64)
+        ).tolist()
+        cy, sy, cp, sp, cr, sr = (f(a) for a in (yaw, pitch, roll) for f in (math.cos, math.sin))
+        turn = (
+            torch.tensor([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]], dtype=torch.float64)
+            @ torch.tensor([[1, 0, 0], [0, cp, -sp], [0, sp, cp]], dtype=torch.float64)
+            @ torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], dtype=torch.float64)
+        )
+        scale = 0.8 + 0.5 * float(torch.rand(1, generator=generator))
+        shift = 0.15 * (torch.rand(3, generator=generator, dtype=torch.float64) * 2 - 1)
+        meshes.append(scale * vertices[0] @ turn.T + shift)
+    return torch.stack(meshes), faces
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("cull_backfaces", [False, True])
+def test_face_mesh_at_several_poses_matches_reference(batch, cull_backfaces, monkeypatch):
+    vertices, faces = posed_face_meshes(torch.Generator().manual_seed(10 + batch), batch)
+    calls = []
+    recompute = raster._fragments_from_table
+    monkeypatch.setattr(raster, "_fragments_from_table", lambda *args: calls.append(1) or recompute(*args))
+    for dtype in (torch.float32, torch.float64):
+        posed = vertices.to(dtype)
+        assert_fast_paths_match_reference(posed, faces, (128, 112), cull_backfaces=cull_backfaces)
+        assert rasterize(posed, faces, (128, 112), cull_backfaces=cull_backfaces).mask.float().mean() > 0.25
+    # Weights were recomputed from the per-face table for the two calls with gradients only.
+    assert len(calls) == 2
+
+
+def test_fast_path_matches_reference_in_small_chunks(monkeypatch):
     generator = torch.Generator().manual_seed(4)
     vertices, faces = triangle_soup(generator, batch=2, count=150, spread=0.5)
     # Add a quad bigger than the image, behind everything, and one in front of everything.
@@ -177,12 +231,43 @@ def test_fast_path_matches_reference_in_small_chunks_with_and_without_merging(mo
     expected = rasterize_reference(vertices, faces, 31)
     assert expected.mask.all()
     assert_same_fragments(rasterize(vertices, faces, 31), expected)
-    monkeypatch.setattr(raster, "_MAX_PAIRS_PER_CHUNK", 97)
-    monkeypatch.setattr(raster, "_PIXEL_TESTS_PER_PASS", 0)
-    assert_same_fragments(rasterize(vertices, faces, 31), expected)
-    # Everything merged into one block shape.
-    monkeypatch.setattr(raster, "_PIXEL_TESTS_PER_PASS", math.inf)
-    assert_same_fragments(rasterize(vertices, faces, 31), expected)
+    # Many groups of faces and chunks of candidates, each merged into the earlier ones; with a limit of
+    # one, one face per group and one row of its box per chunk.
+    for limit in (97, 1):
+        monkeypatch.setattr(raster, "_MAX_PAIRS_PER_CHUNK", limit)
+        assert_same_fragments(rasterize(vertices, faces, 31), expected)
+        tracked = rasterize(vertices.clone().requires_grad_(True), faces, 31)
+        detached = dataclasses.replace(
+            tracked, barycentric=tracked.barycentric.detach(), depth=tracked.depth.detach()
+        )
+        assert_same_fragments(detached, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_slivers_and_pixel_aligned_triangles_match_reference(dtype):
+    generator = torch.Generator().manual_seed(11)
+    # Corners on pixel centres (edges along rows and columns, and through many centres up to the
+    # rounding of NDC values like 1 / 30), and long thin slivers in every direction.
+    size, aligned_count, sliver_count = 30, 300, 120
+    rows, cols = torch.randint(-2, size + 2, (2, 2, aligned_count, 3), generator=generator)
+    # Leave out exactly collinear corners: rounding can give such a triangle a tiny area, and then its
+    # edge functions accept pixel centres on its line far outside it, which the reference tests and
+    # the fast path, looking only inside bounding boxes, does not.
+    twice_area = (cols[..., 1] - cols[..., 0]) * (rows[..., 2] - rows[..., 0]) - (
+        rows[..., 1] - rows[..., 0]
+    ) * (cols[..., 2] - cols[..., 0])
+    rows, cols = (torch.where(twice_area[..., None] == 0, 0, index).to(dtype) for index in (rows, cols))
+    aligned = torch.stack([(2 * cols + 1) / size - 1, 1 - (2 * rows + 1) / size], -1)
+    start = torch.rand(2, sliver_count, 1, 2, generator=generator, dtype=dtype) * 2.4 - 1.2
+    direction = torch.randn(2, sliver_count, 1, 2, generator=generator, dtype=dtype)
+    across = 0.02 * torch.randn(2, sliver_count, 1, 2, generator=generator, dtype=dtype)
+    slivers = torch.cat([start, start + direction, start + direction * 0.5 + across], dim=2)
+    corners = torch.cat([aligned, slivers], dim=1)
+    depth = torch.rand(2, corners.shape[1], 3, 1, generator=generator, dtype=dtype)
+    vertices = torch.cat([corners, depth], -1).reshape(2, -1, 3)
+    faces = torch.arange(vertices.shape[1]).view(-1, 3)
+    for cull_backfaces in (False, True):
+        assert_fast_paths_match_reference(vertices, faces, size, cull_backfaces=cull_backfaces)
 
 
 def test_closed_grid_has_no_cracks_and_ties_go_to_the_larger_face_index():
@@ -387,6 +472,9 @@ def test_empty_and_offscreen_meshes():
         assert fragments.image_size == (5, 7) and fragments.batch_size == 1
     nan = torch.full((1, 3, 3), math.nan)
     assert not rasterize(nan, torch.tensor([[0, 1, 2]]), 4).mask.any()
+    for vertices in (torch.zeros(0, 3, 3), torch.zeros(0, 3, 3, requires_grad=True)):
+        fragments = rasterize(vertices, torch.tensor([[0, 1, 2]]), (5, 7))
+        assert fragments.face_index.shape == (0, 5, 7) and fragments.barycentric.shape == (0, 5, 7, 3)
 
 
 def test_fragments_are_frozen():

@@ -19,28 +19,36 @@ Rules, shared by the fast path and the reference:
 * with ``cull_backfaces`` triangles whose projected winding is clockwise (counter-clockwise is the front
   in NDC with y up) cover nothing.
 
-The fast path enumerates, per triangle, the pixel centres inside its screen bounding box, keeps those
-the edge functions accept, resolves visibility with two scatter-max passes (depth, then face index
-among the nearest), and finally recomputes the barycentric weights of the winning triangle with
-differentiable operations on the input vertices, so gradients reach the vertex positions.
+The fast path works on (triangle, pixel) candidates. Faces are taken in index order, in groups whose
+pixel bounding boxes hold a bounded number of pixels; every row of a face's box is a run of consecutive
+columns, narrowed to those the edge functions can accept on that row, and the runs of a group are laid
+end to end and tested at once, an edge function being the difference of a per-row and a per-column
+term. Covered candidates go through a depth scatter-max, then a face-index scatter-max among the
+nearest. Without gradients, the candidates visible so far also scatter their barycentric weights and
+depth; with gradients, the weights of each pixel's visible triangle are recomputed from the vertices
+with differentiable operations, so gradients reach the vertex positions. Coverage tests, weights and
+depths use the very same floating-point operations as :func:`rasterize_reference`, so both choose the
+same faces and give the same weights; the one difference is that the fast path looks only inside
+bounding boxes, where the reference also accepts far points of the line through a triangle whose
+collinear corners rounding has given a tiny area.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from aucgan.geometry.camera import ndc_to_pixels, uv_to_ndc
 
-# Candidate (triangle, pixel) pairs evaluated at once by the fast path; bounds its working memory to a
-# few hundred MB whatever the triangle sizes.
-_MAX_PAIRS_PER_CHUNK = 1 << 20
-# Pixel tests that cost about as much as the fixed overhead of one more pass over a group of faces.
-_PIXEL_TESTS_PER_PASS = 1 << 14
+# Pixels in the bounding boxes of a group of faces evaluated at once by the fast path, and so candidate
+# (triangle, pixel) pairs (a face with a larger box is split by rows). Keeps the working memory to tens
+# of MB, small enough to be reused from group to group and call to call rather than handed back to the
+# system and faulted in again.
+_MAX_PAIRS_PER_CHUNK = 1 << 18
 # Faces evaluated against every pixel at once by the reference implementation.
 _REFERENCE_FACES_PER_CHUNK = 32
 
@@ -100,9 +108,19 @@ def rasterize(
         ValueError: on malformed shapes, dtypes, sizes or out-of-range face indices.
     """
     height, width = _check_mesh(vertices, faces, image_size)
-    faces = faces.long()
-    face_index = _visible_faces(vertices.detach(), faces, height, width, cull_backfaces)
-    return _fragments_for(vertices, faces, face_index)
+    corners, table, keep = _face_table(vertices, faces.long(), height, width, cull_backfaces)
+    differentiable = torch.is_grad_enabled() and table.requires_grad
+    face_index, barycentric, depth = _visible_faces(
+        corners.detach(),
+        table.detach(),
+        keep,
+        faces.shape[0],
+        (vertices.shape[0], height, width),
+        not differentiable,
+    )
+    if differentiable:
+        return _fragments_from_table(table, face_index, faces.shape[0])
+    return Fragments(face_index=face_index, barycentric=barycentric, depth=depth, mask=face_index >= 0)
 
 
 def rasterize_reference(
@@ -311,187 +329,267 @@ def _is_covered(edges: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     return (edges[0] >= 0) & (edges[1] >= 0) & (edges[2] >= 0) & (edges[0] + edges[1] + edges[2] > 0)
 
 
-def _block_sizes(limit: int) -> Tensor:
-    """Block side lengths 1, 2, 3, 4, 6, 8, 12, ... below ``limit``, then ``limit``."""
-    sizes = {1, 2, 3}
-    side = 4
-    while side < limit:
-        sizes.update((side, side + side // 2))
-        side *= 2
-    return torch.tensor(sorted({s for s in sizes if s < limit} | {limit}), dtype=torch.long)
+def _face_table(
+    vertices: Tensor, faces: Tensor, height: int, width: int, cull_backfaces: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Corners and edge table of every face of every image, one column per face, for the fast path.
 
-
-def _plan_blocks(
-    rows: np.ndarray, cols: np.ndarray, counts: np.ndarray
-) -> tuple[np.ndarray, list[int], list[int]]:
-    """Merge block shapes greedily while a merge costs fewer pixel tests than a pass of its own.
+    Holds the very values :func:`_edge_table` gives for ``_screen_corners(vertices[:, faces])``, computed
+    on contiguous rows (one per corner and quantity) rather than on ``(..., 3, 3)`` blocks, which costs a
+    fraction of the time for large meshes.
 
     Args:
-        rows, cols: ``(G,)`` block shape of each class of faces.
-        counts: ``(G,)`` faces per class.
+        vertices: ``(B, V, 3)`` NDC positions.
+        faces: ``(F, 3)`` int64 vertex indices.
+        height, width: image size in pixels.
+        cull_backfaces: as :func:`_edge_table`.
 
     Returns:
-        ``(G,)`` merged group of each class (numbered 0..K-1), and the K group shapes (rows, cols).
+        Corners ``(3, 3, B * F)`` (column, row, depth of corner k of face ``b * F + f``) and the table
+        ``(5, 3, B * F)`` with the rows of :func:`_edge_table`, both differentiable like ``vertices``;
+        and ``(B * F,)`` bool, the faces that may cover pixels (the others have zero slopes).
     """
-    rows, cols, counts = rows.astype(np.float64), cols.astype(np.float64), counts.astype(np.float64)
-    label = np.arange(rows.size)
-    alive = np.ones(rows.size, dtype=bool)
-    area = rows * cols
-    merged_area = np.maximum.outer(rows, rows) * np.maximum.outer(cols, cols)
-    cost = counts[:, None] * (merged_area - area[:, None]) + counts[None, :] * (merged_area - area[None, :])
-    np.fill_diagonal(cost, np.inf)
-    while True:
-        keep, drop = np.unravel_index(np.argmin(cost), cost.shape)
-        if not cost[keep, drop] < _PIXEL_TESTS_PER_PASS:
-            break
-        rows[keep], cols[keep] = max(rows[keep], rows[drop]), max(cols[keep], cols[drop])
-        area[keep] = rows[keep] * cols[keep]
-        counts[keep] += counts[drop]
-        alive[drop] = False
-        label[label == drop] = keep
-        merged_area = np.maximum(rows[keep], rows) * np.maximum(cols[keep], cols)
-        row_cost = counts[keep] * (merged_area - area[keep]) + counts * (merged_area - area)
-        row_cost[~alive] = np.inf
-        row_cost[keep] = np.inf
-        cost[keep, :] = row_cost
-        cost[:, keep] = row_cost
-        cost[drop, :] = np.inf
-        cost[:, drop] = np.inf
-    survivors = np.flatnonzero(alive)
-    renumber = np.zeros(rows.size, dtype=np.int64)
-    renumber[survivors] = np.arange(survivors.size)
-    return (
-        renumber[label],
-        rows[survivors].astype(np.int64).tolist(),
-        cols[survivors].astype(np.int64).tolist(),
-    )
+    batch, num_vertices = vertices.shape[:2]
+    screen = _screen_corners(vertices, height, width).permute(2, 0, 1).reshape(3, batch * num_vertices)
+    corner_ids = faces.t()
+    if batch != 1:
+        image_start = torch.arange(batch, device=faces.device) * num_vertices
+        corner_ids = corner_ids[:, None, :] + image_start[:, None]
+    corners = screen.index_select(1, corner_ids.reshape(-1)).view(3, 3, -1)
+    col, row, depth = corners.unbind(0)
+    start_col, start_row = col.roll(-1, 0), row.roll(-1, 0)
+    end_col, end_row = col.roll(-2, 0), row.roll(-2, 0)
+    swap = (start_col > end_col) | ((start_col == end_col) & (start_row > end_row))
+    origin_col = torch.where(swap, end_col, start_col)
+    origin_row = torch.where(swap, end_row, start_row)
+    delta_col = torch.where(swap, start_col, end_col) - origin_col
+    delta_row = torch.where(swap, start_row, end_row) - origin_row
+    with torch.no_grad():
+        area = (col[1] - col[0]) * (row[2] - row[0]) - (row[1] - row[0]) * (col[2] - col[0])
+        # Zero times a coordinate is zero unless the coordinate is infinite or NaN.
+        keep = ((corners * 0).sum(dim=(0, 1)) == 0) & (area != 0)
+        if cull_backfaces:
+            keep &= area < 0
+        orientation = torch.where(keep, torch.sign(area), 0.0)
+        sign = torch.where(swap, -orientation, orientation)
+    table = torch.stack([sign * delta_col, sign * delta_row, origin_col, origin_row, depth])
+    return corners, table, keep
 
 
-def _visible_faces(vertices: Tensor, faces: Tensor, height: int, width: int, cull_backfaces: bool) -> Tensor:
+def _visible_faces(
+    corners: Tensor,
+    table: Tensor,
+    keep: Tensor,
+    num_faces: int,
+    shape: tuple[int, int, int],
+    with_weights: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Fast path: ``(B, H, W)`` int64 index of the visible face per pixel centre, -1 on background.
 
-    Faces are grouped by the size of their pixel bounding box, rounded up to a few block sizes (rare
-    sizes merged into common ones, see :func:`_plan_blocks`); each group is evaluated as a dense
-    ``(block rows, block cols, faces)`` array of pixel centres, where an edge function is the difference
-    of a per-row and a per-column term, so no per-pixel gathers are needed. The covered (pixel, depth,
-    face) triples then go through a depth scatter-max and a face-index scatter-max, in bounded chunks.
+    Live faces (kept, with a box inside the image) are taken in index order, in groups whose pixel
+    bounding boxes hold at most ``_MAX_PAIRS_PER_CHUNK`` pixels in all, so that working memory stays
+    small and in cache whatever the batch; the candidates of each group (see :func:`_candidates`) are
+    merged into running depth and face buffers.
+
+    Args:
+        corners: ``(3, 3, B * F)`` from :func:`_face_table`, detached.
+        table: ``(5, 3, B * F)`` from :func:`_face_table`, detached.
+        keep: ``(B * F,)`` bool from :func:`_face_table`.
+        num_faces: faces per image F.
+        shape: ``(B, H, W)``, number of images and their size in pixels.
+        with_weights: also return the barycentric weights and depth of the visible faces.
+
+    Returns:
+        Face index ``(B, H, W)``; with ``with_weights``, barycentric weights ``(B, H, W, 3)`` and depth
+        ``(B, H, W)`` (zero on background, without gradients), else None and None. These are the very
+        values :func:`_fragments_from_table` computes (same numbers, same operations): after each chunk
+        of candidates, those that are the visible face of their pixel so far write theirs, and a later
+        chunk that takes the pixel over writes again.
     """
-    batch, num_faces = vertices.shape[0], faces.shape[0]
-    device, dtype = vertices.device, vertices.dtype
-    num_pixels = height * width
-    best_face = torch.full((batch * num_pixels,), -1, dtype=torch.long, device=device)
-    best_depth = torch.full((batch * num_pixels,), -torch.inf, dtype=dtype, device=device)
-    if num_faces == 0:
-        return best_face.view(batch, height, width)
-    corners = _screen_corners(vertices[:, faces], height, width).reshape(batch * num_faces, 3, 3)
-    table = _edge_table(corners, cull_backfaces)
+    device, dtype = table.device, table.dtype
+    batch, height, width = shape
+    size = batch * height * width
+    best_face = torch.full((size,), -1, dtype=torch.long, device=device)
+    best_depth = torch.full((size,), -torch.inf, dtype=dtype, device=device)
+    # Each with one spare element at the end, where candidates that are not visible write.
+    barycentric = table.new_zeros(3 * size + 3) if with_weights else None
+    depth_map = table.new_zeros(size + 1) if with_weights else None
+    corner_offset = torch.arange(3, device=device)[:, None]
 
     # Pixel-centre bounding boxes, widened by a hair so that rounding in the edge functions can never
     # accept a centre just outside the box.
-    coords = corners[..., :2]
-    margin = 1e-3 + 64 * torch.finfo(dtype).eps * coords.abs().amax(dim=(1, 2))
-    upper = torch.tensor([width - 1, height - 1], dtype=dtype, device=device)
-    low = torch.ceil((coords.amin(dim=1) - margin[:, None]).clamp(min=0.0)).long()
-    high = torch.floor(torch.minimum(coords.amax(dim=1) + margin[:, None], upper)).long()
-    span = high - low + 1
-    live = ((span > 0).all(-1) & (table[_SLOPE_ROW] != 0).any(0)).nonzero().squeeze(1)
-    if live.numel() == 0:
-        return best_face.view(batch, height, width)
-
-    # Group faces by block shape (rows, cols): each side rounded up to one of a few sizes, then rare
-    # shapes merged into common ones where that costs fewer extra pixel tests than a separate pass.
-    col_sizes, row_sizes = _block_sizes(width), _block_sizes(height)
-    shape_class = torch.searchsorted(row_sizes.to(device), span[live, 1]) * col_sizes.numel()
-    shape_class += torch.searchsorted(col_sizes.to(device), span[live, 0])
-    classes, face_class, class_counts = torch.unique(shape_class, return_inverse=True, return_counts=True)
-    classes = classes.cpu()
-    merged, block_rows, block_cols = _plan_blocks(
-        row_sizes[classes // col_sizes.numel()].numpy(),
-        col_sizes[classes % col_sizes.numel()].numpy(),
-        class_counts.cpu().numpy(),
+    col, row = corners[0], corners[1]
+    col_min = torch.minimum(torch.minimum(col[0], col[1]), col[2])
+    col_max = torch.maximum(torch.maximum(col[0], col[1]), col[2])
+    row_min = torch.minimum(torch.minimum(row[0], row[1]), row[2])
+    row_max = torch.maximum(torch.maximum(row[0], row[1]), row[2])
+    reach = torch.maximum(torch.maximum(col_max, -col_min), torch.maximum(row_max, -row_min))
+    margin = 1e-3 + 64 * torch.finfo(dtype).eps * reach
+    # Clamped on both sides (an empty box off the image) before the conversion to integers.
+    box = torch.stack(
+        [
+            torch.ceil((col_min - margin).clamp(min=0.0, max=width)),
+            torch.floor((col_max + margin).clamp(min=-1.0, max=width - 1)),
+            torch.ceil((row_min - margin).clamp(min=0.0, max=height)),
+            torch.floor((row_max + margin).clamp(min=-1.0, max=height - 1)),
+        ]
+    ).long()
+    live = (keep & (box[1] >= box[0]) & (box[3] >= box[2])).nonzero().squeeze(1)
+    box = box.index_select(1, live)
+    margin = margin.index_select(0, live)
+    box_end = ((box[1] - box[0] + 1) * (box[3] - box[2] + 1)).cumsum(0)
+    total = int(box_end[-1]) if live.numel() else 0
+    first = done = 0
+    while first < live.numel():
+        stop = live.numel()
+        if total - done > _MAX_PAIRS_PER_CHUNK:
+            stop = max(int(torch.searchsorted(box_end, done + _MAX_PAIRS_PER_CHUNK, right=True)), first + 1)
+        group = slice(first, stop)
+        chunks = _candidates(table, live[group], box[:, group], margin[group], num_faces, height, width)
+        for pixel, depth, face, weights in chunks:
+            _resolve_depth(best_depth, best_face, pixel, depth, face)
+            if with_weights:
+                target = torch.where(face == best_face.index_select(0, pixel), pixel, size)
+                depth_map.scatter_(0, target, depth)
+                barycentric.scatter_(0, (target.mul_(3) + corner_offset).view(-1), weights.view(-1))
+            del pixel, depth, face, weights
+        first, done = stop, int(box_end[stop - 1])
+    face_index = best_face.view(batch, height, width)
+    if not with_weights:
+        return face_index, None, None
+    return (
+        face_index,
+        barycentric[:-3].view(batch, height, width, 3),
+        depth_map[:-1].view(batch, height, width),
     )
-    group = torch.from_numpy(merged).to(device)[face_class]
-    group, order = torch.sort(group, stable=True)
-    counts = torch.bincount(group, minlength=len(block_rows)).tolist()
-    live = live[order]
-    table = table[..., live]
-    # Block origin, moved back inside the image where the block would stick out of it.
-    group_rows = torch.tensor(block_rows, device=device)[group]
-    group_cols = torch.tensor(block_cols, device=device)[group]
-    origin_col = torch.minimum(low[live, 0], width - group_cols)
-    origin_row = torch.minimum(low[live, 1], height - group_rows)
-    image = live // num_faces
-    face_ids = live - image * num_faces
-    origin_pixel = image * num_pixels + origin_row * width + origin_col
-    origin_col = origin_col.to(dtype)
-    origin_row = origin_row.to(dtype)
-
-    row_steps = torch.arange(max(block_rows), device=device, dtype=dtype)
-    col_steps = torch.arange(max(block_cols), device=device, dtype=dtype)
-    pending: list[tuple[Tensor, Tensor, Tensor]] = []
-    pending_size = 0
-    flushed = False
-    first = 0
-    for rows, cols, count in zip(block_rows, block_cols, counts, strict=True):
-        step = max(1, _MAX_PAIRS_PER_CHUNK // (rows * cols))
-        for lo in range(first, first + count, step):
-            members = slice(lo, min(lo + step, first + count))
-            size = members.stop - members.start
-            # Dense (block row, block col, face) arrays, faces innermost so every operation streams.
-            row = origin_row[None, members] + row_steps[:rows, None]
-            col = origin_col[None, members] + col_steps[:cols, None]
-            part = table[..., members]
-            edges = tuple(
-                (part[_SLOPE_ROW, k] * (row - part[_ORIGIN_ROW, k]))[:, None, :]
-                - (part[_SLOPE_COL, k] * (col - part[_ORIGIN_COL, k]))[None, :, :]
-                for k in range(3)
-            )
-            # Inside or on the boundary (the zero-sum case is sorted out below, on the few hits).
-            hits = (torch.minimum(torch.minimum(edges[0], edges[1]), edges[2]) >= 0).view(-1).nonzero()
-            hits = hits.squeeze(1)
-            edges = tuple(edge.view(-1).index_select(0, hits) for edge in edges)
-            positive = (edges[0] + edges[1] + edges[2] > 0).nonzero().squeeze(1)
-            if positive.numel() < hits.numel():
-                hits = hits.index_select(0, positive)
-                edges = tuple(edge.index_select(0, positive) for edge in edges)
-            if hits.numel() == 0:
-                continue
-            block_pixel = torch.div(hits, size, rounding_mode="floor")
-            member = hits - block_pixel * size + members.start
-            block_row = torch.div(block_pixel, cols, rounding_mode="floor")
-            pixel = (
-                origin_pixel.index_select(0, member) + block_row * width + (block_pixel - block_row * cols)
-            )
-            *_, depth = _barycentric_and_depth(
-                edges, tuple(table[_DEPTH, k].index_select(0, member) for k in range(3))
-            )
-            pending.append((pixel, depth, face_ids.index_select(0, member)))
-            pending_size += hits.numel()
-            if pending_size >= _MAX_PAIRS_PER_CHUNK:
-                _resolve_depth(best_depth, best_face, pending, fresh=not flushed)
-                pending, pending_size, flushed = [], 0, True
-        first += count
-    if pending:
-        _resolve_depth(best_depth, best_face, pending, fresh=not flushed)
-    return best_face.view(batch, height, width)
 
 
-def _resolve_depth(
-    best_depth: Tensor, best_face: Tensor, pending: list[tuple[Tensor, Tensor, Tensor]], fresh: bool
-) -> None:
-    """Merge covered (pixel, depth, face) triples into the running depth and face buffers, in place.
+def _candidates(
+    table: Tensor, faces: Tensor, box: Tensor, margin: Tensor, num_faces: int, height: int, width: int
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """The candidate pixels of some faces, tested with the exact edge functions of the reference.
 
-    A pixel keeps the largest depth; among triples at that depth, the largest face index. Triples seen
-    earlier that no longer reach the (possibly raised) depth of their pixel lose their claim. ``fresh``
-    says that the buffers still hold their initial -inf and -1.
+    Every row of a face's pixel bounding box is an entry, whose columns are narrowed to those that the
+    three edge functions can accept on that row: each accepts a half-line of columns, rounding included,
+    since the rounded edge function is monotonic in the column. The columns of all entries, laid end to
+    end, are the candidates; an edge function is the difference of a per-row term (one per entry) and a
+    per-column term (one per column of the face's box).
+
+    Args:
+        table: ``(5, 3, B * F)`` edge table of all faces from :func:`_face_table`, detached.
+        faces: ``(G,)`` int64 faces to test, ``b * F + f`` for face f of image b, increasing.
+        box: ``(4, G)`` int64 first column, last column, first row and last row of their pixel boxes,
+            inside the image and not empty.
+        margin: ``(G,)`` their box margins in pixels, as widening for the column ranges.
+        num_faces: faces per image F.
+        height, width: image size in pixels.
+
+    Yields:
+        Chunks of at most ``_MAX_PAIRS_PER_CHUNK`` candidates (more only for one entry wider than that),
+        faces in increasing order: pixel ``(N,)`` int64 flat index over the batch; depth ``(N,)``, -inf
+        where the face does not cover the pixel centre; face ``(N,)`` int64 index in its image, -2
+        where it does not cover; barycentric weights ``(3, N)``.
     """
-    pixel, depth, face = (torch.cat(parts) for parts in zip(*pending, strict=True))
-    previous = None if fresh else best_depth.clone()
+    device, dtype = table.device, table.dtype
+    flat_table = table.view(15, -1)
+    box_col, box_last_col, box_row, box_last_row = box
+
+    # Entries: one per (face, row of its box).
+    box_rows = box_last_row - box_row + 1
+    rows_before = box_rows.cumsum(0) - box_rows
+    num_entries = int(rows_before[-1] + box_rows[-1])
+    entry_face = torch.repeat_interleave(box_rows, output_size=num_entries)
+    entry_row = torch.arange(num_entries, device=device) + (box_row - rows_before).index_select(0, entry_face)
+    entry_owner = faces.index_select(0, entry_face)
+    entry_table = flat_table[: 3 * _ORIGIN_ROW + 3].index_select(1, entry_owner).view(4, 3, -1)
+    row_terms = entry_table[_SLOPE_ROW] * (entry_row.to(dtype) - entry_table[_ORIGIN_ROW])
+    # Edge k accepts column c where slope_col * (c - origin_col) <= row_term: c up to a bound for a
+    # positive slope, down to it for a negative one, every c or none for a zero slope.
+    slope_col = entry_table[_SLOPE_COL]
+    bound = entry_table[_ORIGIN_COL] + row_terms / slope_col
+    lower = torch.where(slope_col < 0, bound, -torch.inf)
+    upper = torch.where(slope_col > 0, bound, torch.inf)
+    upper = torch.where((slope_col == 0) & (row_terms < 0), -torch.inf, upper)
+    entry_margin = margin.index_select(0, entry_face)
+    lower = torch.maximum(torch.maximum(lower[0], lower[1]), lower[2]) - entry_margin
+    upper = torch.minimum(torch.minimum(upper[0], upper[1]), upper[2]) + entry_margin
+    first_col = torch.ceil(lower.clamp(min=-1.0, max=width)).long()
+    first_col = torch.maximum(first_col, box_col.index_select(0, entry_face))
+    last_col = torch.floor(upper.clamp(min=-1.0, max=width)).long()
+    last_col = torch.minimum(last_col, box_last_col.index_select(0, entry_face))
+    entry_size = (last_col - first_col + 1).clamp(min=0)
+    entry_end = entry_size.cumsum(0)
+    entry_start = entry_end - entry_size
+    num_pairs = int(entry_end[-1])
+    entry_depth = flat_table[3 * _DEPTH :].index_select(1, entry_owner)
+    del entry_table, slope_col, bound, lower, upper, entry_margin, last_col
+
+    # Column terms of every face over the columns of its box.
+    box_cols = box_last_col - box_col + 1
+    cols_before = box_cols.cumsum(0) - box_cols
+    num_cols = int(cols_before[-1] + box_cols[-1])
+    col_face = torch.repeat_interleave(box_cols, output_size=num_cols)
+    col_value = torch.arange(num_cols, device=device) + (box_col - cols_before).index_select(0, col_face)
+    col_table = flat_table[3 * _SLOPE_COL : 3 * _ORIGIN_COL + 3].index_select(
+        1, faces.index_select(0, col_face)
+    )
+    col_terms = col_table[:3] * (col_value.to(dtype) - col_table[3:])
+    del col_face, col_value, col_table
+
+    # Candidate p of an entry sits at column first_col + p - entry_start: shifts from p to its pixel
+    # and to its column term.
+    image = torch.div(entry_owner, num_faces, rounding_mode="floor")
+    entry_pixel = (image * height + entry_row) * width + first_col - entry_start
+    entry_col_term = (cols_before - box_col).index_select(0, entry_face) + first_col - entry_start
+    entry_face_id = entry_owner - image * num_faces
+    del image, entry_row, entry_owner, first_col
+
+    first = done = 0
+    while first < num_entries:
+        stop = num_entries
+        if num_pairs - done > _MAX_PAIRS_PER_CHUNK:
+            stop = int(torch.searchsorted(entry_end, done + _MAX_PAIRS_PER_CHUNK, right=True))
+            stop = max(stop, first + 1)
+        count = int(entry_end[stop - 1]) - done
+        entry = torch.repeat_interleave(entry_size[first:stop], output_size=count)
+        if first:
+            entry += first
+        # In-place steps where they keep the same rounding: the working memory is what costs here.
+        candidate = torch.arange(done, done + count, device=device)
+        pixel = entry_pixel.index_select(0, entry).add_(candidate)
+        col_term = entry_col_term.index_select(0, entry).add_(candidate)
+        del candidate
+        edges = row_terms.index_select(1, entry).sub_(col_terms.index_select(1, col_term))
+        del col_term
+        edge_sum = (edges[0] + edges[1]).add_(edges[2])
+        covered = (torch.minimum(torch.minimum(edges[0], edges[1]), edges[2]) >= 0) & (edge_sum > 0)
+        weights = edges.div_(edge_sum)
+        del edges, edge_sum
+        corner_depth = entry_depth.index_select(1, entry)
+        depth = (
+            (weights[0] * corner_depth[0])
+            .add_(weights[1] * corner_depth[1])
+            .add_(weights[2] * corner_depth[2])
+        )
+        depth = torch.where(covered, depth, -torch.inf)
+        # -2 rather than -1 for uncovered candidates, so that they never match a background pixel.
+        face = torch.where(covered, entry_face_id.index_select(0, entry), -2)
+        del entry, covered, corner_depth
+        yield pixel, depth, face, weights
+        first, done = stop, done + count
+
+
+def _resolve_depth(best_depth: Tensor, best_face: Tensor, pixel: Tensor, depth: Tensor, face: Tensor) -> None:
+    """Merge (pixel, depth, face) triples ``(N,)`` into the running depth and face buffers, in place.
+
+    A pixel keeps the largest depth; among triples at that depth, the largest face index. Triples with
+    depth -inf and a negative face stand for candidates that cover nothing and change nothing. The
+    faces of an image must come in increasing order over successive calls, so that a face that raises
+    a pixel's depth also has the largest index seen there so far and needs no earlier claim cleared.
+    """
     best_depth.scatter_reduce_(0, pixel, depth, reduce="amax")
-    if previous is not None:
-        best_face.masked_fill_(best_depth > previous, -1)
     nearest = depth == best_depth.index_select(0, pixel)
-    best_face.scatter_reduce_(0, pixel[nearest], face[nearest], reduce="amax")
+    best_face.scatter_reduce_(0, pixel, torch.where(nearest, face, -1), reduce="amax")
 
 
 def _fragments_for(vertices: Tensor, faces: Tensor, face_index: Tensor) -> Fragments:
@@ -524,4 +622,47 @@ def _fragments_for(vertices: Tensor, faces: Tensor, face_index: Tensor) -> Fragm
         barycentric=barycentric.view(batch, height, width, 3),
         depth=depth_map.view(batch, height, width),
         mask=face_index >= 0,
+    )
+
+
+def _fragments_from_table(table: Tensor, face_index: Tensor, num_faces: int) -> Fragments:
+    """Differentiable barycentric weights and depth of the chosen faces, from the per-face table.
+
+    The same operations as :func:`_fragments_for`, on the table columns of each covered pixel's face.
+
+    Args:
+        table: ``(5, 3, B * F)`` edge table from :func:`_face_table`, carrying gradients.
+        face_index: ``(B, H, W)`` int64 visible face per pixel centre, -1 on background.
+        num_faces: faces per image F.
+    """
+    batch, height, width = face_index.shape
+    num_pixels = height * width
+    dtype = table.dtype
+    mask = face_index >= 0
+    flat = mask.view(-1).nonzero().squeeze(1)
+    face = face_index.view(-1).index_select(0, flat)
+    pixel = flat
+    if batch > 1:
+        image = torch.div(flat, num_pixels, rounding_mode="floor")
+        face = face + image * num_faces
+        pixel = flat - image * num_pixels
+    row = torch.div(pixel, width, rounding_mode="floor")
+    col = (pixel - row * width).to(dtype)
+    part = table.reshape(15, -1).index_select(1, face).view(5, 3, -1)
+    edges = part[_SLOPE_ROW] * (row.to(dtype) - part[_ORIGIN_ROW]) - part[_SLOPE_COL] * (
+        col - part[_ORIGIN_COL]
+    )
+    weights = edges / (edges[0] + edges[1] + edges[2])
+    corner_depth = part[_DEPTH]
+    depth = weights[0] * corner_depth[0] + weights[1] * corner_depth[1] + weights[2] * corner_depth[2]
+    # One-dimensional scatters into zeros: much cheaper than index_put on the CPU.
+    size = batch * num_pixels
+    target = (flat * 3 + torch.arange(3, device=flat.device)[:, None]).view(-1)
+    barycentric = table.new_zeros(size * 3).scatter(0, target, weights.reshape(-1))
+    depth_map = table.new_zeros(size).scatter(0, flat, depth)
+    return Fragments(
+        face_index=face_index,
+        barycentric=barycentric.view(batch, height, width, 3),
+        depth=depth_map.view(batch, height, width),
+        mask=mask,
     )
