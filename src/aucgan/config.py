@@ -45,6 +45,7 @@ __all__ = [
     "ConfigError",
     "FaceModelConfig",
     "RenderConfig",
+    "SynthConfig",
     "load_config",
     "parse_overrides",
     "save_config",
