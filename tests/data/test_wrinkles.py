@@ -58,6 +58,11 @@ def test_wrinkle_aus_are_exactly_the_aus_with_folds():
     assert list(WRINKLE_AUS) == [au for au in MAIN_AUS if au in FOLDS]  # OpenGraphAU order
 
 
+@pytest.mark.parametrize("au", sorted(FOLDS))
+def test_every_au_folds_exactly_its_regions(au):
+    assert {fold.region for fold in FOLDS[au]} == set(AU_WRINKLE_REGIONS[au])
+
+
 @pytest.mark.parametrize("au", WRINKLE_AUS)
 def test_energy_grows_with_intensity_inside_the_regions_and_nothing_changes_outside(identities, au):
     inside = regions_of(au)

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from aucgan.au import MAIN_AUS
 from aucgan.face_model.regions import (
-    AU_WRINKLE_REGIONS,
     UV_REGIONS,
     ellipse_radius,
     region_mask,
@@ -89,18 +88,6 @@ BUMP_CELLS = 42
 PORE_CELLS = 128
 
 WRINKLE_AUS: tuple[str, ...] = tuple(au for au in MAIN_AUS if au in FOLDS)
-
-
-def _check_tables() -> None:
-    for au, folds in FOLDS.items():
-        regions = {fold.region for fold in folds}
-        if regions != set(AU_WRINKLE_REGIONS[au]):
-            raise AssertionError(
-                f"{au}: folds in {sorted(regions)} but its regions are {AU_WRINKLE_REGIONS[au]}"
-            )
-
-
-_check_tables()
 
 
 @dataclass(frozen=True)
