@@ -33,11 +33,10 @@ from aucgan.data.wrinkles import (
 from aucgan.face_model.appearance import Palette, PartMasks, albedo_map, part_masks
 from aucgan.face_model.procedural import ProceduralFaceModel
 from aucgan.face_model.regions import region_mask
+from aucgan.face_model.uv_space import UVSpace
 from aucgan.geometry.camera import orthographic_project
-from aucgan.geometry.mesh import vertex_normals
-from aucgan.geometry.render import Rendering, UVLayout, render, uv_layout, uv_maps
+from aucgan.geometry.render import Rendering, UVLayout, render, texel_visibility
 from aucgan.geometry.shading import light_from_direction
-from aucgan.geometry.uv import displacement_to_normals, grid_stencils, normalize_map
 
 SPLITS = ("train", "val", "test")
 _SPLIT_OF_DIGIT = ("train",) * 8 + ("val", "test")
@@ -174,13 +173,10 @@ class SyntheticWorld:
         self.uv_size = uv_size
         self.images_per_identity = images_per_identity
         self.model = ProceduralFaceModel(n_identity=n_identity)
-        model = self.model
-        self.layout: UVLayout = uv_layout(model.uvs, model.uv_faces, model.faces, uv_size)
-        self.parts: PartMasks = part_masks(model.uvs, model.rims, uv_size)
-        skin_faces = (model.face_part == 0).to(self.layout.mask.dtype)
-        face_of_texel = self.layout.fragments.face_index[0]
-        self.uv_skin = (skin_faces[face_of_texel.clamp(min=0)] * (face_of_texel >= 0))[None]
-        self.stencils = grid_stencils(self.layout.mask.bool())
+        self.uv_space = UVSpace(self.model, uv_size)
+        self.layout: UVLayout = self.uv_space.layout
+        self.parts: PartMasks = part_masks(self.model.uvs, self.model.rims, uv_size)
+        self.uv_skin = self.uv_space.skin[0]
         self._identity = lru_cache(maxsize=16)(self._make_identity)
 
     # Identities -----------------------------------------------------------------------------------------
@@ -189,8 +185,26 @@ class SyntheticWorld:
         """The identity ``identity`` of this world (cached)."""
         return self._identity(identity)
 
+    def identity_albedo(self, identity: int) -> torch.Tensor:
+        """The UV albedo ``(3, S, S)`` of identity ``identity`` alone: ``identity(i).albedo`` without the
+        cost of its wrinkle basis."""
+        g = torch.Generator().manual_seed(stable_seed("aucgan-identity", self.seed, identity))
+        return self._shape_and_albedo(g)[1]
+
     def _make_identity(self, identity: int) -> Identity:
         g = torch.Generator().manual_seed(stable_seed("aucgan-identity", self.seed, identity))
+        shape, albedo = self._shape_and_albedo(g)
+        style = sample_style(g)
+        return Identity(
+            shape=shape,
+            albedo=albedo,
+            style=style,
+            wrinkle_basis=au_wrinkle_basis(style, self.uv_size),
+            static_detail=static_detail(style, self.uv_size),
+        )
+
+    def _shape_and_albedo(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """An identity's first draws from its generator: shape code, then UV albedo."""
         shape = torch.randn(self.model.n_shape, generator=g)
         tone = float(_uniform(g, 0.0, 1.0))
         light_skin, dark_skin = torch.tensor([0.92, 0.76, 0.66]), torch.tensor([0.42, 0.28, 0.20])
@@ -222,15 +236,7 @@ class SyntheticWorld:
             1.0 + float(_uniform(g, 0.0, 0.12)) * cheeks * torch.tensor([0.6, -0.5, -0.4])[:, None, None]
         )
         skin_mask = self.parts.skin[None]
-        albedo = _quantise(torch.where(skin_mask, albedo * blotches * redness, albedo))
-        style = sample_style(g)
-        return Identity(
-            shape=shape,
-            albedo=albedo,
-            style=style,
-            wrinkle_basis=au_wrinkle_basis(style, self.uv_size),
-            static_detail=static_detail(style, self.uv_size),
-        )
+        return shape, _quantise(torch.where(skin_mask, albedo * blotches * redness, albedo))
 
     # Samples --------------------------------------------------------------------------------------------
 
@@ -315,12 +321,9 @@ class SyntheticWorld:
         """Render faces of this world from codes and detail (batched; shapes as in :class:`SyntheticSample`
         with a leading ``B``). Used to generate samples and to re-render them from their ground truth."""
         geometry = self.model(shape, expression, pose)
-        normals = vertex_normals(geometry.vertices, self.model.faces)
-        uv = uv_maps(torch.cat([geometry.vertices, normals], dim=-1), self.layout)
-        uv_positions, uv_normals = uv[:, :3], normalize_map(uv[:, 3:])
-        uv_detail_normals = displacement_to_normals(
-            uv_positions, uv_normals, uv_displacement * self.uv_skin, stencils=self.stencils
-        )
+        surface = self.uv_space.surface(geometry.vertices)
+        uv_positions = surface.positions
+        uv_detail_normals = self.uv_space.detail_normals(surface, uv_displacement)
         model = self.model
         rendering = render(
             geometry.vertices, model.faces, model.uvs, model.uv_faces, camera, light, uv_albedo,
@@ -335,24 +338,7 @@ class SyntheticWorld:
         self, uv_positions: torch.Tensor, uv_normals: torch.Tensor, camera: torch.Tensor, rendering: Rendering
     ) -> torch.Tensor:
         """``(B, 1, S, S)``: 1 where a skin texel faces the camera and is the surface seen at its pixel."""
-        batch = uv_positions.shape[0]
-        points = orthographic_project(uv_positions.flatten(2).transpose(1, 2), camera)
-        grid = torch.stack([points[..., 0], -points[..., 1]], dim=-1)[:, :, None]
-        depth = rendering.fragments.depth[:, None]
-        seen = F.grid_sample(depth, grid, mode="nearest", padding_mode="zeros", align_corners=False)[
-            :, 0, :, 0
-        ]
-        covered = F.grid_sample(
-            rendering.mask, grid, mode="nearest", padding_mode="zeros", align_corners=False
-        )
-        # A texel is the seen surface if its depth matches the z-buffer at its pixel within a few pixels'
-        # worth of depth (oblique surfaces change depth quickly across one pixel); occluders such as the
-        # nose stand a centimetre or more in front.
-        tolerance = 4.0 * 2.0 / self.image_size
-        unoccluded = ((points[..., 2] - seen).abs() < tolerance) & (covered[:, 0, :, 0] > 0)
-        facing = uv_normals[:, 2].flatten(1) > 0.0
-        visible = (unoccluded & facing).to(uv_positions.dtype).reshape(batch, 1, self.uv_size, self.uv_size)
-        return visible * self.uv_skin
+        return texel_visibility(uv_positions, uv_normals, camera, rendering.fragments) * self.uv_skin
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from aucgan.geometry.camera import orthographic_project, uv_to_ndc
 from aucgan.geometry.mesh import vertex_normals
@@ -193,3 +194,66 @@ def uv_maps(attributes: torch.Tensor, layout: UVLayout) -> torch.Tensor:
     weights = layout.weights.to(device=attributes.device, dtype=attributes.dtype)
     texels = weights @ stacked
     return texels.reshape(size, size, batch, channels).permute(2, 3, 0, 1)
+
+
+def _texel_grid(uv_positions: torch.Tensor, camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project UV-space positions ``(B, 3, S, S)``: ``grid (B, S*S, 1, 2)`` for ``grid_sample`` and the
+    projected points ``(B, S*S, 3)``."""
+    if uv_positions.ndim != 4 or uv_positions.shape[1] != 3:
+        raise ValueError(f"uv_positions must be (B, 3, S, S), got {tuple(uv_positions.shape)}")
+    points = orthographic_project(uv_positions.flatten(2).transpose(1, 2), camera)
+    grid = torch.stack([points[..., 0], -points[..., 1]], dim=-1)[:, :, None]
+    return grid, points
+
+
+def image_to_uv(images: torch.Tensor, uv_positions: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
+    """Sample an image into UV space: each texel takes the colour at the pixel its surface point projects to.
+
+    Args:
+        images: ``(B, C, H, W)``.
+        uv_positions: ``(B, 3, S, S)`` world positions of the texels (from :func:`uv_maps`).
+        camera: ``(B, 3)`` (scale, tx, ty).
+
+    Returns:
+        ``(B, C, S, S)`` bilinearly sampled colours (zero where the point falls outside the image);
+        differentiable with respect to the image and the positions. Occlusion is not checked: combine with
+        :func:`texel_visibility`.
+    """
+    grid, _ = _texel_grid(uv_positions, camera)
+    size = uv_positions.shape[-1]
+    sampled = F.grid_sample(
+        images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return sampled.reshape(images.shape[0], images.shape[1], size, size)
+
+
+def texel_visibility(
+    uv_positions: torch.Tensor,
+    uv_normals: torch.Tensor,
+    camera: torch.Tensor,
+    fragments: Fragments,
+    depth_tolerance_pixels: float = 4.0,
+) -> torch.Tensor:
+    """``(B, 1, S, S)`` float: 1 where a texel faces the camera and is the surface seen at its pixel.
+
+    Args:
+        uv_positions: ``(B, 3, S, S)`` world positions of the texels.
+        uv_normals: ``(B, 3, S, S)`` their normals (world space; +z towards the camera).
+        camera: ``(B, 3)``.
+        fragments: the rasteriser's output for the same faces and camera (its z-buffer).
+        depth_tolerance_pixels: a texel counts as the seen surface when its NDC depth is within this many
+            pixels' worth of depth of the z-buffer at its pixel (oblique surfaces change depth quickly
+            across one pixel; occluders such as the nose stand a centimetre or more in front).
+    """
+    grid, points = _texel_grid(uv_positions, camera)
+    batch, size = uv_positions.shape[0], uv_positions.shape[-1]
+    image_size = fragments.depth.shape[-1]
+    depth = fragments.depth[:, None].to(uv_positions.dtype)
+    mask = fragments.mask[:, None].to(uv_positions.dtype)
+    grid = grid.to(uv_positions.dtype)
+    seen = F.grid_sample(depth, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0, :, 0]
+    covered = F.grid_sample(mask, grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0, :, 0]
+    tolerance = depth_tolerance_pixels * 2.0 / image_size
+    unoccluded = ((points[..., 2] - seen).abs() < tolerance) & (covered > 0)
+    facing = uv_normals[:, 2].flatten(1) > 0.0
+    return (unoccluded & facing).to(uv_positions.dtype).reshape(batch, 1, size, size)
