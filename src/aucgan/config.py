@@ -148,6 +148,195 @@ class SynthConfig:
 
 
 @dataclass
+class DataConfig:
+    """Where training and validation samples come from.
+
+    Attributes:
+        source: ``""`` generates samples on the fly from the synthetic world (``seed``, ``render.*``,
+            ``synth.images_per_identity``); otherwise a folder written by ``aucgan synth``.
+        n_train: training samples used (on the fly; for a folder, at most this many, 0 = all).
+        n_val: validation samples (held-out identities).
+        identities_per_batch: identities in one batch; a batch holds K images of each
+            (K = ``synth.images_per_identity``), so the batch size is ``identities_per_batch * K``.
+        workers: data-loading processes (0 loads in the training process).
+    """
+
+    source: str = ""
+    n_train: int = setting(4096, low=0)
+    n_val: int = setting(256, low=0)
+    identities_per_batch: int = setting(2, low=1)
+    workers: int = setting(2, low=0)
+
+
+@dataclass
+class ModelConfig:
+    """The networks of the three stages.
+
+    Attributes:
+        coarse_backbone: ResNet of the coarse encoder (DECA: resnet50).
+        coarse_source: ``"network"`` regresses the coarse codes; ``"ground-truth"`` (synthetic data only)
+            takes them from the samples, to train or test the detail stage on a perfect coarse fit.
+        n_albedo: albedo components of the built-in face's linear albedo model.
+        au_backbone: ResNet of the AU net (OpenGraphAU publishes resnet50).
+        au_stage: MEFARG stage: 2 (MEFL, the published second stage) or 1 (ANFL).
+        detail_encoder: ``"conv"`` (the reference's 8-conv encoder), ``"resnet18"`` or ``"resnet50"``
+            (DECA's E_detail).
+        n_detail: length of the detail code.
+        detail_decoder: AU conditioning of the displacement decoder: ``"none"`` (DECA), ``"concat-1x1"``
+            (the reference AUCGAN) or ``"token-attention"``.
+        discriminator: AU conditioning of the discriminator: ``"reference-3x9"`` (the reference AUCGAN),
+            ``"projection"`` (patch logits) or ``"projection-global"``.
+        max_z: largest displacement the decoder produces, in face-model units (cm for the built-in
+            face, whose wrinkles reach about 0.03 cm; 0.01 m for FLAME).
+    """
+
+    coarse_backbone: str = setting("resnet18", choices=("resnet18", "resnet50"))
+    coarse_source: str = setting("network", choices=("network", "ground-truth"))
+    n_albedo: int = setting(16, low=1, high=64)
+    au_backbone: str = setting("resnet18", choices=("resnet18", "resnet50"))
+    au_stage: int = setting(2, choices=(1, 2))
+    detail_encoder: str = setting("conv", choices=("conv", "resnet18", "resnet50"))
+    n_detail: int = setting(128, low=1)
+    detail_decoder: str = setting("token-attention", choices=("none", "concat-1x1", "token-attention"))
+    discriminator: str = setting("projection", choices=("reference-3x9", "projection", "projection-global"))
+    max_z: float = setting(0.05, low=1e-6)
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (0 turns a term off) and kinds. Detail-stage weights default to DECA's.
+
+    Attributes:
+        photo_detail: L1 of the detail texture against the photo in UV space (DECA 2.0).
+        mrf: ID-MRF on VGG19 features of the same patch (DECA 2.0 x 0.05); needs ``assets.vgg19``.
+        z_reg: mean absolute displacement (DECA 0.005).
+        z_diff: smoothness of the detail shading (DECA 0.005).
+        z_sym: left-right symmetry of the displacement where unseen (DECA 0.005).
+        detail_consistency: ``photo_detail`` again with detail codes swapped among the K images of each
+            identity (DECA uses the photometric weight).
+        au_score: AU consistency on the AU net's probabilities (rendering vs input).
+        au_score_kind: ``"mse"`` or ``"bce"`` on probabilities (never BCE-with-logits).
+        au_feature: AU consistency as the cosine distance of the per-AU features.
+        adversarial: generator's adversarial weight.
+        adversarial_kind: ``"non-saturating"`` or ``"hinge"``.
+        real_target, fake_target: non-saturating discriminator targets (the reference smoothed to 0.9/0.1).
+        r1_gamma: lazy R1 penalty strength on real images (0 = off).
+        r1_every: apply R1 every this many steps (scaled by it, as lazy regularisation does).
+        code: coarse stage: L2 to the ground-truth codes (synthetic).
+        landmarks: coarse stage: L1 of the projected 68 landmarks (NDC).
+        photometric: coarse stage: L1 of the coarse rendering inside the face mask.
+    """
+
+    photo_detail: float = setting(2.0, low=0.0)
+    mrf: float = setting(0.1, low=0.0)
+    z_reg: float = setting(0.005, low=0.0)
+    z_diff: float = setting(0.005, low=0.0)
+    z_sym: float = setting(0.005, low=0.0)
+    detail_consistency: float = setting(2.0, low=0.0)
+    au_score: float = setting(1.0, low=0.0)
+    au_score_kind: str = setting("mse", choices=("mse", "bce"))
+    au_feature: float = setting(0.1, low=0.0)
+    adversarial: float = setting(0.01, low=0.0)
+    adversarial_kind: str = setting("non-saturating", choices=("non-saturating", "hinge"))
+    real_target: float = setting(0.9, low=0.0, high=1.0)
+    fake_target: float = setting(0.1, low=0.0, high=1.0)
+    r1_gamma: float = setting(0.0, low=0.0)
+    r1_every: int = setting(16, low=1)
+    code: float = setting(1.0, low=0.0)
+    landmarks: float = setting(10.0, low=0.0)
+    photometric: float = setting(1.0, low=0.0)
+
+
+@dataclass
+class OptimConfig:
+    """Adam(W) optimisers and the learning-rate schedule (stepped once per training step, by design).
+
+    Attributes:
+        lr: learning rate of the trained networks (the generator for the detail stage).
+        lr_discriminator: learning rate of the discriminator.
+        betas: Adam betas (the reference GAN: 0.5, 0.999).
+        weight_decay: decoupled weight decay.
+        warmup_steps: linear warm-up steps.
+        schedule: ``"cosine"`` decays to 10 % of ``lr`` at the last step; ``"constant"`` keeps it.
+    """
+
+    lr: float = setting(1e-4, low=0.0)
+    lr_discriminator: float = setting(1e-4, low=0.0)
+    betas: tuple[float, float] = setting((0.5, 0.999), low=0.0, high=1.0)
+    weight_decay: float = setting(0.0, low=0.0)
+    warmup_steps: int = setting(0, low=0)
+    schedule: str = setting("cosine", choices=("cosine", "constant"))
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation through the one choke point (:mod:`aucgan.data.augment`): geometric + colour,
+    consistent over image, mask and landmarks; the discriminator's reals and fakes pass the same one.
+
+    Attributes:
+        enabled: augment at all.
+        rotation_degrees: largest in-plane rotation (never 90° turns).
+        scale: range of the random zoom.
+        translate: largest shift, fraction of the image side.
+        brightness, contrast, saturation, hue: colour jitter strengths.
+    """
+
+    enabled: bool = True
+    rotation_degrees: float = setting(10.0, low=0.0, high=45.0)
+    scale: tuple[float, float] = setting((0.9, 1.1), low=0.01)
+    translate: float = setting(0.05, low=0.0, high=0.5)
+    brightness: float = setting(0.15, low=0.0)
+    contrast: float = setting(0.15, low=0.0)
+    saturation: float = setting(0.15, low=0.0)
+    hue: float = setting(0.02, low=0.0, high=0.5)
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop (Lightning).
+
+    Attributes:
+        steps: training steps (batches).
+        val_every: validate every this many steps (and at the end).
+        log_every: log losses every this many steps.
+        image_every: write an image grid every this many steps (0 = never).
+        checkpoint_every: keep a periodic checkpoint every this many steps (``last.ckpt`` is always kept).
+        devices: processes (DDP when more than 1; gloo on CPU, NCCL on GPUs).
+        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
+        precision: ``"32-true"`` or ``"bf16-mixed"``.
+        out_dir: run folder (default ``runs/<config name>/<stage>``).
+        progress: show progress bars.
+    """
+
+    steps: int = setting(1000, low=1)
+    val_every: int = setting(250, low=1)
+    log_every: int = setting(10, low=1)
+    image_every: int = setting(250, low=0)
+    checkpoint_every: int = setting(500, low=1)
+    devices: int = setting(1, low=1)
+    accelerator: str = setting("cpu", choices=("cpu", "gpu", "auto"))
+    precision: str = setting("32-true", choices=("32-true", "bf16-mixed"))
+    out_dir: str = ""
+    progress: bool = True
+
+
+@dataclass
+class AssetsConfig:
+    """Weights the stages read (paths; empty = not given). Never downloaded.
+
+    Attributes:
+        au_net: the AU net: a ``last.ckpt``/``best.ckpt`` of ``aucgan train au`` or OpenGraphAU's
+            ``OpenGprahAU-ResNet50_second_stage.pth``.
+        coarse: the coarse stage: a checkpoint of ``aucgan train coarse`` (or DECA's ``deca_model.tar``).
+        vgg19: torchvision's ImageNet VGG19 state dict (``vgg19-dcbfe4e9.pth``), for the ID-MRF loss.
+    """
+
+    au_net: str = ""
+    coarse: str = ""
+    vgg19: str = ""
+
+
+@dataclass
 class Config:
     """The whole configuration of a run.
 
@@ -155,12 +344,22 @@ class Config:
         face_model: the parametric face model.
         render: the renderer.
         synth: the synthetic world.
+        data, model, loss, optim, augment, trainer, assets: training (``aucgan train``).
+        resume: continue the run in ``trainer.out_dir`` from its ``last.ckpt``.
         seed: seed of every random number generator of the run.
     """
 
     face_model: FaceModelConfig = field(default_factory=FaceModelConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    assets: AssetsConfig = field(default_factory=AssetsConfig)
+    resume: bool = False
     seed: int = 0
 
 

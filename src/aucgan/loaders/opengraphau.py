@@ -19,8 +19,11 @@ from collections.abc import Mapping
 
 import torch
 
-from aucgan.loaders.common import CheckpointError, load_strict, read_checkpoint
+from aucgan.loaders.common import CheckpointError, load_strict, read_checkpoint, strip_prefix
 from aucgan.nets.au_net import BACKBONES, MEFARG
+
+TRAINED_PREFIX = "net."
+"""Where ``aucgan train au`` keeps the AU net in its checkpoints' ``state_dict``."""
 
 _RESNETS = {("bottleneck", (3, 4, 6, 3)): "resnet50", ("basic", (2, 2, 2, 2)): "resnet18"}
 _OTHER_RESNETS = {
@@ -34,6 +37,8 @@ def _state_dict(data: Mapping, source: str) -> dict[str, torch.Tensor]:
     state = data.get("state_dict", data)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: 'state_dict' is a {type(state).__name__}, not a dict of tensors")
+    if "aucgan" in data:
+        return strip_prefix(state, TRAINED_PREFIX)
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
@@ -84,7 +89,8 @@ def detect_architecture(state: Mapping[str, torch.Tensor], source: str = "checkp
 def load_au_net(path: str | os.PathLike[str], strict: bool = True) -> MEFARG:
     """Build the :class:`~aucgan.nets.au_net.MEFARG` an OpenGraphAU file describes, load it, freeze it.
 
-    Accepts ``{'state_dict': {...}}`` with or without ``module.`` prefixes, or a bare state dict.
+    Accepts ``{'state_dict': {...}}`` with or without ``module.`` prefixes, a bare state dict, or a
+    checkpoint of ``aucgan train au`` (its ``last.ckpt`` / ``best.ckpt``).
 
     Args:
         strict: refuse missing or unexpected keys (mis-shaped tensors are always refused).

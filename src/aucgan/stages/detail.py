@@ -1,0 +1,126 @@
+"""The detail stage: image + coarse output (+ AU condition) → UV displacement → detail normals → shading.
+
+The displacement decoder's latent is ``[jaw pose (3), expression, detail code]`` (DECA's order); the
+condition is what the frozen AU net reads from the image (:class:`~aucgan.nets.detail_decoder.AUCondition`).
+The stage never imports training code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aucgan.au import MAIN_AUS
+from aucgan.face_model.uv_space import UVSpace
+from aucgan.geometry.render import image_to_uv
+from aucgan.geometry.shading import sh_shading
+from aucgan.nets.au_net import MEFARG, AUOutput
+from aucgan.nets.coarse_encoder import CoarseCodes
+from aucgan.nets.detail_decoder import AUCondition, DetailDecoder
+from aucgan.stages.coarse import CoarseOutput
+
+
+@dataclass(frozen=True)
+class DetailOutput:
+    """The detail of a batch of faces, in the face model's UV space (S × S texels).
+
+    Attributes:
+        detail_code: ``(B, n_detail)``.
+        uv_displacement: ``(B, 1, S, S)`` along the coarse normal, face-model units, 0 off the skin.
+        uv_detail_normals: ``(B, 3, S, S)`` unit world-space normals of the displaced surface.
+        uv_shading: ``(B, 3, S, S)`` SH irradiance of the detail normals under the coarse light.
+        uv_texture: ``(B, 3, S, S)`` albedo × detail shading: what the photo should look like in UV space.
+    """
+
+    detail_code: torch.Tensor
+    uv_displacement: torch.Tensor
+    uv_detail_normals: torch.Tensor
+    uv_shading: torch.Tensor
+    uv_texture: torch.Tensor
+
+
+def au_condition(output: AUOutput) -> AUCondition:
+    """The detail stage's condition from an AU net's output: per-AU features and the 27 main scores."""
+    return AUCondition(features=output.features, intensities=output.scores[:, : len(MAIN_AUS)])
+
+
+def resample_displacement(displacement: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample a decoder's ``(B, 1, N, N)`` displacement to ``size``² (area average when shrinking)."""
+    if displacement.shape[-1] == size:
+        return displacement
+    if displacement.shape[-1] > size:
+        return F.interpolate(displacement, size=(size, size), mode="area")
+    return F.interpolate(displacement, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class DetailStage(nn.Module):
+    """Detail encoder + displacement decoder, with the frozen AU net that conditions them.
+
+    Args:
+        encoder: image ``(B, 3, H, W)`` → ``detail_code (B, n_detail)``.
+        decoder: latent ``(B, 3 + n_expression + n_detail)`` (+ condition) → ``(B, 1, 256, 256)``.
+        uv_space: the face model's UV space (the displacement is resampled to its size).
+        au_net: the AU recogniser, frozen here (eval mode for good, no parameter gradients); ``None`` only
+            with an unconditioned decoder.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, decoder: DetailDecoder, uv_space: UVSpace, au_net: MEFARG | None = None
+    ) -> None:
+        super().__init__()
+        if decoder.conditioned and au_net is None:
+            raise ValueError("an AU-conditioned decoder needs the AU net")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.uv_space = uv_space
+        self.au_net = au_net.freeze() if au_net is not None else None
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The generator's parameters: detail encoder and displacement decoder (never the AU net's)."""
+        yield from self.encoder.parameters()
+        yield from self.decoder.parameters()
+
+    def read_aus(self, images: torch.Tensor) -> AUOutput:
+        """The frozen AU net on ``images (B, 3, H, W)`` in [0, 1] (normalised inside); gradients reach the
+        images, never the AU net."""
+        if self.au_net is None:
+            raise ValueError("this detail stage has no AU net")
+        return self.au_net(images)
+
+    def latent(self, codes: CoarseCodes, detail_code: torch.Tensor) -> torch.Tensor:
+        """``(B, 3 + n_expression + n_detail)``: jaw pose, expression, detail code."""
+        return torch.cat([codes.jaw_pose, codes.expression, detail_code], dim=1)
+
+    def decode(
+        self, coarse: CoarseOutput, detail_code: torch.Tensor, condition: AUCondition | None
+    ) -> DetailOutput:
+        """Displacement, detail normals, shading and texture from a detail code and a condition."""
+        uv_space = self.uv_space.to(detail_code.device)
+        raw = self.decoder(self.latent(coarse.codes, detail_code), condition)
+        displacement = resample_displacement(raw, uv_space.size) * uv_space.skin
+        normals = uv_space.detail_normals(coarse.surface, displacement)
+        shading = sh_shading(normals, coarse.codes.light)
+        return DetailOutput(
+            detail_code=detail_code,
+            uv_displacement=displacement,
+            uv_detail_normals=normals,
+            uv_shading=shading,
+            uv_texture=coarse.uv_albedo * shading,
+        )
+
+    def forward(
+        self, images: torch.Tensor, coarse: CoarseOutput, condition: AUCondition | None = None
+    ) -> DetailOutput:
+        """Encode ``images (B, 3, H, W)`` and decode; the condition is read from the images unless given."""
+        if condition is None and self.decoder.conditioned:
+            condition = au_condition(self.read_aus(images))
+        return self.decode(coarse, self.encoder(images), condition)
+
+
+def photo_in_uv(images: torch.Tensor, coarse: CoarseOutput) -> torch.Tensor:
+    """``(B, 3, S, S)``: the photo sampled into UV space at the coarse surface's projected texels."""
+    return image_to_uv(images, coarse.surface.positions, coarse.codes.camera)
