@@ -106,8 +106,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from aucgan.build import world_parameters
     from aucgan.config import Config, load_config, save_config
-    from aucgan.data.shards import SyntheticFaces, WorldParameters, write_dataset
+    from aucgan.data.shards import SyntheticFaces, write_dataset
     from aucgan.data.sheets import au_sweep_sheet, contact_sheet
 
     if args.n < 0:
@@ -118,13 +119,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         Config, args.config, [*args.overrides, *([f"seed={args.seed}"] if args.seed is not None else [])]
     )
     torch.set_num_threads(max(1, torch.get_num_threads() // max(1, cfg.synth.workers)))
-    parameters = WorldParameters(
-        seed=cfg.seed,
-        image_size=cfg.render.image_size,
-        uv_size=cfg.render.uv_size,
-        images_per_identity=cfg.synth.images_per_identity,
-        n_identity=cfg.face_model.n_identity,
-    )
+    parameters = world_parameters(cfg)
     out = Path(args.out)
     save_config(cfg, out)
     if args.n:
@@ -146,6 +141,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         closeup = dataclasses.replace(parameters, image_size=max(384, parameters.image_size))
         sweep = au_sweep_sheet(closeup.world(), out / "preview" / "au_sweep.png")
         log.info("wrote %s and %s", sheet, sweep)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from aucgan.config import Config, load_config
+    from aucgan.train.run import train
+
+    cfg = load_config(Config, args.config, args.overrides)
+    result = train(args.stage, cfg, args.config)
+    if result.metrics:
+        shown = ", ".join(
+            f"{name}={value:.4g}" for name, value in sorted(result.metrics.items()) if name.startswith("val/")
+        )
+        log.info("validation: %s", shown)
+    log.info("checkpoint: %s (logs, images and config.yaml in %s)", result.last_checkpoint, result.out_dir)
     return 0
 
 
@@ -216,6 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. synth.workers=4"
     )
     synth.set_defaults(func=_cmd_synth)
+
+    train = sub.add_parser(
+        "train",
+        help="train a stage: the AU net, the coarse stage or the AU-conditioned detail GAN",
+        description="Train one stage from a YAML config (configs/synthetic-tiny.yaml, "
+        "configs/synthetic.yaml, configs/flame-deca.yaml) with key=value overrides. Resume with "
+        "resume=true; several processes (DDP) with trainer.devices=N.",
+    )
+    train.add_argument("stage", choices=("au", "coarse", "detail"), help="which stage")
+    train.add_argument("config", help="YAML config")
+    train.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. trainer.steps=200 resume=true",
+    )
+    train.set_defaults(func=_cmd_train)
     return parser
 
 
@@ -223,10 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     from aucgan.config import ConfigError
+    from aucgan.data.shards import DatasetError
+    from aucgan.loaders.common import CheckpointError
 
     try:
         return args.func(args)
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, DatasetError, CheckpointError) as error:
         print(f"aucgan {args.command}: {error}", file=sys.stderr)
         return 2
     except OSError as error:

@@ -1,0 +1,94 @@
+"""Training the AU net (MEFARG) on synthetic AU labels; per-AU F1 on held-out identities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from aucgan.au import MAIN_AUS
+from aucgan.build import world_parameters
+from aucgan.config import Config
+from aucgan.data.synthetic import SyntheticSample, stable_seed
+from aucgan.nets.au_net import MEFARG
+from aucgan.train.augmentation import face_augmentation
+from aucgan.train.module import StageModule
+
+FREQUENCY_DRAWS = 4000
+MAX_POSITIVE_WEIGHT = 10.0
+
+
+def au_frequencies(cfg: Config, draws: int = FREQUENCY_DRAWS) -> torch.Tensor:
+    """``(27,)`` how often each AU occurs in the synthetic world (from its expression prior; no rendering)."""
+    world = world_parameters(cfg).world()
+    generator = torch.Generator().manual_seed(stable_seed("aucgan-au-frequencies", cfg.seed))
+    occurrence = torch.stack([world.expression(generator) > 0 for _ in range(draws)]).float()
+    return occurrence.mean(0)
+
+
+def weighted_bce(
+    probabilities: torch.Tensor, labels: torch.Tensor, positive_weight: torch.Tensor
+) -> torch.Tensor:
+    """``mean_{b,k} w_k^{y} · BCE(p_bk, y_bk)`` on probabilities (the AU net's scores are in [0, 1], not
+    logits), with positives of AU k weighted by ``positive_weight[k]`` against class imbalance."""
+    eps = 1e-6
+    loss = F.binary_cross_entropy(probabilities.clamp(eps, 1 - eps), labels, reduction="none")
+    weights = torch.where(labels > 0, positive_weight.to(loss), torch.ones_like(loss))
+    return (weights * loss).mean()
+
+
+def f1_scores(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-AU F1 ``(K,)`` of bool predictions and labels ``(N, K)``; NaN for an AU with no positive
+    label and no positive prediction (undefined)."""
+    predicted, labels = predicted.bool(), labels.bool()
+    true_positive = (predicted & labels).sum(0).float()
+    denominator = predicted.sum(0).float() + labels.sum(0).float()
+    return torch.where(denominator > 0, 2 * true_positive / denominator.clamp(min=1), torch.nan)
+
+
+class AUTraining(StageModule):
+    """MEFARG trained with weighted BCE on the 27 main AUs' occurrence (synthetic labels)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.net = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+        frequencies = au_frequencies(cfg).clamp(min=1e-3)
+        self.register_buffer(
+            "positive_weight",
+            ((1 - frequencies) / frequencies).clamp(1.0, MAX_POSITIVE_WEIGHT),
+            persistent=False,
+        )
+        self.augment = face_augmentation(cfg.augment)
+        self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def training_step(self, batch: SyntheticSample, batch_idx: int) -> torch.Tensor:
+        with self.step_randomness():
+            images = self.augment(batch.image).images
+        scores = self.net(images).main_scores
+        loss = weighted_bce(scores, batch.au_occurrence.float(), self.positive_weight)
+        self.log("train/au_bce", loss, prog_bar=True)
+        self.finish_step()
+        return loss
+
+    def validation_step(self, batch: SyntheticSample, batch_idx: int) -> None:
+        scores = self.net(batch.image).main_scores
+        self._validation.append((scores.detach().cpu(), batch.au_occurrence.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._validation:
+            return
+        scores = torch.cat([s for s, _ in self._validation])
+        labels = torch.cat([y for _, y in self._validation])
+        self._validation.clear()
+        scores, labels = self.all_gather(scores).flatten(0, -2), self.all_gather(labels).flatten(0, -2)
+        f1 = f1_scores(scores > 0.5, labels)
+        present = labels.any(0)
+        self.log("val/f1_mean", f1[present].nanmean(), prog_bar=True, sync_dist=False)
+        self.log("val/accuracy", ((scores > 0.5) == labels).float().mean(), sync_dist=False)
+        for name, value in zip(MAIN_AUS, f1.tolist(), strict=True):
+            if value == value:
+                self.log(f"val_f1/{name}", value, sync_dist=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return self.optimizer(self.net.parameters(), self.cfg.optim.lr)

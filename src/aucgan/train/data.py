@@ -1,0 +1,168 @@
+"""Training data: synthetic samples in identity groups, in an order that is a function of the step.
+
+A batch holds ``identities_per_batch`` identities × their K images (DECA's K, for the detail-consistency
+loss). Which identities make up the batch of step ``s`` on rank ``r`` is a pure function of
+``(seed, s, r)``: groups are drawn from a seeded permutation of the split per pass over it, so a resumed
+run continues with exactly the batches the uninterrupted run would have seen, and DDP ranks never share a
+batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from aucgan.data.shards import ShardedFaces, SyntheticFaces, WorldParameters
+from aucgan.data.synthetic import SyntheticSample, collate, stable_seed
+
+SHARD_CACHE = 64
+"""Decoded shards a training reader keeps (batches draw identities from all over the split)."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """What the data module needs (built from the config's ``data`` and ``synth`` sections)."""
+
+    world: WorldParameters
+    source: str
+    n_train: int
+    n_val: int
+    identities_per_batch: int
+    workers: int
+    seed: int
+    steps: int
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of whole identity groups for steps ``start … steps - 1`` of one rank.
+
+    Args:
+        n_items: items in the split, identity-major (item ``i`` is image ``i % K`` of group ``i // K``).
+        group_size: K.
+        groups_per_batch: identities per batch on each rank.
+        seed: the run's seed.
+        steps: length of the run in steps (``len(self)``).
+        start: first step to yield (the steps already done, when resuming).
+        rank, world_size: this process among the DDP processes.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        group_size: int,
+        groups_per_batch: int,
+        seed: int,
+        steps: int,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.n_groups = n_items // group_size
+        if self.n_groups < groups_per_batch * world_size:
+            raise ValueError(
+                f"{n_items} samples make {self.n_groups} identity groups of {group_size}; a step needs "
+                f"{groups_per_batch * world_size}: raise data.n_train or lower data.identities_per_batch"
+            )
+        self.group_size, self.groups_per_batch = group_size, groups_per_batch
+        self.seed, self.steps, self.start = seed, steps, start
+        self.rank, self.world_size = rank, world_size
+        self._permutation: tuple[int, torch.Tensor] | None = None
+
+    def _permutation_of(self, epoch: int) -> torch.Tensor:
+        if self._permutation is None or self._permutation[0] != epoch:
+            generator = torch.Generator().manual_seed(stable_seed("aucgan-batches", self.seed, epoch))
+            self._permutation = (epoch, torch.randperm(self.n_groups, generator=generator))
+        return self._permutation[1]
+
+    def batch(self, step: int) -> list[int]:
+        """Item indices of the batch of ``step`` on this rank.
+
+        A pass over the split serves ``n_groups // (groups_per_batch * world_size)`` steps from one
+        permutation (the remainder waits for the next pass), so no identity appears twice in a step,
+        within a rank or across ranks.
+        """
+        per_step = self.groups_per_batch * self.world_size
+        epoch, index = divmod(step, self.n_groups // per_step)
+        permutation = self._permutation_of(epoch)
+        first = index * per_step + self.rank * self.groups_per_batch
+        items = []
+        for group in permutation[first : first + self.groups_per_batch].tolist():
+            items.extend(range(group * self.group_size, (group + 1) * self.group_size))
+        return items
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+def _rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Train and validation loaders of synthetic faces (generated on the fly or read from shards).
+
+    ``start_step`` is set by the training module when it resumes, before Lightning asks for the loaders.
+    """
+
+    def __init__(self, settings: DataSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.start_step = 0
+
+    def dataset(self, split: str, count: int) -> Dataset:
+        source = self.settings.source
+        if source:
+            faces = ShardedFaces(source, split, cache_shards=SHARD_CACHE)
+            if faces.parameters.images_per_identity != self.settings.world.images_per_identity:
+                raise ValueError(
+                    f"{source}: written with K={faces.parameters.images_per_identity} images per identity, "
+                    f"the config asks for synth.images_per_identity={self.settings.world.images_per_identity}"
+                )
+            if count and count < len(faces):
+                return torch.utils.data.Subset(faces, range(count))
+            return faces
+        return SyntheticFaces(self.settings.world, split, count)
+
+    def _loader(self, dataset: Dataset, batch_sampler: Sampler | None, batch_size: int | None) -> DataLoader:
+        workers = self.settings.workers
+        batching = (
+            {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
+        )
+        return DataLoader(
+            dataset,
+            **batching,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.settings.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train", self.settings.n_train)
+        rank, world_size = _rank()
+        sampler = StepBatchSampler(
+            len(dataset), self.settings.world.images_per_identity, self.settings.identities_per_batch,
+            self.settings.seed, self.settings.steps, self.start_step, rank, world_size,
+        )  # fmt: skip
+        return self._loader(dataset, sampler, None)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.dataset("val", self.settings.n_val)
+        rank, world_size = _rank()
+        if world_size > 1:
+            dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
+        batch = self.settings.identities_per_batch * self.settings.world.images_per_identity
+        return self._loader(dataset, None, batch)
+
+    def transfer_batch_to_device(self, batch: SyntheticSample, device: torch.device, dataloader_idx: int):
+        return SyntheticSample(**{name: value.to(device) for name, value in batch.to_dict().items()})

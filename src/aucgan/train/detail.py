@@ -1,0 +1,290 @@
+"""Training the AU-conditioned detail stage as a conditional GAN (manual optimisation).
+
+Per step: the frozen coarse stage and the frozen AU net read the input; the generator (detail encoder +
+displacement decoder) makes the displacement; the detail normals shade the coarse albedo and the face is
+rendered over the input. Then
+
+1. **discriminator step** on the real input and the rendered face *detached* (no generator graph is kept
+   or reused), both through the same augmentation (:meth:`DetailTraining.discriminate`);
+2. **generator step** on the content losses, AU consistency and the adversarial loss (the discriminator's
+   parameters do not receive gradients: Lightning's ``toggled_optimizer``).
+
+Both learning-rate schedules step once per training step, as declared. Every loss is its own function in
+:mod:`aucgan.losses`, with its formula; the weights come from ``cfg.loss``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from aucgan.build import (
+    au_net,
+    coarse_stage,
+    detail_stage,
+    discriminator,
+    load_coarse,
+    require_asset,
+)
+from aucgan.config import Config
+from aucgan.data.synthetic import SyntheticSample
+from aucgan.geometry.render import Rendering, texel_visibility
+from aucgan.losses.adversarial import discriminator_loss, generator_loss, r1_penalty
+from aucgan.losses.au_consistency import au_feature_loss, au_score_loss
+from aucgan.losses.mrf import id_mrf
+from aucgan.losses.photometric import masked_l1
+from aucgan.losses.regularizers import displacement_magnitude, displacement_symmetry, shading_smoothness
+from aucgan.nets.au_net import AUOutput
+from aucgan.nets.coarse_encoder import CoarseCodes
+from aucgan.nets.detail_decoder import AUCondition
+from aucgan.nets.vgg import DEFAULT_LAYERS, load_vgg19
+from aucgan.stages.coarse import CoarseOutput
+from aucgan.stages.detail import DetailOutput, au_condition, photo_in_uv
+from aucgan.train.augmentation import face_augmentation
+from aucgan.train.module import StageModule
+
+MRF_LAYER_WEIGHTS = {"relu3_2": 1.0, "relu4_2": 1.0}
+
+log = logging.getLogger(__name__)
+
+
+def swap_within_groups(codes: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Each sample takes the code of the next image of its identity (batches hold whole groups of
+    ``group_size`` images per identity): ``(B, D)`` → ``(B, D)``."""
+    batch = codes.shape[0]
+    if batch % group_size:
+        raise ValueError(f"a batch of {batch} does not hold whole groups of {group_size}")
+    index = torch.arange(batch, device=codes.device)
+    return codes[index - index % group_size + (index + 1) % group_size]
+
+
+def normal_angle_degrees(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean angle (degrees) between unit normal maps ``(B, 3, S, S)`` over ``mask (B or 1, 1, S, S)``."""
+    cosine = (predicted * target).sum(1, keepdim=True).clamp(-1.0, 1.0)
+    weights = mask.expand_as(cosine)
+    return (torch.rad2deg(torch.acos(cosine)) * weights).sum() / weights.sum().clamp(min=1)
+
+
+class DetailTraining(StageModule):
+    """The detail GAN: generator = detail encoder + decoder; discriminator separate; coarse and AU net
+    frozen (whole modules in eval mode for good)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.automatic_optimization = False
+        network_coarse = cfg.model.coarse_source == "network"
+        self.coarse = coarse_stage(cfg, with_encoder=network_coarse)
+        if network_coarse:
+            load_coarse(
+                self.coarse, require_asset(cfg, "coarse", "train it with `aucgan train coarse CONFIG`")
+            )
+        self.coarse.requires_grad_(False).eval()
+        require_asset(cfg, "au_net", "train it with `aucgan train au CONFIG` or give OpenGraphAU's file")
+        au = au_net(cfg)
+        self.detail = detail_stage(cfg, self.coarse.uv_space, au, self.coarse.face_model.n_expression)
+        self.discriminator = discriminator(cfg, au.channels)
+        self.augment = face_augmentation(cfg.augment)
+        self.input_augment = face_augmentation(cfg.augment) if network_coarse else None
+        self.vgg = None
+        if cfg.loss.mrf > 0:
+            if cfg.assets.vgg19:
+                self.vgg = load_vgg19(cfg.assets.vgg19, DEFAULT_LAYERS)
+            else:
+                rank_zero_only(log.warning)(
+                    "ID-MRF loss off: assets.vgg19 is not set (torchvision's vgg19-dcbfe4e9.pth turns it on; "
+                    "loss.mrf=0 silences this warning)"
+                )
+        self.group_size = cfg.synth.images_per_identity
+
+    def train(self, mode: bool = True) -> DetailTraining:
+        super().train(mode)
+        self.coarse.eval()
+        return self
+
+    # The pipeline -------------------------------------------------------------------------------------
+
+    def coarse_output(self, batch: SyntheticSample, images: torch.Tensor) -> CoarseOutput:
+        """The frozen coarse stage on ``images``, or the ground truth (``model.coarse_source``)."""
+        with torch.no_grad():
+            if self.coarse.encoder is not None:
+                return self.coarse(images)
+            codes = CoarseCodes(
+                shape=batch.shape,
+                albedo=batch.shape.new_zeros(batch.shape.shape[0], self.coarse.albedo.n_albedo),
+                expression=batch.expression,
+                pose=batch.pose,
+                camera=batch.camera,
+                light=batch.light,
+            )
+            return self.coarse.decode(codes, uv_albedo=batch.uv_albedo)
+
+    def run_detail(
+        self, batch: SyntheticSample, images: torch.Tensor
+    ) -> tuple[CoarseOutput, AUOutput, AUCondition, DetailOutput, Rendering]:
+        coarse = self.coarse_output(batch, images)
+        with torch.no_grad():
+            aus = self.detail.read_aus(images)
+        condition = au_condition(aus)
+        detail = self.detail.decode(coarse, self.detail.encoder(images), condition)
+        rendering = self.coarse.render(coarse, uv_normals=detail.uv_detail_normals, background=images)
+        return coarse, aus, condition, detail, rendering
+
+    def discriminate(self, images: torch.Tensor, condition: AUCondition) -> torch.Tensor:
+        """The one way images reach the discriminator: the same augmentation for reals and fakes."""
+        return self.discriminator(self.augment(images).images, condition)
+
+    # Losses -------------------------------------------------------------------------------------------
+
+    def discriminator_losses(
+        self, images: torch.Tensor, fakes: torch.Tensor, condition: AUCondition
+    ) -> dict[str, torch.Tensor]:
+        weights = self.cfg.loss
+        kind = weights.adversarial_kind
+        lazy_r1 = weights.r1_gamma > 0 and self.steps_done % weights.r1_every == 0
+        reals = self.augment(images).images.detach().requires_grad_(lazy_r1)
+        real_logits = self.discriminator(reals, condition)
+        fake_logits = self.discriminate(fakes.detach(), condition)
+        losses = {
+            "d_adversarial": discriminator_loss(
+                real_logits, fake_logits, kind, weights.real_target, weights.fake_target
+            )
+        }
+        if lazy_r1:
+            penalty = r1_penalty(real_logits, reals)
+            losses["d_r1"] = penalty * weights.r1_gamma / 2 * weights.r1_every
+        return losses
+
+    def generator_losses(
+        self,
+        images: torch.Tensor,
+        coarse: CoarseOutput,
+        aus: AUOutput,
+        condition: AUCondition,
+        detail: DetailOutput,
+        rendering: Rendering,
+    ) -> dict[str, torch.Tensor]:
+        weights = self.cfg.loss
+        skin = self.coarse.uv_space.to(images.device).skin
+        visible = (
+            texel_visibility(
+                coarse.surface.positions, coarse.surface.normals, coarse.codes.camera, rendering.fragments
+            )
+            * skin
+        )
+        photo = photo_in_uv(images, coarse)
+        losses: dict[str, torch.Tensor] = {}
+        if weights.photo_detail > 0:
+            losses["photo_detail"] = weights.photo_detail * masked_l1(detail.uv_texture, photo, visible)
+        if weights.mrf > 0 and self.vgg is not None:
+            fake_features = self.vgg(detail.uv_texture * visible)
+            with torch.no_grad():
+                real_features = self.vgg(photo * visible)
+            losses["mrf"] = weights.mrf * id_mrf(fake_features, real_features, MRF_LAYER_WEIGHTS)
+        if weights.z_reg > 0:
+            losses["z_reg"] = weights.z_reg * displacement_magnitude(detail.uv_displacement, skin)
+        if weights.z_diff > 0:
+            losses["z_diff"] = weights.z_diff * shading_smoothness(detail.uv_shading, skin)
+        if weights.z_sym > 0:
+            losses["z_sym"] = weights.z_sym * displacement_symmetry(
+                detail.uv_displacement, (1 - visible) * skin
+            )
+        if weights.detail_consistency > 0 and self.group_size > 1:
+            swapped_code = swap_within_groups(detail.detail_code, self.group_size)
+            swapped = self.detail.decode(coarse, swapped_code, condition)
+            losses["detail_consistency"] = weights.detail_consistency * masked_l1(
+                swapped.uv_texture, photo, visible
+            )
+        if weights.au_score > 0 or weights.au_feature > 0:
+            rendered_aus = self.detail.read_aus(rendering.image)
+            if weights.au_score > 0:
+                losses["au_score"] = weights.au_score * au_score_loss(
+                    rendered_aus.main_scores, aus.main_scores, weights.au_score_kind
+                )
+            if weights.au_feature > 0:
+                losses["au_feature"] = weights.au_feature * au_feature_loss(
+                    rendered_aus.features, aus.features
+                )
+        if weights.adversarial > 0:
+            losses["adversarial"] = weights.adversarial * generator_loss(
+                self.discriminate(rendering.image, condition), weights.adversarial_kind
+            )
+        return losses
+
+    # Lightning ----------------------------------------------------------------------------------------
+
+    def training_step(self, batch: SyntheticSample, batch_idx: int) -> None:
+        g_optimizer, d_optimizer = self.optimizers()
+        g_schedule, d_schedule = self.lr_schedulers()
+        with self.step_randomness():
+            images = batch.image if self.input_augment is None else self.input_augment(batch.image).images
+            coarse, aus, condition, detail, rendering = self.run_detail(batch, images)
+            condition = AUCondition(condition.features.detach(), condition.intensities.detach())
+            if self.cfg.loss.adversarial > 0:
+                with self.toggled_optimizer(d_optimizer):
+                    d_losses = self.discriminator_losses(images, rendering.image, condition)
+                    d_total = sum(d_losses.values())
+                    d_optimizer.zero_grad(set_to_none=True)
+                    self.manual_backward(d_total)
+                    d_optimizer.step()
+                self.log_dict({f"train/{name}": value.detach() for name, value in d_losses.items()})
+            with self.toggled_optimizer(g_optimizer):
+                g_losses = self.generator_losses(images, coarse, aus, condition, detail, rendering)
+                g_total = sum(g_losses.values())
+                g_optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(g_total)
+                g_optimizer.step()
+        g_schedule.step()
+        d_schedule.step()
+        self.log_dict({f"train/{name}": value.detach() for name, value in g_losses.items()})
+        self.log("train/g_total", g_total.detach(), prog_bar=True)
+        self.finish_step()
+
+    def held_out_errors(self, batch: SyntheticSample) -> dict[str, torch.Tensor]:
+        """Errors against the synthetic ground truth, over the skin texels: ``displacement_mae`` (face-model
+        units), ``displacement_mae_flat`` (the same for a flat prediction, for scale) and
+        ``normal_error_deg``."""
+        coarse = self.coarse_output(batch, batch.image)
+        detail = self.detail(batch.image, coarse)
+        skin = self.coarse.uv_space.to(batch.image.device).skin
+        count = skin.sum() * batch.image.shape[0]
+        return {
+            "displacement_mae": ((detail.uv_displacement - batch.uv_displacement).abs() * skin).sum() / count,
+            "displacement_mae_flat": (batch.uv_displacement.abs() * skin).sum() / count,
+            "normal_error_deg": normal_angle_degrees(detail.uv_detail_normals, batch.uv_detail_normals, skin),
+        }
+
+    def validation_step(self, batch: SyntheticSample, batch_idx: int) -> None:
+        errors = self.held_out_errors(batch)
+        self.log_dict({f"val/{name}": value for name, value in errors.items()}, sync_dist=True)
+
+    def visuals(self, batch: SyntheticSample) -> list[torch.Tensor]:
+        """Columns of the image grid: input | coarse | detail shading | displacement | detail normals."""
+        coarse = self.coarse_output(batch, batch.image)
+        detail = self.detail(batch.image, coarse)
+        smooth = self.coarse.render(coarse, background=batch.image)
+        detailed = self.coarse.render(coarse, uv_normals=detail.uv_detail_normals)
+        size = batch.image.shape[-2:]
+        displacement = (
+            (0.5 + 0.5 * detail.uv_displacement / self.cfg.model.max_z).clamp(0, 1).expand(-1, 3, -1, -1)
+        )
+        normals = detail.uv_detail_normals * 0.5 + 0.5
+        resize = torch.nn.functional.interpolate
+        return [
+            batch.image,
+            smooth.image,
+            (detailed.shading / detailed.shading.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)),
+            resize(displacement, size=size, mode="bilinear", align_corners=False),
+            resize(normals, size=size, mode="bilinear", align_corners=False),
+        ]
+
+    def configure_optimizers(self) -> tuple[list[Any], list[Any]]:
+        optim = self.cfg.optim
+        generator = self.optimizer(self.detail.trainable_parameters(), optim.lr)
+        critic = self.optimizer(self.discriminator.parameters(), optim.lr_discriminator)
+        return (
+            [generator["optimizer"], critic["optimizer"]],
+            [generator["lr_scheduler"], critic["lr_scheduler"]],
+        )

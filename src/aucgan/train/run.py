@@ -1,0 +1,135 @@
+"""``aucgan train STAGE CONFIG``: build the stage's module, data, loggers and callbacks, then fit.
+
+A run folder holds ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` and ``step-NNNNNNN.ckpt``,
+``logs/version_N/metrics.csv`` (one version per launch), ``tensorboard/version_N`` and ``images/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
+
+from aucgan.build import world_parameters
+from aucgan.config import Config, ConfigError, save_config
+from aucgan.train.au import AUTraining
+from aucgan.train.callbacks import ImageGrid
+from aucgan.train.checkpointing import LAST, AtomicCheckpointIO, PeriodicCheckpoint
+from aucgan.train.coarse import CoarseTraining
+from aucgan.train.data import DataSettings, FaceDataModule
+from aucgan.train.detail import DetailTraining
+from aucgan.train.module import StageModule
+
+STAGES: dict[str, type[StageModule]] = {"au": AUTraining, "coarse": CoarseTraining, "detail": DetailTraining}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run wrote its outputs, and its last validation metrics."""
+
+    out_dir: Path
+    last_checkpoint: Path
+    metrics: dict[str, float]
+
+
+def run_directory(cfg: Config, stage: str, config_path: str | Path | None) -> Path:
+    if cfg.trainer.out_dir:
+        return Path(cfg.trainer.out_dir)
+    name = Path(config_path).stem if config_path else "default"
+    return Path("runs") / name / stage
+
+
+def _strategy(cfg: Config, stage: str) -> str | DDPStrategy:
+    if cfg.trainer.devices == 1:
+        return "auto"
+    backend = "nccl" if cfg.trainer.accelerator == "gpu" else "gloo"
+    return DDPStrategy(process_group_backend=backend, find_unused_parameters=stage == "detail")
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> TrainResult:
+    """Train ``stage`` (``"au"``, ``"coarse"`` or ``"detail"``) as ``cfg`` says; returns where it went.
+
+    Raises:
+        ConfigError: one line, for a run folder that already holds a run (without ``resume=true``), a
+            resume with nothing to resume, or a missing asset.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    out = run_directory(cfg, stage, config_path)
+    last = out / "checkpoints" / LAST
+    if cfg.resume and not last.is_file():
+        raise ConfigError(f"resume=true but {last} does not exist; start the run without resume=true")
+    if not cfg.resume and last.exists():
+        raise ConfigError(
+            f"{out} already holds a run; pass resume=true to continue it, or trainer.out_dir=NEW_FOLDER"
+        )
+    _quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    trainer_cfg = cfg.trainer
+    module = STAGES[stage](cfg)
+    datamodule = FaceDataModule(
+        DataSettings(
+            world=world_parameters(cfg),
+            source=cfg.data.source,
+            n_train=cfg.data.n_train,
+            n_val=cfg.data.n_val,
+            identities_per_batch=cfg.data.identities_per_batch,
+            workers=cfg.data.workers,
+            seed=cfg.seed,
+            steps=trainer_cfg.steps,
+        )
+    )
+    callbacks: list[L.Callback] = [
+        PeriodicCheckpoint(out / "checkpoints", trainer_cfg.checkpoint_every),
+        ImageGrid(out / "images", trainer_cfg.image_every),
+    ]
+    if trainer_cfg.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(trainer_cfg.log_every, 10))))
+    trainer = L.Trainer(
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        strategy=_strategy(cfg, stage),
+        precision=trainer_cfg.precision,
+        max_epochs=1,
+        max_steps=-1,
+        val_check_interval=min(trainer_cfg.val_every, trainer_cfg.steps),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=trainer_cfg.log_every,
+        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=trainer_cfg.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        deterministic=trainer_cfg.accelerator == "cpu",
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=out,
+    )
+    if trainer.is_global_zero:
+        save_config(cfg, out)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume else None)
+    if trainer_cfg.steps % trainer_cfg.val_every:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {
+        name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val")
+    }
+    return TrainResult(out_dir=out, last_checkpoint=last, metrics=metrics)
+
+
+__all__ = ["STAGES", "TrainResult", "run_directory", "train"]

@@ -1,0 +1,150 @@
+"""Tests of AU-net training (:mod:`aucgan.train.au`).
+
+Per-AU F1 against a plain loop (undefined AUs are NaN), the weighted binary cross-entropy against its
+formula on probabilities (never through a sigmoid), and the AU occurrence rates of the synthetic world
+that weigh the positives.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from aucgan.au import MAIN_AUS
+from aucgan.build import world_parameters
+from aucgan.config import Config, load_config
+from aucgan.train import au as au_training
+from aucgan.train.au import MAX_POSITIVE_WEIGHT, AUTraining, au_frequencies, f1_scores, weighted_bce
+
+TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Config:
+    return load_config(Config, TINY)
+
+
+def reference_f1(predicted: list[list[bool]], labels: list[list[bool]]) -> list[float]:
+    scores = []
+    for k in range(len(predicted[0])):
+        tp = fp = fn = 0
+        for row_predicted, row_labels in zip(predicted, labels, strict=True):
+            p, y = row_predicted[k], row_labels[k]
+            tp += p and y
+            fp += p and not y
+            fn += y and not p
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan)
+    return scores
+
+
+def test_f1_scores_match_a_plain_loop():
+    generator = torch.Generator().manual_seed(0)
+    predicted = torch.rand(40, 27, generator=generator) < 0.3
+    labels = torch.rand(40, 27, generator=generator) < 0.3
+    predicted[:, 0], labels[:, 0] = False, False
+    predicted[:, 1], labels[:, 1] = False, True
+    predicted[:, 2], labels[:, 2] = True, False
+    predicted[:, 3] = labels[:, 3] = torch.arange(40) % 3 == 0
+    predicted[:, 4], labels[:, 4] = ~labels[:, 4], labels[:, 4]
+    expected = torch.tensor(reference_f1(predicted.tolist(), labels.tolist()))
+    actual = f1_scores(predicted, labels)
+    assert actual.shape == (27,)
+    torch.testing.assert_close(actual, expected, equal_nan=True)
+    assert math.isnan(actual[0]) and actual[1] == 0 and actual[2] == 0 and actual[3] == 1 and actual[4] == 0
+    assert not actual[1:].isnan().any()
+
+
+def test_f1_scores_take_integer_labels():
+    predicted = torch.tensor([[1, 0], [1, 1], [0, 0]])
+    labels = torch.tensor([[1, 0], [0, 0], [1, 0]])
+    expected = torch.tensor(reference_f1(predicted.bool().tolist(), labels.bool().tolist()))
+    torch.testing.assert_close(f1_scores(predicted, labels), expected, equal_nan=True)
+
+
+def reference_bce(probabilities: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> float:
+    total, count = 0.0, 0
+    for row_p, row_y in zip(probabilities.tolist(), labels.tolist(), strict=True):
+        for k, (p, y) in enumerate(zip(row_p, row_y, strict=True)):
+            term = -(y * math.log(p) + (1 - y) * math.log(1 - p))
+            total += (float(weight[k]) if y > 0 else 1.0) * term
+            count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weighted_bce_matches_its_formula(dtype):
+    generator = torch.Generator().manual_seed(1)
+    probabilities = (0.02 + 0.96 * torch.rand(6, 27, generator=generator)).to(dtype)
+    labels = (torch.rand(6, 27, generator=generator) < 0.4).to(dtype)
+    weight = (1 + 9 * torch.rand(27, generator=generator)).to(dtype)
+    loss = weighted_bce(probabilities, labels, weight)
+    assert loss.shape == () and loss.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    assert float(loss) == pytest.approx(reference_bce(probabilities, labels, weight), rel=tolerance)
+
+
+def test_weighted_bce_reads_probabilities_not_logits():
+    weight = torch.full((27,), 3.0)
+    half = weighted_bce(torch.full((2, 27), 0.5), torch.zeros(2, 27), weight)
+    assert float(half) == pytest.approx(math.log(2), rel=1e-6)
+    labels = (torch.arange(27) % 2).float().expand(2, 27)
+    certain_right = weighted_bce(labels.clone(), labels, weight)
+    assert 0 <= float(certain_right) < 1e-5
+    certain_wrong = weighted_bce(1 - labels, labels, weight)
+    assert torch.isfinite(certain_wrong)
+    floor = -math.log(1e-6)
+    assert float(certain_wrong) == pytest.approx(floor * (13 * 3 + 14 * 1) / 27, rel=1e-3)
+
+
+def test_weighted_bce_gradient_is_finite_at_zero_and_one():
+    probabilities = torch.tensor([[0.0, 1.0, 0.3]], requires_grad=True)
+    loss = weighted_bce(probabilities, torch.tensor([[1.0, 0.0, 1.0]]), torch.ones(3))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(probabilities.grad).all()
+    assert probabilities.grad[0, 2] == pytest.approx(-1 / (3 * 0.3), rel=1e-5)
+
+
+def test_au_frequencies(cfg):
+    draws = 1500
+    frequencies = au_frequencies(cfg, draws)
+    assert frequencies.shape == (len(MAIN_AUS),) == (27,)
+    assert ((frequencies >= 0) & (frequencies <= 1)).all()
+    assert torch.equal(frequencies, au_frequencies(cfg, draws))
+    assert torch.allclose(frequencies * draws, (frequencies * draws).round(), atol=1e-3)
+    au12, au32 = frequencies[MAIN_AUS.index("AU12")], frequencies[MAIN_AUS.index("AU32")]
+    assert au12 > 0.05 and au12 > 3 * au32
+
+    world = world_parameters(cfg).world()
+    generator = torch.Generator().manual_seed(12345)
+    independent = torch.stack([world.expression(generator) > 0 for _ in range(draws)]).float().mean(0)
+    assert (frequencies - independent).abs().max() < 0.05
+
+
+def test_au_training_positive_weights(cfg, monkeypatch):
+    frequencies = torch.linspace(0.0, 1.0, 27)
+    monkeypatch.setattr(au_training, "au_frequencies", lambda _: frequencies.clone())
+    module = AUTraining(cfg)
+    expected = [min(MAX_POSITIVE_WEIGHT, max(1.0, (1 - f) / max(f, 1e-3))) for f in frequencies.tolist()]
+    assert module.positive_weight.tolist() == pytest.approx(expected, rel=1e-6)
+    assert module.positive_weight[0] == MAX_POSITIVE_WEIGHT and module.positive_weight[-1] == 1.0
+    assert "positive_weight" not in module.state_dict()
+    assert all(name.startswith("net.") for name in module.state_dict())
+
+    generator = torch.Generator().manual_seed(2)
+    batch = SimpleNamespace(
+        image=torch.rand(4, 3, cfg.render.image_size, cfg.render.image_size, generator=generator),
+        au_occurrence=torch.rand(4, 27, generator=generator) < 0.3,
+    )
+    module.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a Trainer
+        loss = module.training_step(batch, 0)
+    assert module.steps_done == 1
+    assert loss.shape == () and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in module.net.parameters() if p.requires_grad)

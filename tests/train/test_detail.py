@@ -1,0 +1,338 @@
+"""Tests of the detail GAN's training module (:mod:`aucgan.train.detail`).
+
+The code swap among the K images of an identity and the normal-angle metric against plain references;
+then one training step of the tiny config, emulated by hand without a Trainer: the discriminator phase
+reaches no generator parameter, the generator phase reaches the detail encoder and decoder and never the
+frozen AU net or coarse stage, whose parameters, BatchNorm statistics and buffers stay as loaded, in eval
+mode whatever ``train()`` says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from aucgan.build import world_parameters
+from aucgan.config import Config, load_config
+from aucgan.data.shards import SyntheticFaces
+from aucgan.data.synthetic import collate
+from aucgan.nets.detail_decoder import AUCondition
+from aucgan.train import au as au_training
+from aucgan.train import detail as detail_training
+from aucgan.train.au import AUTraining
+from aucgan.train.callbacks import image_grid
+from aucgan.train.checkpointing import atomic_torch_save
+from aucgan.train.detail import DetailTraining, normal_angle_degrees, swap_within_groups
+
+TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
+GENERATOR_TERMS = (
+    "photo_detail",
+    "mrf",
+    "z_reg",
+    "z_diff",
+    "z_sym",
+    "detail_consistency",
+    "au_score",
+    "au_feature",
+    "adversarial",
+)
+"""The detail stage's generator loss terms, each named after its weight in ``cfg.loss``."""
+MRF_OFF = "ID-MRF"
+
+
+# swap_within_groups ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch", "group_size"), [(4, 2), (6, 3), (8, 4), (5, 5)])
+def test_swap_takes_another_image_of_the_same_identity(batch, group_size):
+    codes = torch.randn(batch, 7, generator=torch.Generator().manual_seed(batch))
+    swapped = swap_within_groups(codes, group_size)
+    assert swapped.shape == codes.shape
+    sources = []
+    for i in range(batch):
+        (matches,) = [j for j in range(batch) if torch.equal(swapped[i], codes[j])]
+        assert matches // group_size == i // group_size and matches != i
+        sources.append(matches)
+    assert sorted(sources) == list(range(batch))
+    for i in range(batch):
+        start = i - i % group_size
+        assert sources[i] == start + (i - start + 1) % group_size
+
+
+def test_swap_with_groups_of_one_is_the_identity():
+    codes = torch.randn(3, 4, dtype=torch.float64)
+    assert torch.equal(swap_within_groups(codes, 1), codes)
+
+
+@pytest.mark.parametrize(("batch", "group_size"), [(5, 2), (4, 3), (1, 2)])
+def test_swap_refuses_a_batch_of_partial_groups(batch, group_size):
+    with pytest.raises(ValueError, match=f"batch of {batch}.*groups of {group_size}"):
+        swap_within_groups(torch.zeros(batch, 3), group_size)
+
+
+# normal_angle_degrees -------------------------------------------------------------------------------
+
+
+def unit_normals(*shape: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+    normals = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (normals / normals.norm(dim=1, keepdim=True)).to(dtype)
+
+
+def reference_angle(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    total = weight = 0.0
+    batch, _, height, width = predicted.shape
+    for b in range(batch):
+        for y in range(height):
+            for x in range(width):
+                m = float(mask[b if mask.shape[0] > 1 else 0, 0, y, x])
+                dot = sum(float(predicted[b, c, y, x]) * float(target[b, c, y, x]) for c in range(3))
+                total += m * math.degrees(math.acos(max(-1.0, min(1.0, dot))))
+                weight += m
+    return total / max(weight, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mask_batch", [1, 2])
+def test_normal_angle_matches_a_plain_loop(dtype, mask_batch):
+    predicted, target = (
+        unit_normals(2, 3, 5, 6, seed=1, dtype=dtype),
+        unit_normals(2, 3, 5, 6, seed=2, dtype=dtype),
+    )
+    mask = (torch.rand(mask_batch, 1, 5, 6, generator=torch.Generator().manual_seed(3)) > 0.4).to(dtype)
+    mask[..., 0, 0] = 0.5
+    angle = normal_angle_degrees(predicted, target, mask)
+    assert angle.shape == () and angle.dtype == dtype
+    assert float(angle) == pytest.approx(reference_angle(predicted, target, mask), rel=1e-5)
+
+
+def test_normal_angle_of_known_pairs():
+    up = torch.zeros(1, 3, 2, 2)
+    up[:, 2] = 1
+    side = torch.zeros(1, 3, 2, 2)
+    side[:, 0] = 1
+    ones = torch.ones(1, 1, 2, 2)
+    assert float(normal_angle_degrees(up, up, ones)) == 0
+    assert float(normal_angle_degrees(up, side, ones)) == pytest.approx(90)
+    assert float(normal_angle_degrees(up, -up, ones)) == pytest.approx(180)
+    assert float(normal_angle_degrees(up, side, torch.zeros(1, 1, 2, 2))) == 0
+
+
+# One training step of the tiny config, by hand -------------------------------------------------------
+
+
+class Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
+
+
+def build_counting_messages(cfg: Config) -> tuple[DetailTraining, list[str]]:
+    """Build a DetailTraining; the warnings and log records it emitted on the way."""
+    handler = Messages()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = DetailTraining(cfg)
+    finally:
+        root.removeHandler(handler)
+    return module, [str(w.message) for w in caught] + handler.records
+
+
+def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def assert_same_state(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert actual.keys() == expected.keys()
+    for name, value in expected.items():
+        assert torch.equal(actual[name], value), name
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The tiny config with ground-truth coarse codes, an AU-net checkpoint of ``aucgan train au``'s
+    layout (with non-default BatchNorm statistics, to see them loaded), and the detail module built on it."""
+    base = load_config(Config, TINY, ["model.coarse_source=ground-truth"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(au_training, "au_frequencies", lambda cfg: torch.full((27,), 0.2))
+        au = AUTraining(base)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in au.net.modules():
+            if isinstance(layer, nn.BatchNorm2d | nn.BatchNorm1d):
+                layer.running_mean.normal_(0.0, 0.1, generator=generator)
+                layer.running_var.uniform_(0.5, 1.5, generator=generator)
+                layer.num_batches_tracked.fill_(7)
+    checkpoint = {"state_dict": au.state_dict()}
+    au.on_save_checkpoint(checkpoint)
+    path = tmp_path_factory.mktemp("au") / "last.ckpt"
+    atomic_torch_save(checkpoint, path)
+
+    cfg = load_config(Config, TINY, ["model.coarse_source=ground-truth", f"assets.au_net={path}"])
+    module, messages = build_counting_messages(cfg)
+    saved_au = {name[len("net.") :]: value for name, value in checkpoint["state_dict"].items()}
+    return SimpleNamespace(cfg=cfg, module=module, messages=messages, saved_au=saved_au)
+
+
+def parameters_of(*modules: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(f"{i}.{name}", p) for i, m in enumerate(modules) for name, p in m.named_parameters()]
+
+
+@pytest.fixture(scope="module")
+def step(world):
+    """One step as ``DetailTraining.training_step`` makes it, with the gradients of each phase kept."""
+    module, cfg = world.module, world.cfg
+    k = cfg.synth.images_per_identity
+    dataset = SyntheticFaces(world_parameters(cfg), "train", cfg.data.identities_per_batch * k)
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    assert (batch.identity.view(-1, k) == batch.identity.view(-1, k)[:, :1]).all()
+
+    au_before, coarse_before = state_copy(module.detail.au_net), state_copy(module.coarse)
+    module.train()
+    modes = {name: m.training for name, m in module.named_modules()}
+    generator = parameters_of(module.detail.encoder, module.detail.decoder)
+    frozen = parameters_of(module.detail.au_net, module.coarse)
+    critic = parameters_of(module.discriminator)
+
+    def grads(named):
+        return {name: None if p.grad is None else p.grad.clone() for name, p in named}
+
+    with module.step_randomness():
+        coarse, aus, condition, detail, rendering = module.run_detail(batch, batch.image)
+        condition = AUCondition(condition.features.detach(), condition.intensities.detach())
+        d_losses = module.discriminator_losses(batch.image, rendering.image, condition)
+        # retain_graph: had the fakes not been detached, the generator's grads show it (not a freed graph)
+        sum(d_losses.values()).backward(retain_graph=True)
+        d_grads = SimpleNamespace(generator=grads(generator), frozen=grads(frozen), critic=grads(critic))
+        module.zero_grad(set_to_none=True)
+        g_losses = module.generator_losses(batch.image, coarse, aus, condition, detail, rendering)
+        sum(g_losses.values()).backward()
+        g_grads = SimpleNamespace(generator=grads(generator), frozen=grads(frozen), critic=grads(critic))
+    module.zero_grad(set_to_none=True)
+    return SimpleNamespace(
+        batch=batch,
+        outputs=(coarse, aus, condition, detail, rendering),
+        d_losses=d_losses,
+        g_losses=g_losses,
+        d_grads=d_grads,
+        g_grads=g_grads,
+        modes=modes,
+        au_before=au_before,
+        coarse_before=coarse_before,
+    )
+
+
+def expected_generator_losses(cfg: Config, vgg: bool) -> set[str]:
+    names = {name for name in GENERATOR_TERMS if getattr(cfg.loss, name) > 0}
+    if not vgg:
+        names.discard("mrf")
+    if cfg.synth.images_per_identity == 1:
+        names.discard("detail_consistency")
+    return names
+
+
+def test_mrf_off_warning_once_when_no_vgg19(world):
+    assert world.cfg.loss.mrf > 0 and world.cfg.assets.vgg19 == ""
+    assert world.module.vgg is None
+    assert sum(MRF_OFF in message for message in world.messages) == 1
+
+
+def test_no_mrf_warning_when_mrf_is_off(world, monkeypatch):
+    monkeypatch.setattr(detail_training, "coarse_stage", lambda cfg, with_encoder: world.module.coarse)
+    cfg = dataclasses.replace(world.cfg, loss=dataclasses.replace(world.cfg.loss, mrf=0.0))
+    _, messages = build_counting_messages(cfg)
+    assert not any(MRF_OFF in message for message in messages)
+
+
+def test_au_net_is_the_checkpoint_frozen(world):
+    au = world.module.detail.au_net
+    assert_same_state(state_copy(au), world.saved_au)
+    assert not any(p.requires_grad for p in au.parameters())
+    assert not any(p.requires_grad for p in world.module.coarse.parameters())
+
+
+def test_discriminator_phase_reaches_no_generator_parameter(step):
+    assert set(step.d_losses) == {"d_adversarial"}
+    assert all(torch.isfinite(v) for v in step.d_losses.values())
+    assert step.d_grads.generator and all(g is None for g in step.d_grads.generator.values())
+    assert all(g is None for g in step.d_grads.frozen.values())
+    assert all(g is not None for g in step.d_grads.critic.values())
+
+
+def test_generator_phase_reaches_encoder_and_decoder_only(step):
+    assert all(g is not None for g in step.g_grads.generator.values())
+    assert any(g.abs().sum() > 0 for g in step.g_grads.generator.values())
+    assert all(torch.isfinite(g).all() for g in step.g_grads.generator.values())
+    assert all(g is None for g in step.g_grads.frozen.values())
+
+
+def test_generator_losses_of_the_tiny_config(world, step):
+    assert set(step.g_losses) == expected_generator_losses(world.cfg, vgg=False)
+    assert "mrf" not in step.g_losses
+    for name, value in step.g_losses.items():
+        assert value.shape == () and torch.isfinite(value) and value >= 0, name
+
+
+def test_switched_off_terms_are_left_out(world, step, monkeypatch):
+    off = {"z_sym": 0.0, "au_feature": 0.0, "adversarial": 0.0, "detail_consistency": 0.0}
+    cfg = dataclasses.replace(world.cfg, loss=dataclasses.replace(world.cfg.loss, **off))
+    monkeypatch.setattr(world.module, "cfg", cfg)
+    with torch.no_grad():
+        losses = world.module.generator_losses(step.batch.image, *step.outputs)
+    assert set(losses) == expected_generator_losses(cfg, vgg=False)
+    assert not set(off) & set(losses)
+
+
+def test_lazy_r1_on_its_steps(world, step, monkeypatch):
+    cfg = dataclasses.replace(world.cfg, loss=dataclasses.replace(world.cfg.loss, r1_gamma=2.0, r1_every=4))
+    monkeypatch.setattr(world.module, "cfg", cfg)
+    condition = step.outputs[2]
+    fakes = step.outputs[4].image.detach()
+    for steps_done, applied in [(8, True), (9, False)]:
+        monkeypatch.setattr(world.module, "steps_done", steps_done)
+        losses = world.module.discriminator_losses(step.batch.image, fakes, condition)
+        assert ("d_r1" in losses) == applied
+        if applied:
+            assert torch.isfinite(losses["d_r1"]) and losses["d_r1"] >= 0
+
+
+def test_frozen_parts_keep_their_state_through_a_step(world, step):
+    assert_same_state(state_copy(world.module.detail.au_net), step.au_before)
+    assert_same_state(state_copy(world.module.detail.au_net), world.saved_au)
+    assert_same_state(state_copy(world.module.coarse), step.coarse_before)
+
+
+def test_frozen_parts_stay_in_eval_mode(world, step):
+    module = world.module
+    for check in (step.modes, {name: m.training for name, m in module.named_modules()}):
+        frozen = {name: mode for name, mode in check.items() if name.startswith(("coarse", "detail.au_net"))}
+        assert frozen and not any(frozen.values())
+        assert check["detail.encoder"] and check["detail.decoder"] and check["discriminator"]
+    module.eval()
+    module.train()
+    assert not any(m.training for m in module.coarse.modules())
+    assert not any(m.training for m in module.detail.au_net.modules())
+    assert module.detail.encoder.training and module.discriminator.training
+
+
+def test_visuals_make_an_image_grid(world, step):
+    columns = world.module.visuals(step.batch)
+    size = world.cfg.render.image_size
+    assert len(columns) == 5
+    for column in columns:
+        assert column.shape == (step.batch.image.shape[0], 3, size, size)
+    grid = image_grid(columns)
+    assert grid.shape == (3, min(4, len(step.batch.image)) * size, 5 * size)
