@@ -336,3 +336,31 @@ def test_visuals_make_an_image_grid(world, step):
         assert column.shape == (step.batch.image.shape[0], 3, size, size)
     grid = image_grid(columns)
     assert grid.shape == (3, min(4, len(step.batch.image)) * size, 5 * size)
+
+
+def test_mrf_is_on_with_a_vgg19_file(world, step, tmp_path, monkeypatch):
+    """With ``assets.vgg19`` (a torchvision-layout file, random weights) the ID-MRF term joins the losses and
+    sends gradients to the generator."""
+    from aucgan.nets.vgg import VGG19Features
+
+    path = tmp_path / "vgg19-dcbfe4e9.pth"
+    torch.save(VGG19Features().state_dict(), path)
+    cfg = load_config(
+        Config,
+        TINY,
+        [
+            "model.coarse_source=ground-truth",
+            f"assets.au_net={world.cfg.assets.au_net}",
+            f"assets.vgg19={path}",
+        ],
+    )
+    module, messages = build_counting_messages(cfg)
+    assert module.vgg is not None and not any("ID-MRF" in message for message in messages)
+    batch = step.batch
+    with module.step_randomness():
+        coarse, aus, condition, detail, rendering = module.run_detail(batch, batch.image)
+        losses = module.generator_losses(batch.image, coarse, aus, condition, detail, rendering)
+    assert set(losses) == expected_generator_losses(cfg, vgg=True)
+    losses["mrf"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.detail.decoder.parameters())
+    assert all(p.grad is None for p in module.vgg.parameters())
