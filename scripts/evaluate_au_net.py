@@ -58,8 +58,10 @@ def main() -> None:
     ax.bar(positions[present], f1[present].nan_to_num(0.0), color="#4477aa")
     ax.axhline(mean, color="#cc6677", linestyle="--", label=f"mean F1 {mean:.3f}")
     ax.set_xticks(positions.tolist(), MAIN_AUS, rotation=60, fontsize=8)
-    for x, count in zip(positions.tolist(), support.tolist(), strict=True):
-        ax.text(x, 0.02, str(int(count)), ha="center", fontsize=6, color="white" if count else "grey")
+    for x, count, value in zip(
+        positions.tolist(), support.tolist(), f1.nan_to_num(0.0).tolist(), strict=True
+    ):
+        ax.text(x, 0.02, str(int(count)), ha="center", fontsize=6, color="white" if value > 0.05 else "black")
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
     ax.legend(loc="upper right", fontsize=8)
