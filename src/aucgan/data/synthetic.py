@@ -240,8 +240,10 @@ class SyntheticWorld:
 
     # Samples --------------------------------------------------------------------------------------------
 
-    def expression(self, generator: torch.Generator) -> torch.Tensor:
-        """Draw 27 AU intensities: an expression family (correlated intensities), a sparse mix, or neutral."""
+    @staticmethod
+    def expression(generator: torch.Generator) -> torch.Tensor:
+        """Draw 27 AU intensities: an expression family (correlated intensities), a sparse mix, or neutral.
+        The same prior for every world: no world needs to be built to draw from it."""
         weights = torch.tensor([w for w, _ in EXPRESSIONS.values()])
         family = list(EXPRESSIONS)[int(torch.multinomial(weights, 1, generator=generator))]
         intensities = torch.zeros(len(MAIN_AUS))

@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from aucgan.au import MAIN_AUS
-from aucgan.build import world_parameters
 from aucgan.config import Config
-from aucgan.data.synthetic import SyntheticSample, stable_seed
+from aucgan.data.synthetic import SyntheticSample, SyntheticWorld, stable_seed
 from aucgan.nets.au_net import MEFARG
 from aucgan.train.augmentation import face_augmentation
 from aucgan.train.module import StageModule
@@ -21,9 +20,8 @@ MAX_POSITIVE_WEIGHT = 10.0
 
 def au_frequencies(cfg: Config, draws: int = FREQUENCY_DRAWS) -> torch.Tensor:
     """``(27,)`` how often each AU occurs in the synthetic world (from its expression prior; no rendering)."""
-    world = world_parameters(cfg).world()
     generator = torch.Generator().manual_seed(stable_seed("aucgan-au-frequencies", cfg.seed))
-    occurrence = torch.stack([world.expression(generator) > 0 for _ in range(draws)]).float()
+    occurrence = torch.stack([SyntheticWorld.expression(generator) > 0 for _ in range(draws)]).float()
     return occurrence.mean(0)
 
 
