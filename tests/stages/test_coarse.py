@@ -8,11 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from aucgan import build
 from aucgan.config import Config, load_config
-from aucgan.data.synthetic import SyntheticSample, SyntheticWorld, collate
 from aucgan.face_model.albedo import LinearAlbedo
-from aucgan.nets.coarse_encoder import CoarseCodes, CoarseEncoder, CodeLayout
+from aucgan.nets.coarse_encoder import CoarseEncoder, CodeLayout
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
 
 SIZE = 64
@@ -24,35 +22,9 @@ def cfg() -> Config:
     return load_config(Config, None, [f"render.image_size={SIZE}", f"render.uv_size={SIZE}"])
 
 
-@pytest.fixture(scope="module")
-def stage(cfg) -> CoarseStage:
-    return build.coarse_stage(cfg, with_encoder=False)
-
-
-@pytest.fixture(scope="module")
-def world(cfg) -> SyntheticWorld:
-    return build.world_parameters(cfg).world()
-
-
-@pytest.fixture(scope="module")
-def batch(world) -> SyntheticSample:
-    return collate([world.sample(i) for i in range(N_SAMPLES)])
-
-
-def ground_truth_codes(stage: CoarseStage, batch: SyntheticSample) -> CoarseCodes:
-    return CoarseCodes(
-        shape=batch.shape,
-        albedo=torch.zeros(len(batch.shape), stage.albedo.n_albedo),
-        expression=batch.expression,
-        pose=batch.pose,
-        camera=batch.camera,
-        light=batch.light,
-    )
-
-
-def test_decode_gives_the_face_models_geometry_and_surface(stage, world, batch):
-    codes = ground_truth_codes(stage, batch)
-    coarse = stage.decode(codes, uv_albedo=batch.uv_albedo)
+def test_decode_gives_the_face_models_geometry_and_surface(coarse_stage, world, batch):
+    codes = batch.coarse_codes(coarse_stage.albedo.n_albedo)
+    coarse = coarse_stage.decode(codes, uv_albedo=batch.uv_albedo)
     assert isinstance(coarse, CoarseOutput) and coarse.codes is codes
     geometry = world.model(batch.shape, batch.expression, batch.pose)
     torch.testing.assert_close(coarse.vertices, geometry.vertices)
@@ -62,58 +34,60 @@ def test_decode_gives_the_face_models_geometry_and_surface(stage, world, batch):
     assert coarse.uv_albedo is batch.uv_albedo
 
 
-def test_decode_landmarks_are_the_orthographic_projection_of_the_models_landmarks(stage, batch):
-    coarse = stage.decode(ground_truth_codes(stage, batch), uv_albedo=batch.uv_albedo)
+def test_decode_landmarks_are_the_orthographic_projection_of_the_models_landmarks(coarse_stage, batch):
+    coarse = coarse_stage.decode(batch.coarse_codes(coarse_stage.albedo.n_albedo), uv_albedo=batch.uv_albedo)
     assert coarse.landmarks.shape == (N_SAMPLES, 68, 2)
-    landmarks = stage.face_model(batch.shape, batch.expression, batch.pose).landmarks
+    landmarks = coarse_stage.face_model(batch.shape, batch.expression, batch.pose).landmarks
     scale, shift = batch.camera[:, None, :1], batch.camera[:, None, 1:]
     torch.testing.assert_close(coarse.landmarks, scale * (landmarks[..., :2] + shift))
     # The synthetic world's landmarks are the same projection.
     torch.testing.assert_close(coarse.landmarks, batch.landmarks)
 
 
-def test_decode_without_an_albedo_map_uses_the_albedo_model(stage, batch):
+def test_decode_without_an_albedo_map_uses_the_albedo_model(coarse_stage, batch):
     generator = torch.Generator().manual_seed(0)
-    albedo_code = torch.randn(N_SAMPLES, stage.albedo.n_albedo, generator=generator)
-    codes = dataclasses.replace(ground_truth_codes(stage, batch), albedo=albedo_code)
-    coarse = stage.decode(codes)
-    model = stage.albedo
+    albedo_code = torch.randn(N_SAMPLES, coarse_stage.albedo.n_albedo, generator=generator)
+    codes = dataclasses.replace(batch.coarse_codes(coarse_stage.albedo.n_albedo), albedo=albedo_code)
+    coarse = coarse_stage.decode(codes)
+    model = coarse_stage.albedo
     expected = model.mean + torch.einsum("bk,kchw->bchw", albedo_code, model.basis)
     torch.testing.assert_close(coarse.uv_albedo, expected.clamp(0.0, 1.0))
     assert (coarse.uv_albedo - model.mean.clamp(0.0, 1.0)).abs().max() > 0.01
     assert coarse.uv_albedo.shape == (N_SAMPLES, 3, SIZE, SIZE)
 
 
-def test_rendering_the_ground_truth_reproduces_the_sample_image(stage, batch):
+def test_rendering_the_ground_truth_reproduces_the_sample_image(coarse_stage, batch):
     """The world renders its samples with the detail normals over a background and quantises to 8 bits:
-    the coarse stage's renderer with the same inputs must agree to half an 8-bit level."""
-    coarse = stage.decode(ground_truth_codes(stage, batch), uv_albedo=batch.uv_albedo)
-    normals = stage.uv_space.detail_normals(coarse.surface, batch.uv_displacement)
-    rendering = stage.render(coarse, uv_normals=normals, background=batch.background)
+    the coarse coarse_stage's renderer with the same inputs must agree to half an 8-bit level."""
+    coarse = coarse_stage.decode(batch.coarse_codes(coarse_stage.albedo.n_albedo), uv_albedo=batch.uv_albedo)
+    normals = coarse_stage.uv_space.detail_normals(coarse.surface, batch.uv_displacement)
+    rendering = coarse_stage.render(coarse, uv_normals=normals, background=batch.background)
     assert rendering.image.shape == batch.image.shape
     assert (rendering.image.clamp(0, 1) - batch.image).abs().max() <= 0.5 / 255 + 1e-5
     torch.testing.assert_close(rendering.mask, batch.mask)
     # Smooth normals instead of the detail normals: the wrinkles' shading is missing.
-    smooth = stage.render(coarse, background=batch.background)
+    smooth = coarse_stage.render(coarse, background=batch.background)
     assert (smooth.image.clamp(0, 1) - batch.image).abs().max() > 4.0 / 255
 
 
-def test_albedo_model_travels_in_the_state_dict(stage):
-    state = stage.state_dict()
-    assert torch.equal(state["albedo.mean"], stage.albedo.mean)
-    assert torch.equal(state["albedo.basis"], stage.albedo.basis)
+def test_albedo_model_travels_in_the_state_dict(coarse_stage):
+    state = coarse_stage.state_dict()
+    assert torch.equal(state["albedo.mean"], coarse_stage.albedo.mean)
+    assert torch.equal(state["albedo.basis"], coarse_stage.albedo.basis)
 
 
-def test_forward_with_a_small_encoder_has_the_documented_shapes_and_gradients(stage):
-    encoder = CoarseEncoder(stage.layout, "resnet18")
-    with_encoder = CoarseStage(stage.face_model, stage.albedo, stage.uv_space, encoder, image_size=SIZE)
+def test_forward_with_a_small_encoder_has_the_documented_shapes_and_gradients(coarse_stage):
+    encoder = CoarseEncoder(coarse_stage.layout, "resnet18")
+    with_encoder = CoarseStage(
+        coarse_stage.face_model, coarse_stage.albedo, coarse_stage.uv_space, encoder, image_size=SIZE
+    )
     images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     coarse = with_encoder(images)  # decode(encode(images))
     codes = coarse.codes
-    model = stage.face_model
+    model = coarse_stage.face_model
     expected = {
         "shape": (2, model.n_shape),
-        "albedo": (2, stage.albedo.n_albedo),
+        "albedo": (2, coarse_stage.albedo.n_albedo),
         "expression": (2, model.n_expression),
         "pose": (2, 6),
         "camera": (2, 3),
@@ -130,28 +104,30 @@ def test_forward_with_a_small_encoder_has_the_documented_shapes_and_gradients(st
     grads = [p.grad for p in encoder.parameters()]
     assert all(g is not None for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
-    assert all(b.grad is None for b in stage.albedo.buffers())
+    assert all(b.grad is None for b in coarse_stage.albedo.buffers())
 
 
-def test_render_draws_the_faces_at_the_stage_image_size(stage, batch):
-    coarse = stage.decode(ground_truth_codes(stage, batch), uv_albedo=batch.uv_albedo)
-    rendering = stage.render(coarse)
+def test_render_draws_the_faces_at_the_stage_image_size(coarse_stage, batch):
+    coarse = coarse_stage.decode(batch.coarse_codes(coarse_stage.albedo.n_albedo), uv_albedo=batch.uv_albedo)
+    rendering = coarse_stage.render(coarse)
     assert rendering.image.shape == (N_SAMPLES, 3, SIZE, SIZE)
     assert (rendering.mask.sum(dim=(1, 2, 3)) > 0.1 * SIZE * SIZE).all()
 
 
-def test_errors(stage):
+def test_errors(coarse_stage):
     small = LinearAlbedo(torch.zeros(3, 32, 32), torch.zeros(2, 3, 32, 32))
     with pytest.raises(ValueError, match="32"):
-        CoarseStage(stage.face_model, small, stage.uv_space)
-    wrong = CoarseEncoder(CodeLayout.for_face_model(stage.face_model, stage.albedo.n_albedo + 1), "resnet18")
+        CoarseStage(coarse_stage.face_model, small, coarse_stage.uv_space)
+    wrong = CoarseEncoder(
+        CodeLayout.for_face_model(coarse_stage.face_model, coarse_stage.albedo.n_albedo + 1), "resnet18"
+    )
     with pytest.raises(ValueError, match="encoder"):
-        CoarseStage(stage.face_model, stage.albedo, stage.uv_space, wrong)
+        CoarseStage(coarse_stage.face_model, coarse_stage.albedo, coarse_stage.uv_space, wrong)
     with pytest.raises(ValueError, match="no encoder"):
-        stage.encode(torch.zeros(1, 3, SIZE, SIZE))
+        coarse_stage.encode(torch.zeros(1, 3, SIZE, SIZE))
 
 
-def test_decode_rejects_an_albedo_map_of_the_wrong_size(stage, batch):
-    codes = ground_truth_codes(stage, batch)
+def test_decode_rejects_an_albedo_map_of_the_wrong_size(coarse_stage, batch):
+    codes = batch.coarse_codes(coarse_stage.albedo.n_albedo)
     with pytest.raises(ValueError, match=r"\(4, 3, 32, 32\)"):
-        stage.decode(codes, uv_albedo=torch.zeros(N_SAMPLES, 3, 32, 32))
+        coarse_stage.decode(codes, uv_albedo=torch.zeros(N_SAMPLES, 3, 32, 32))

@@ -18,11 +18,10 @@ from torch import nn
 from aucgan import build
 from aucgan.au import MAIN_AUS
 from aucgan.config import Config, load_config
-from aucgan.data.synthetic import SyntheticSample, SyntheticWorld, collate
+from aucgan.data.synthetic import SyntheticSample
 from aucgan.geometry.render import image_to_uv, texel_visibility
 from aucgan.geometry.shading import sh_shading
 from aucgan.nets.au_net import MEFARG
-from aucgan.nets.coarse_encoder import CoarseCodes
 from aucgan.nets.detail_decoder import UV_SIZE
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
 from aucgan.stages.detail import (
@@ -59,21 +58,6 @@ def cfg() -> Config:
     )
 
 
-@pytest.fixture(scope="module")
-def coarse_stage(cfg) -> CoarseStage:
-    return build.coarse_stage(cfg, with_encoder=False)
-
-
-@pytest.fixture(scope="module")
-def world(cfg) -> SyntheticWorld:
-    return build.world_parameters(cfg).world()
-
-
-@pytest.fixture(scope="module")
-def batch(world) -> SyntheticSample:
-    return collate([world.sample(i) for i in range(N_SAMPLES)])
-
-
 def decode(
     stage: CoarseStage,
     batch: SyntheticSample,
@@ -81,14 +65,11 @@ def decode(
     camera: torch.Tensor | None = None,
 ) -> CoarseOutput:
     """The coarse output of the sample's ground-truth codes (optionally with another light or camera)."""
-    codes = CoarseCodes(
-        shape=batch.shape,
-        albedo=torch.zeros(len(batch.shape), stage.albedo.n_albedo),
-        expression=batch.expression,
-        pose=batch.pose,
-        camera=batch.camera if camera is None else camera,
-        light=batch.light if light is None else light,
-    )
+    codes = batch.coarse_codes(stage.albedo.n_albedo)
+    if light is not None:
+        codes = dataclasses.replace(codes, light=light)
+    if camera is not None:
+        codes = dataclasses.replace(codes, camera=camera)
     return stage.decode(codes, uv_albedo=batch.uv_albedo)
 
 

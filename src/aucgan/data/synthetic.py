@@ -37,6 +37,7 @@ from aucgan.face_model.uv_space import UVSpace
 from aucgan.geometry.camera import orthographic_project
 from aucgan.geometry.render import Rendering, UVLayout, render, texel_visibility
 from aucgan.geometry.shading import light_from_direction
+from aucgan.nets.coarse_encoder import CoarseCodes
 
 SPLITS = ("train", "val", "test")
 _SPLIT_OF_DIGIT = ("train",) * 8 + ("val", "test")
@@ -113,6 +114,18 @@ class SyntheticSample:
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def coarse_codes(self, n_albedo: int) -> CoarseCodes:
+        """The ground-truth coarse codes of a batch of samples. The albedo is a map here, not a code: the
+        code is zeros ``(B, n_albedo)``; give ``uv_albedo`` to :meth:`CoarseStage.decode` instead."""
+        return CoarseCodes(
+            shape=self.shape,
+            albedo=self.shape.new_zeros(self.shape.shape[0], n_albedo),
+            expression=self.expression,
+            pose=self.pose,
+            camera=self.camera,
+            light=self.light,
+        )
 
 
 def collate(samples: list[SyntheticSample]) -> SyntheticSample:

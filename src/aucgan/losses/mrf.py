@@ -95,7 +95,8 @@ def id_mrf_loss(
         real_unit = F.normalize(real - centre, dim=1)
         distance = (1.0 - fake_unit.transpose(1, 2) @ real_unit).clamp(min=0.0)
         relative = distance / (distance.amin(dim=2, keepdim=True) + eps)
-        # softmax((1 - d~) / h) over the real axis; the constant 1 / h cancels in the normalisation.
+        # Normalising the contextual weights over the real positions is a softmax of the relative distances
+        # divided by minus the bandwidth: the constant term of the exponent cancels.
         similarity = torch.softmax(relative / -bandwidth, dim=2)
         per_sample = -torch.log(similarity.amax(dim=1).mean(dim=1))
     return per_sample.mean()

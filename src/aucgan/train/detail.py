@@ -38,7 +38,6 @@ from aucgan.losses.mrf import id_mrf
 from aucgan.losses.photometric import masked_l1
 from aucgan.losses.regularizers import displacement_magnitude, displacement_symmetry, shading_smoothness
 from aucgan.nets.au_net import AUOutput
-from aucgan.nets.coarse_encoder import CoarseCodes
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.nets.vgg import DEFAULT_LAYERS, load_vgg19
 from aucgan.stages.coarse import CoarseOutput
@@ -111,14 +110,7 @@ class DetailTraining(StageModule):
         with torch.no_grad():
             if self.coarse.encoder is not None:
                 return self.coarse(images)
-            codes = CoarseCodes(
-                shape=batch.shape,
-                albedo=batch.shape.new_zeros(batch.shape.shape[0], self.coarse.albedo.n_albedo),
-                expression=batch.expression,
-                pose=batch.pose,
-                camera=batch.camera,
-                light=batch.light,
-            )
+            codes = batch.coarse_codes(self.coarse.albedo.n_albedo)
             return self.coarse.decode(codes, uv_albedo=batch.uv_albedo)
 
     def run_detail(
