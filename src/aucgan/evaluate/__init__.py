@@ -1,0 +1,1 @@
+"""Evaluation: metrics against the synthetic ground truth, benchmarks and the HTML report."""

@@ -1,0 +1,864 @@
+"""The evaluation report: ``metrics.json``, matplotlib plots and a self-contained ``report.html``.
+
+The input is a metrics mapping (what ``aucgan evaluate`` measures)::
+
+    {
+      "title": str, "created": str, "n_faces": int,
+      "config": {name: value}, "weights": {name: str},
+      "units": {"displacement": "mm", "normal_error": "degrees"},
+      "displacement_mae": {"face": float, "flat": float, "regions": {region: float}},
+      "normal_error_deg": {"face": float, "flat": float, "regions": {region: float}},
+      "au_consistency": {"f1_mean": float, "per_au": {au: float},
+                         "input_vs_truth_f1": float, "render_vs_truth_f1": float},
+      "edit": {"intensities": [K floats],
+               "per_au": {au: {"locality": float, "monotonic": bool,
+                               "region_energy": [K floats], "outside_energy": [K floats]}}},
+      "timings": {"faces_per_second": float, "seconds": float},
+    }
+
+Every section may be missing; the report shows what is there. ``"flat"`` is the error of a displacement of
+zero everywhere (no wrinkles), the baseline a detail model has to beat. A NaN or infinite number is written
+to ``metrics.json`` as ``null`` and shown as "n/a". The HTML needs no network: plain CSS in a ``<style>``
+block, no scripts, images referenced by paths relative to the report folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import json
+import math
+import numbers
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from aucgan import __version__
+from aucgan.au import AU_NAMES
+
+# One sentence per metric, shown beside the numbers. ``{unit}`` is the displacement unit.
+METRIC_DESCRIPTIONS: dict[str, str] = {
+    "displacement_mae": (
+        "Mean absolute difference between the predicted and the true UV displacement over the face, "
+        "in {unit}; lower is better."
+    ),
+    "normal_error_deg": (
+        "Mean angle between the predicted and the true detail normals over the face, in degrees; "
+        "lower is better."
+    ),
+    "flat": (
+        "The flat baseline is the same error for a displacement of zero everywhere (no wrinkles at all): "
+        "the number a detail model has to beat."
+    ),
+    "f1_mean": (
+        "Agreement (F1) between the AU net's detections on the rendered detail images and on the input "
+        "images, averaged over AUs; 1 means identical, higher is better."
+    ),
+    "truth_f1": (
+        "F1 of the AU net's detections against the synthetic AU labels, on the inputs and on the renders: "
+        "how well the AU net itself reads these faces."
+    ),
+    "locality": (
+        "Share of the displacement energy added by raising one AU that lies inside that AU's wrinkle "
+        "regions; 1 means every change is where FACS puts the folds."
+    ),
+    "monotonic": "Monotonic: the energy inside the AU's regions never falls as its intensity rises.",
+}
+
+FOOTER_TEXT = (
+    "Ground truth is synthetic: every test face comes from aucgan's procedural face world, rendered from a "
+    "known identity, known AU intensities and the wrinkle displacement those AUs produce, so the errors "
+    "above are measured against the geometry that made each image, not against another method's "
+    "estimate. Numbers on real photographs are not measured here and may differ."
+)
+
+# Paul Tol's colour-blind-safe "bright" palette.
+_PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+_MODEL_COLOUR = "#4477AA"
+_BASELINE_COLOUR = "#888888"
+_MEAN_COLOUR = "#EE6677"
+_PLOT_DPI = 160
+_PLOT_WIDTH_INCHES = 6.0
+_TICK_FONT = 8.5
+_LABEL_FONT = 9.0
+
+_NO_IMAGES: Mapping[str, Path] = MappingProxyType({})
+
+_TIMING_UNITS = {"seconds": "s", "faces_per_second": "faces/s"}
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One picture in the report's gallery.
+
+    Attributes:
+        title: a short name, e.g. ``"test face 3"`` or ``"grace_hopper"``.
+        image: a PNG (e.g. a face folder's ``vis.png``); the HTML refers to it relative to the report folder.
+        caption: an optional line under the title.
+    """
+
+    title: str
+    image: Path
+    caption: str = ""
+
+
+def write_plots(metrics: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """Draw the report's plots as PNGs under ``out/plots/``.
+
+    Plots made, each only when its section has data: ``"region_errors"`` (horizontal bars of displacement
+    MAE and normal error per region, with the whole-face value and the flat baseline as lines),
+    ``"au_consistency"`` (F1 per AU, with the mean as a line), ``"edit_curves"`` (energy inside the AU's
+    regions against intensity, one panel per AU, the energy outside dashed). Uses matplotlib's object API
+    with the Agg canvas, so pyplot's global state and the chosen backend are never touched.
+
+    Args:
+        metrics: the metrics mapping described in this module's docstring.
+        out: the report folder.
+
+    Returns:
+        Plot name -> path of the PNG written, in the order above.
+    """
+    data = _json_safe(metrics)
+    _validate(data)
+    figures = {
+        "region_errors": _region_errors_figure(data),
+        "au_consistency": _au_consistency_figure(data),
+        "edit_curves": _edit_curves_figure(data),
+    }
+    written: dict[str, Path] = {}
+    for name, figure in figures.items():
+        if figure is None:
+            continue
+        buffer = io.BytesIO()
+        FigureCanvasAgg(figure)  # draw with Agg whatever backend pyplot may have chosen
+        figure.savefig(buffer, format="png", dpi=_PLOT_DPI, facecolor="white")
+        path = Path(out) / "plots" / f"{name}.png"
+        _write_atomic(path, buffer.getvalue())
+        written[name] = path
+    return written
+
+
+def write_report(
+    out: Path,
+    metrics: Mapping[str, Any],
+    gallery: Sequence[GalleryItem] = (),
+    extra_images: Mapping[str, Path] = _NO_IMAGES,
+) -> Path:
+    """Write ``out/metrics.json``, the plots (:func:`write_plots`) and ``out/report.html``.
+
+    ``metrics.json`` holds ``metrics`` as given (key order kept, indent 2) with NaN and infinities as
+    ``null``; Paths become strings and numpy/torch numbers and arrays plain JSON numbers and lists. Every
+    file is written atomically (a temporary file beside it, then renamed), ``report.html`` last.
+
+    Args:
+        out: the report folder (created if missing).
+        metrics: the metrics mapping described in this module's docstring.
+        gallery: pictures shown in a grid near the top, e.g. reconstructed test faces.
+        extra_images: further figures, title -> PNG path, shown in their own section.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        ValueError: when ``metrics`` does not follow the schema (the message names the offending key).
+        FileNotFoundError: when a gallery or extra image does not exist.
+    """
+    out = Path(out)
+    data = _json_safe(metrics)
+    _validate(data)
+    pictures = [(item.title, Path(item.image), item.caption) for item in gallery]
+    pictures_extra = [(title, Path(image), "") for title, image in extra_images.items()]
+    for title, image, _ in pictures + pictures_extra:
+        if not image.is_file():
+            raise FileNotFoundError(f"report image {title!r} not found: {image}")
+
+    text = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
+    _write_atomic(out / "metrics.json", text.encode("utf-8"))
+    plots = write_plots(data, out)
+    page = _render_page(data, out, plots, pictures, pictures_extra)
+    report = out / "report.html"
+    _write_atomic(report, page.encode("utf-8"))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input checking
+
+
+def _json_safe(value: Any, where: str = "metrics") -> Any:
+    """A copy of ``value`` made of dict, list, str, int, float, bool and None, NaN/inf as None."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if hasattr(value, "tolist"):
+        return _json_safe(value.tolist(), where)
+    raise ValueError(f"{where} is a {type(value).__name__}, which metrics.json cannot hold")
+
+
+def _section(data: Mapping[str, Any], key: str, where: str = "metrics") -> Mapping[str, Any] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}[{key!r}] must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, where: str) -> float | None:
+    """A finite float, or None for a missing / NaN / infinite value (already None after _json_safe)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _numbers(value: Any, where: str) -> list[float | None]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list of numbers, got {type(value).__name__}")
+    return [_number(item, f"{where}[{index}]") for index, item in enumerate(value)]
+
+
+def _validate(data: Mapping[str, Any]) -> None:
+    """Check the sections the report reads; raise ValueError naming the first offending key."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"metrics must be a mapping, got {type(data).__name__}")
+    for key in ("config", "weights", "units", "timings", "au_consistency", "edit"):
+        _section(data, key)
+    for key in ("displacement_mae", "normal_error_deg"):
+        section = _section(data, key)
+        if section is None:
+            continue
+        for field in ("face", "flat"):
+            _number(section.get(field), f"metrics[{key!r}][{field!r}]")
+        regions = _section(section, "regions", f"metrics[{key!r}]") or {}
+        for region, value in regions.items():
+            _number(value, f"metrics[{key!r}]['regions'][{region!r}]")
+    consistency = _section(data, "au_consistency")
+    if consistency is not None:
+        for field in ("f1_mean", "input_vs_truth_f1", "render_vs_truth_f1"):
+            _number(consistency.get(field), f"metrics['au_consistency'][{field!r}]")
+        per_au = _section(consistency, "per_au", "metrics['au_consistency']") or {}
+        for au, value in per_au.items():
+            _number(value, f"metrics['au_consistency']['per_au'][{au!r}]")
+    edit = _section(data, "edit")
+    if edit is not None:
+        intensities = _numbers(edit.get("intensities", []), "metrics['edit']['intensities']")
+        per_au = _section(edit, "per_au", "metrics['edit']") or {}
+        for au, entry in per_au.items():
+            where = f"metrics['edit']['per_au'][{au!r}]"
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{where} must be a mapping, got {type(entry).__name__}")
+            _number(entry.get("locality"), f"{where}['locality']")
+            monotonic = entry.get("monotonic")
+            if monotonic is not None and not isinstance(monotonic, bool):
+                raise ValueError(f"{where}['monotonic'] must be true or false, got {monotonic!r}")
+            for field in ("region_energy", "outside_energy"):
+                if field not in entry:
+                    continue
+                values = _numbers(entry[field], f"{where}[{field!r}]")
+                if len(values) != len(intensities):
+                    raise ValueError(
+                        f"{where}[{field!r}] has {len(values)} values but metrics['edit']['intensities'] "
+                        f"has {len(intensities)}"
+                    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _format_number(value: Any, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits (trailing zeros kept); "n/a" for None/NaN/inf."""
+    if value is None or isinstance(value, bool):
+        return "n/a" if value is None else ("yes" if value else "no")
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    number = float(value)
+    if not math.isfinite(number):
+        return "n/a"
+    if number == 0.0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(number)))
+    decimals = min(max(digits - 1 - magnitude, 0), 8)
+    return f"{number:,.{decimals}f}"
+
+
+def _format_value(value: Any) -> str:
+    """Any JSON value as short text: numbers via :func:`_format_number`, containers as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, numbers.Real)):
+        return _format_number(value)
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _humanise(key: str) -> str:
+    return key.replace("_", " ")
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    finite = [value for value in values if value is not None]
+    return sum(finite) / len(finite) if finite else None
+
+
+def _unit_text(units: Mapping[str, Any], key: str, default: str) -> str:
+    unit = str(units.get(key, default))
+    return "°" if unit.lower() in ("degrees", "degree", "deg") else unit
+
+
+def _with_unit(value: float | None, unit: str) -> str:
+    text = _format_number(value)
+    if value is None or not unit:
+        return text
+    return f"{text}{unit}" if unit == "°" else f"{text} {unit}"
+
+
+def _au_cell(au: str) -> str:
+    """HTML: the AU's code followed by its FACS name in small print when known."""
+    name = AU_NAMES.get(au)
+    return f"{_e(au)}<small>{_e(name)}</small>" if name else _e(au)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _style_axes(ax: Any, grid_axis: str = "both") -> None:
+    ax.tick_params(labelsize=_TICK_FONT)
+    ax.grid(axis=grid_axis, color="#e6e6e6", linewidth=0.7)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _region_errors_figure(data: Mapping[str, Any]) -> Figure | None:
+    units = _section(data, "units") or {}
+    panels = []
+    for key, unit_key, default, label in (
+        ("displacement_mae", "displacement", "mm", "displacement MAE"),
+        ("normal_error_deg", "normal_error", "degrees", "normal error"),
+    ):
+        section = _section(data, key)
+        if section is None:
+            continue
+        regions = section.get("regions") or {}
+        unit = _unit_text(units, unit_key, default)
+        panels.append((section, regions, unit, label))
+    names: list[str] = []
+    for _, regions, _, _ in panels:
+        names.extend(name for name in regions if name not in names)
+    if not names:
+        return None
+
+    height = max(2.4, 0.24 * len(names) + 1.2)
+    figure = Figure(figsize=(_PLOT_WIDTH_INCHES, height), layout="constrained")
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    positions = list(range(len(names)))
+    for ax, (section, regions, unit, label) in zip(axes, panels, strict=True):
+        values = [_nan(regions.get(name)) for name in names]
+        ax.barh(positions, values, color=_MODEL_COLOUR, height=0.65, label="per region")
+        face, flat = section.get("face"), section.get("flat")
+        if face is not None:
+            ax.axvline(face, color=_MEAN_COLOUR, linewidth=1.4, linestyle=":", label="whole face")
+        if flat is not None:
+            ax.axvline(flat, color=_BASELINE_COLOUR, linewidth=1.6, linestyle="--", label="flat baseline")
+        ax.set_xlabel(f"{label} ({unit})" if unit else label, fontsize=_LABEL_FONT)
+        _style_axes(ax, "x")
+        ax.tick_params(axis="y", length=0)
+    axes[0].set_yticks(positions, [_humanise(name) for name in names])
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside upper center", ncols=3, fontsize=_LABEL_FONT, frameon=False)
+    return figure
+
+
+def _au_consistency_figure(data: Mapping[str, Any]) -> Figure | None:
+    consistency = _section(data, "au_consistency") or {}
+    per_au = consistency.get("per_au") or {}
+    if not per_au:
+        return None
+    names = list(per_au)
+    values = [per_au[name] for name in names]
+    figure = Figure(figsize=(_PLOT_WIDTH_INCHES, 2.9), layout="constrained")
+    ax = figure.subplots()
+    ax.bar(range(len(names)), [_nan(value) for value in values], color=_MODEL_COLOUR, width=0.7)
+    for position, value in enumerate(values):
+        if value is None:
+            ax.text(position, 0.02, "n/a", ha="center", va="bottom", fontsize=_TICK_FONT, color="#666666")
+    mean = consistency.get("f1_mean")
+    if mean is not None:
+        ax.axhline(mean, color=_MEAN_COLOUR, linestyle="--", linewidth=1.4, label=f"mean F1 {mean:.3f}")
+        figure.legend(loc="outside upper right", fontsize=_LABEL_FONT, frameon=False)
+    ax.set_xticks(range(len(names)), names, rotation=60 if len(names) > 10 else 0)
+    ax.set_ylim(0.0, 1.1)
+    ax.set_ylabel("F1, render vs input", fontsize=_LABEL_FONT)
+    _style_axes(ax, "y")
+    return figure
+
+
+def _edit_curves_figure(data: Mapping[str, Any]) -> Figure | None:
+    edit = _section(data, "edit")
+    if edit is None:
+        return None
+    intensities = [_nan(value) for value in edit.get("intensities") or []]
+    per_au = {
+        au: entry
+        for au, entry in (edit.get("per_au") or {}).items()
+        if "region_energy" in entry or "outside_energy" in entry
+    }
+    if not intensities or not per_au:
+        return None
+    units = _section(data, "units") or {}
+    energy_unit = str(units.get("energy", ""))
+    columns = min(len(per_au), 3)
+    rows = math.ceil(len(per_au) / columns)
+    figure = Figure(figsize=(_PLOT_WIDTH_INCHES, 1.9 * rows + 0.5), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, (au, entry) in enumerate(per_au.items()):
+        ax = axes[index // columns][index % columns]
+        colour = _PALETTE[index % (len(_PALETTE) - 1)]
+        if "region_energy" in entry:
+            inside = [_nan(value) for value in entry["region_energy"]]
+            ax.plot(intensities, inside, color=colour, marker="o", markersize=3.5, linewidth=1.8)
+        if "outside_energy" in entry:
+            outside = [_nan(value) for value in entry["outside_energy"]]
+            ax.plot(intensities, outside, color=colour, linestyle="--", linewidth=1.4)
+        mark = {True: " ✓", False: " ✗"}.get(entry.get("monotonic"), "")
+        ax.set_title(f"{au}: locality {_format_number(entry.get('locality'))}{mark}", fontsize=_LABEL_FONT)
+        _style_axes(ax)
+        if index % columns == 0:
+            ax.set_ylabel(f"energy ({energy_unit})" if energy_unit else "energy", fontsize=_LABEL_FONT)
+        if index + columns >= len(per_au):
+            ax.set_xlabel("AU intensity", fontsize=_LABEL_FONT)
+    for index in range(len(per_au), rows * columns):
+        axes[index // columns][index % columns].set_visible(False)
+    handles = [
+        Line2D([], [], color="#333333", marker="o", markersize=3.5, label="inside the AU's regions"),
+        Line2D([], [], color="#333333", linestyle="--", label="outside them"),
+    ]
+    figure.legend(handles=handles, loc="outside upper center", ncols=2, fontsize=_LABEL_FONT, frameon=False)
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+:root { --ink: #1c2330; --muted: #5d6677; --line: #e4e7ed; --bg: #f3f4f7; --accent: #4477aa;
+        --good: #1e7b32; --bad: #b4283c; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+       font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+.wrap { max-width: 1200px; margin: 0 auto; padding: 0 32px; }
+header.top { background: linear-gradient(135deg, #1d2842 0%, #2f4e7e 100%); color: #fff;
+             padding: 34px 0 38px; }
+.eyebrow { margin: 0 0 4px; font-size: 12px; letter-spacing: .14em; text-transform: uppercase; opacity: .75; }
+h1 { margin: 0 0 6px; font-size: 30px; font-weight: 650; line-height: 1.2; }
+.meta { margin: 0 0 24px; opacity: .85; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(240px, 1fr)); gap: 16px; }
+.card { background: #fff; color: var(--ink); border-radius: 14px; padding: 18px 20px 16px;
+        box-shadow: 0 8px 22px rgba(8, 18, 40, .22); }
+.card-label { font-size: 12.5px; font-weight: 650; letter-spacing: .06em; text-transform: uppercase;
+              color: var(--muted); }
+.card-value { margin: 4px 0 2px; font-size: 38px; font-weight: 700; line-height: 1.15;
+              font-variant-numeric: tabular-nums; }
+.card-value .unit { margin-left: 3px; font-size: 18px; font-weight: 500; color: var(--muted); }
+.card-sub { font-size: 14px; }
+.card-note { margin-top: 8px; font-size: 12.5px; color: var(--muted); }
+.badge { display: inline-block; margin-left: 4px; padding: 0 8px; border-radius: 999px; font-size: 12px;
+         font-weight: 650; }
+.badge.good { background: #e2f2e5; color: var(--good); }
+.badge.bad { background: #fae3e6; color: var(--bad); }
+main section { margin: 24px 0; padding: 24px 28px; background: #fff; border-radius: 14px;
+               box-shadow: 0 1px 3px rgba(8, 18, 40, .08); }
+h2 { margin: 0 0 4px; font-size: 20px; }
+h3 { margin: 0 0 8px; font-size: 15px; }
+.lead { margin: 0 0 18px; max-width: 90ch; color: var(--muted); }
+.lead p { margin: 0 0 4px; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 16px; }
+.gallery figure { margin: 0; overflow: hidden; background: #fafbfc; border: 1px solid var(--line);
+                  border-radius: 10px; }
+.gallery img { display: block; width: 100%; height: auto; background: #20242c; }
+figcaption { padding: 8px 12px; font-size: 13.5px; }
+figcaption strong { display: block; }
+figcaption span { color: var(--muted); }
+.panel { display: grid; grid-template-columns: minmax(0, 5fr) minmax(0, 7fr); gap: 28px; align-items: start; }
+@media (max-width: 960px) { .panel { grid-template-columns: 1fr; } }
+.plot { margin: 0; position: sticky; top: 16px; }
+.plot img { display: block; width: 100%; height: auto; border: 1px solid var(--line); border-radius: 8px; }
+table { width: 100%; border-collapse: collapse; font-size: 14px; font-variant-numeric: tabular-nums; }
+th, td { padding: 6px 10px; text-align: left; vertical-align: top; border-bottom: 1px solid var(--line);
+         overflow-wrap: break-word; }
+th { font-size: 12px; font-weight: 650; letter-spacing: .04em; text-transform: uppercase;
+     color: var(--muted); }
+.num { text-align: right; }
+td.num { white-space: nowrap; }
+td small { margin-left: 8px; color: var(--muted); font-size: 12px; }
+tr.face td { font-weight: 650; background: #f5f7fb; }
+tr.baseline td { color: var(--muted); font-style: italic; }
+.yes { color: var(--good); font-weight: 650; }
+.no { color: var(--bad); font-weight: 650; }
+.kv { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 28px; }
+.kv td:first-child { width: 42%; color: var(--muted); }
+footer { padding: 4px 32px 40px; font-size: 13px; color: var(--muted); }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _image_src(image: Path, folder: Path) -> str:
+    """``image`` as a URL relative to ``folder`` (percent-encoded, forward slashes)."""
+    target = image.resolve()
+    try:
+        relative = os.path.relpath(target, folder.resolve())
+    except ValueError:
+        return target.as_uri()
+    return quote(Path(relative).as_posix())
+
+
+def _card(label: str, value: str, unit: str, sub: str, note: str) -> str:
+    unit_html = f'<span class="unit">{_e(unit)}</span>' if unit and value != "n/a" else ""
+    return (
+        '<div class="card">'
+        f'<div class="card-label">{_e(label)}</div>'
+        f'<div class="card-value">{_e(value)}{unit_html}</div>'
+        f'<div class="card-sub">{sub}</div>'
+        f'<div class="card-note">{_e(note)}</div>'
+        "</div>"
+    )
+
+
+def _versus_flat(face: float | None, flat: float | None, unit: str) -> str:
+    """HTML: the flat baseline and how much lower (better) or higher the model's error is."""
+    if flat is None:
+        return "flat baseline n/a"
+    text = f"flat baseline {_e(_with_unit(flat, unit))}"
+    if face is None or flat <= 0.0:
+        return text
+    change = 1.0 - face / flat
+    if change >= 0.0:
+        return f'{text} <span class="badge good">{change * 100:.0f}% lower</span>'
+    return f'{text} <span class="badge bad">{-change * 100:.0f}% higher</span>'
+
+
+def _summary_cards(data: Mapping[str, Any], displacement_unit: str, normal_unit: str) -> str:
+    cards = []
+    displacement = _section(data, "displacement_mae")
+    if displacement is not None:
+        face, flat = displacement.get("face"), displacement.get("flat")
+        cards.append(
+            _card(
+                "Displacement error",
+                _format_number(face),
+                displacement_unit,
+                _versus_flat(face, flat, displacement_unit),
+                "Mean absolute error of the wrinkle displacement over the face.",
+            )
+        )
+    normal = _section(data, "normal_error_deg")
+    if normal is not None:
+        face, flat = normal.get("face"), normal.get("flat")
+        cards.append(
+            _card(
+                "Normal error",
+                _format_number(face),
+                normal_unit,
+                _versus_flat(face, flat, normal_unit),
+                "Mean angle between predicted and true detail normals.",
+            )
+        )
+    consistency = _section(data, "au_consistency")
+    if consistency is not None:
+        render = consistency.get("render_vs_truth_f1")
+        source = consistency.get("input_vs_truth_f1")
+        sub = f"vs truth: input {_e(_format_number(source))} · render {_e(_format_number(render))}"
+        cards.append(
+            _card(
+                "AU consistency F1",
+                _format_number(consistency.get("f1_mean")),
+                "",
+                sub,
+                "Do the renders show the same AUs as the inputs? 1 = identical.",
+            )
+        )
+    edit = _section(data, "edit")
+    per_au = (edit or {}).get("per_au") or {}
+    if per_au:
+        localities = [entry.get("locality") for entry in per_au.values()]
+        monotonic = sum(entry.get("monotonic") is True for entry in per_au.values())
+        cards.append(
+            _card(
+                "Edit locality",
+                _format_number(_mean(localities)),
+                "",
+                f"{monotonic} of {len(per_au)} AUs monotonic",
+                "Share of an AU edit's wrinkle change inside that AU's regions, mean over AUs.",
+            )
+        )
+    return f'<div class="cards">{"".join(cards)}</div>' if cards else ""
+
+
+def _figure_html(title: str, src: str, caption: str) -> str:
+    caption_html = f"<span>{_e(caption)}</span>" if caption else ""
+    return (
+        f'<figure><img src="{_e(src)}" alt="{_e(title)}" loading="lazy">'
+        f"<figcaption><strong>{_e(title)}</strong>{caption_html}</figcaption></figure>"
+    )
+
+
+def _gallery_section(
+    section_id: str, heading: str, lead: str, pictures: Sequence[tuple[str, Path, str]], folder: Path
+) -> str:
+    if not pictures:
+        return ""
+    figures = "".join(
+        _figure_html(title, _image_src(image, folder), caption) for title, image, caption in pictures
+    )
+    lead_html = f'<div class="lead"><p>{_e(lead)}</p></div>' if lead else ""
+    return (
+        f'<section id="{section_id}"><h2>{_e(heading)}</h2>{lead_html}'
+        f'<div class="gallery">{figures}</div></section>'
+    )
+
+
+def _plot_html(plots: Mapping[str, Path], name: str, alt: str, folder: Path) -> str:
+    if name not in plots:
+        return "<div></div>"
+    return f'<figure class="plot"><img src="{_e(_image_src(plots[name], folder))}" alt="{_e(alt)}"></figure>'
+
+
+def _lead(*sentences: str) -> str:
+    return '<div class="lead">' + "".join(f"<p>{_e(sentence)}</p>" for sentence in sentences) + "</div>"
+
+
+def _errors_section(
+    data: Mapping[str, Any], plots: Mapping[str, Path], folder: Path, displacement_unit: str, normal_unit: str
+) -> str:
+    displacement = _section(data, "displacement_mae")
+    normal = _section(data, "normal_error_deg")
+    if displacement is None and normal is None:
+        return ""
+    columns = [
+        (section, unit, heading)
+        for section, unit, heading in (
+            (displacement, displacement_unit, f"displacement MAE ({displacement_unit})"),
+            (normal, normal_unit, f"normal error ({normal_unit})"),
+        )
+        if section is not None
+    ]
+    names: list[str] = []
+    for section, _, _ in columns:
+        names.extend(name for name in (section.get("regions") or {}) if name not in names)
+
+    def row(css: str, label: str, values: list[Any]) -> str:
+        cells = "".join(f'<td class="num">{_e(_format_number(value))}</td>' for value in values)
+        return f'<tr class="{css}"><td>{_e(label)}</td>{cells}</tr>'
+
+    rows = [
+        row("face", "whole face", [section.get("face") for section, _, _ in columns]),
+        row("baseline", "flat baseline (whole face)", [section.get("flat") for section, _, _ in columns]),
+    ]
+    rows += [
+        row("", _humanise(name), [(section.get("regions") or {}).get(name) for section, _, _ in columns])
+        for name in names
+    ]
+    header = "".join(f'<th class="num">{_e(heading)}</th>' for _, _, heading in columns)
+    table = f"<table><thead><tr><th>region</th>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    lead = _lead(
+        METRIC_DESCRIPTIONS["displacement_mae"].format(unit=displacement_unit),
+        METRIC_DESCRIPTIONS["normal_error_deg"],
+        METRIC_DESCRIPTIONS["flat"],
+    )
+    plot = _plot_html(plots, "region_errors", "errors per face region", folder)
+    return (
+        f'<section id="detail-errors"><h2>Detail accuracy per region</h2>{lead}'
+        f'<div class="panel"><div>{table}</div>{plot}</div></section>'
+    )
+
+
+def _consistency_section(data: Mapping[str, Any], plots: Mapping[str, Path], folder: Path) -> str:
+    consistency = _section(data, "au_consistency")
+    if consistency is None:
+        return ""
+    summary = [
+        ("mean F1, render vs input", consistency.get("f1_mean")),
+        ("F1, input vs truth", consistency.get("input_vs_truth_f1")),
+        ("F1, render vs truth", consistency.get("render_vs_truth_f1")),
+    ]
+    rows = [
+        f'<tr class="face"><td>{_e(label)}</td><td class="num">{_e(_format_number(value))}</td></tr>'
+        for label, value in summary
+        if value is not None or label.startswith("mean")
+    ]
+    per_au = consistency.get("per_au") or {}
+    rows += [
+        f'<tr><td>{_au_cell(au)}</td><td class="num">{_e(_format_number(value))}</td></tr>'
+        for au, value in per_au.items()
+    ]
+    table = (
+        '<table><thead><tr><th>AU</th><th class="num">F1</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    lead = _lead(METRIC_DESCRIPTIONS["f1_mean"], METRIC_DESCRIPTIONS["truth_f1"])
+    plot = _plot_html(plots, "au_consistency", "AU consistency F1 per AU", folder)
+    return (
+        f'<section id="au-consistency"><h2>AU consistency</h2>{lead}'
+        f'<div class="panel"><div>{table}</div>{plot}</div></section>'
+    )
+
+
+def _edit_section(data: Mapping[str, Any], plots: Mapping[str, Path], folder: Path) -> str:
+    edit = _section(data, "edit")
+    if edit is None:
+        return ""
+    intensities = edit.get("intensities") or []
+    top = f"{intensities[-1]:g}" if intensities and intensities[-1] is not None else "the top"
+    per_au = edit.get("per_au") or {}
+    rows = []
+    for au, entry in per_au.items():
+        monotonic = entry.get("monotonic")
+        if monotonic is None:
+            mono = "n/a"
+        else:
+            mono = '<span class="yes">yes</span>' if monotonic else '<span class="no">no</span>'
+        inside = (entry.get("region_energy") or [None])[-1]
+        outside = (entry.get("outside_energy") or [None])[-1]
+        rows.append(
+            f"<tr><td>{_au_cell(au)}</td>"
+            f"<td class='num'>{_e(_format_number(entry.get('locality')))}</td>"
+            f"<td class='num'>{mono}</td><td class='num'>{_e(_format_number(inside))}</td>"
+            f"<td class='num'>{_e(_format_number(outside))}</td></tr>"
+        )
+    table = (
+        "<table><thead><tr><th>AU</th><th class='num'>locality</th><th class='num'>monotonic</th>"
+        f"<th class='num'>inside at {_e(top)}</th><th class='num'>outside at {_e(top)}</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    levels = ", ".join("n/a" if value is None else f"{value:g}" for value in intensities)
+    lead = _lead(
+        f"Each AU is raised alone through the intensities {levels}; the curves and the last two columns show "
+        "the displacement energy inside the AU's wrinkle regions (solid) and outside them (dashed).",
+        METRIC_DESCRIPTIONS["locality"],
+        METRIC_DESCRIPTIONS["monotonic"],
+    )
+    plot = _plot_html(plots, "edit_curves", "edit energy against AU intensity", folder)
+    return (
+        f'<section id="edit"><h2>AU edits</h2>{lead}'
+        f'<div class="panel"><div>{table}</div>{plot}</div></section>'
+    )
+
+
+def _key_value_table(heading: str, section: Mapping[str, Any], units: Mapping[str, str]) -> str:
+    rows = []
+    for key, value in section.items():
+        text = _format_value(value)
+        unit = units.get(key, "")
+        if unit and value is not None and not isinstance(value, (str, bool)):
+            text = f"{text} {unit}"
+        rows.append(f"<tr><td>{_e(_humanise(key))}</td><td>{_e(text)}</td></tr>")
+    body = "".join(rows) or '<tr><td colspan="2">none recorded</td></tr>'
+    return f"<div><h3>{_e(heading)}</h3><table><tbody>{body}</tbody></table></div>"
+
+
+def _run_section(data: Mapping[str, Any]) -> str:
+    tables = []
+    for key, heading, units in (
+        ("config", "Configuration", {}),
+        ("weights", "Weights", {}),
+        ("timings", "Timings", _TIMING_UNITS),
+    ):
+        section = _section(data, key)
+        if section is not None:
+            tables.append(_key_value_table(heading, section, units))
+    if not tables:
+        return ""
+    return f'<section id="run"><h2>Run</h2><div class="kv">{"".join(tables)}</div></section>'
+
+
+def _render_page(
+    data: Mapping[str, Any],
+    folder: Path,
+    plots: Mapping[str, Path],
+    gallery: Sequence[tuple[str, Path, str]],
+    extra: Sequence[tuple[str, Path, str]],
+) -> str:
+    title = str(data.get("title") or "aucgan evaluation")
+    units = _section(data, "units") or {}
+    displacement_unit = _unit_text(units, "displacement", "mm")
+    normal_unit = _unit_text(units, "normal_error", "degrees")
+    meta = [str(data["created"])] if data.get("created") else []
+    if data.get("n_faces") is not None:
+        meta.append(f"{_format_value(data['n_faces'])} test faces")
+    meta.append(f"aucgan {__version__}")
+    body = "".join(
+        (
+            _gallery_section("gallery", "Gallery", "", gallery, folder),
+            _errors_section(data, plots, folder, displacement_unit, normal_unit),
+            _consistency_section(data, plots, folder),
+            _edit_section(data, plots, folder),
+            _gallery_section("figures", "More figures", "", extra, folder),
+            _run_section(data),
+        )
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        '<header class="top"><div class="wrap">'
+        '<p class="eyebrow">aucgan evaluation report</p>'
+        f"<h1>{_e(title)}</h1>"
+        f'<p class="meta">{_e(" · ".join(meta))}</p>'
+        f"{_summary_cards(data, displacement_unit, normal_unit)}"
+        "</div></header>\n"
+        f'<main class="wrap">{body}</main>\n'
+        f'<footer class="wrap"><p>{_e(FOOTER_TEXT)}</p></footer>\n'
+        "</body>\n</html>\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then move it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
