@@ -329,11 +329,17 @@ class AssetsConfig:
             ``OpenGprahAU-ResNet50_second_stage.pth``.
         coarse: the coarse stage: a checkpoint of ``aucgan train coarse`` (or DECA's ``deca_model.tar``).
         vgg19: torchvision's ImageNet VGG19 state dict (``vgg19-dcbfe4e9.pth``), for the ID-MRF loss.
+        detail: a checkpoint of ``aucgan train detail`` (holds the coarse stage and AU net it was trained
+            with): what ``aucgan pack`` packs.
+        weights: an aucgan weights file (``aucgan pack``) for ``reconstruct``, ``edit``, ``evaluate``;
+            empty = the weights shipped with aucgan for the built-in synthetic world.
     """
 
     au_net: str = ""
     coarse: str = ""
     vgg19: str = ""
+    detail: str = ""
+    weights: str = ""
 
 
 @dataclass
@@ -385,6 +391,27 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     if path is not None:
         data, lines = _read_yaml(Path(path))
         layers.append((data, _Origin(str(path), lines)))
+    return _merge_layers(schema, layers, overrides)
+
+
+def config_from_yaml(schema: type[T], text: str, source: str, overrides: Sequence[str] = ()) -> T:
+    """Like :func:`load_config`, from YAML ``text`` (e.g. a config stored in a weights file named
+    ``source``) instead of a file."""
+    data, lines = _parse_yaml(text, source)
+    return _merge_layers(schema, [(data, _Origin(source, lines))], overrides)
+
+
+def config_to_yaml(cfg: Any) -> str:
+    """``cfg`` as the YAML text :func:`save_config` writes (every default included), without the header."""
+    schema = type(cfg)
+    plain = _to_plain(cfg)
+    _check_mapping(schema, schema, plain, "", _Origin("config to save"), allow_interpolation=False)
+    return yaml.dump(
+        plain, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
+
+
+def _merge_layers(schema: type[T], layers: list[tuple[dict, _Origin]], overrides: Sequence[str]) -> T:
     if overrides:
         layers.append((parse_overrides(overrides), _Origin(COMMAND_LINE)))
 
@@ -422,14 +449,10 @@ def save_config(cfg: Any, out_dir: str | Path) -> Path:
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"cfg must be a dataclass instance, got {type(cfg).__name__}")
     schema = type(cfg)
-    plain = _to_plain(cfg)
-    _check_mapping(schema, schema, plain, "", _Origin("config to save"), allow_interpolation=False)
+    body = config_to_yaml(cfg)
     out_path = Path(out_dir) / CONFIG_FILE_NAME
     out_path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Resolved configuration ({schema.__module__}.{schema.__qualname__}), all defaults included.\n"
-    body = yaml.dump(
-        plain, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
     out_path.write_text(header + body, encoding="utf-8")
     return out_path
 
@@ -510,6 +533,11 @@ def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config file {path}: {error}") from None
+    return _parse_yaml(text, str(path))
+
+
+def _parse_yaml(text: str, path: str) -> tuple[dict, dict[str, int]]:
+    """Parse YAML ``text`` read from ``path`` (a name for messages); see :func:`_read_yaml`."""
     loader = yaml.SafeLoader(text)
     lines: dict[str, int] = {}
     try:
