@@ -12,6 +12,10 @@ _LAZY = {
     "load_deca": "aucgan.loaders.deca",
     "load_emoca": "aucgan.loaders.deca",
     "load_au_net": "aucgan.loaders.opengraphau",
+    "Reconstructor": "aucgan.reconstruct",
+    "Reconstruction": "aucgan.reconstruct",
+    "load_faces": "aucgan.reconstruct",
+    "write_face": "aucgan.reconstruct",
 }
 
 __all__ = ["__version__", *_LAZY]

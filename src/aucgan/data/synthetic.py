@@ -272,12 +272,18 @@ class SyntheticWorld:
                 intensities[MAIN_AUS.index(au)] = min(1.0, strength * jitter)
         return intensities
 
-    def sample(self, index: int) -> SyntheticSample:
-        """Generate global sample ``index`` (deterministic in ``(seed, index)``)."""
+    def sample(self, index: int, expression: torch.Tensor | None = None) -> SyntheticSample:
+        """Generate global sample ``index`` (deterministic in ``(seed, index)``); ``expression (27,)``, if
+        given, replaces the sample's drawn AU intensities (everything else stays as drawn)."""
         identity_index = index // self.images_per_identity
         person = self.identity(identity_index)
         g = torch.Generator().manual_seed(stable_seed("aucgan-sample", self.seed, index))
-        expression = self.expression(g)
+        drawn = self.expression(g)
+        if expression is not None:
+            if expression.shape != drawn.shape:
+                raise ValueError(f"expression must be {tuple(drawn.shape)}, got {tuple(expression.shape)}")
+            drawn = expression.to(drawn.dtype)
+        expression = drawn
         degrees = _uniform(g, -1.0, 1.0, 3) * torch.tensor([12.0, 30.0, 8.0])
         jaw = torch.cat([_uniform(g, 0.0, 0.05), torch.zeros(2)])
         pose = torch.cat([torch.deg2rad(degrees), jaw])

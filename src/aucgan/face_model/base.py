@@ -36,11 +36,15 @@ class FaceModel(nn.Module):
         n_shape: size of the identity shape code.
         n_expression: size of the expression code.
         n_pose: size of the pose code (global rotation 3 + jaw rotation 3, axis-angle, radians).
+        expression_is_au_rig: the expression code is the 27 main AU intensities
+            (:data:`aucgan.au.MAIN_AUS` order), so an AU edit also moves the coarse mesh; False for a
+            PCA expression space such as FLAME's.
     """
 
     n_shape: int
     n_expression: int
     n_pose: int = 6
+    expression_is_au_rig: bool = False
     faces: torch.Tensor
     uvs: torch.Tensor
     uv_faces: torch.Tensor

@@ -312,6 +312,7 @@ class ProceduralFaceModel(FaceModel):
         lower_face = jaw_weights(mesh)
         fields = _identity_fields(mesh.vertices, lower_face)[:n_identity]
         self.n_shape = n_identity
+        self.expression_is_au_rig = True
         self.n_expression = len(MAIN_AUS)
         self.identity_names = tuple(name for name, _ in fields)
 

@@ -101,12 +101,14 @@ class CoarseStage(nn.Module):
         coarse: CoarseOutput,
         uv_normals: torch.Tensor | None = None,
         background: torch.Tensor | None = None,
+        image_size: int | None = None,
     ) -> Rendering:
         """Render the coarse faces (smooth normals), or with ``uv_normals (B, 3, S, S)`` (detail normals),
-        over ``background (B, 3, H, W)`` (black if not given)."""
+        over ``background (B, 3, H, W)`` (black if not given), at ``image_size`` (default: the stage's; the
+        camera is in NDC, so any size frames the face the same way)."""
         model = self.face_model
         return render(
             coarse.vertices, model.faces, model.uvs, model.uv_faces, coarse.codes.camera, coarse.codes.light,
-            coarse.uv_albedo, self.image_size, uv_normal_map=uv_normals, background=background,
+            coarse.uv_albedo, image_size or self.image_size, uv_normal_map=uv_normals, background=background,
             cull_backfaces=True,
         )  # fmt: skip

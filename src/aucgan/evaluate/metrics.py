@@ -1,0 +1,199 @@
+"""Metrics of a reconstructor against the synthetic world's ground truth, and of its AU edits.
+
+* **Detail error** — displacement MAE and detail-normal angular error over the skin and in each wrinkle
+  region of the UV layout, beside the same errors of a *flat* prediction (zero displacement), which says
+  how much detail there is to recover.
+* **AU consistency** — the frozen AU net on the detailed rendering vs on the input (F1 of the render's
+  occurrences, taking the input's as labels), and each against the ground-truth occurrences.
+* **Edits** — each wrinkle AU raised from 0 to 1 on the neutralised faces (every AU set to 0): the mean
+  squared displacement inside the AU's wrinkle regions and outside them at each intensity; *locality* is
+  the share of the displacement change (sum of squares) that lies inside the regions; *monotonic* says the
+  region energy never falls as the intensity rises.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+from aucgan.au import MAIN_AUS
+from aucgan.data.synthetic import SyntheticSample
+from aucgan.face_model.regions import AU_WRINKLE_REGIONS, UV_REGIONS, region_mask
+from aucgan.reconstruct import Reconstruction, Reconstructor
+
+CM_TO_MM = 10.0
+"""The built-in face is in centimetres; the report shows millimetres."""
+
+EDIT_INTENSITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+MONOTONIC_TOLERANCE = 1e-3
+"""Relative fall in region energy between intensity steps still counted as monotonic (float noise)."""
+
+
+def binary_f1(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-column F1 of bool ``predicted`` vs ``target`` ``(N, K)``; NaN where ``target`` has no positive."""
+    predicted, target = predicted.bool(), target.bool()
+    true_positive = (predicted & target).sum(0).double()
+    positives = target.sum(0).double()
+    denominator = predicted.sum(0).double() + positives
+    f1 = torch.where(denominator > 0, 2 * true_positive / denominator.clamp(min=1), torch.nan)
+    return torch.where(positives > 0, f1, torch.nan)
+
+
+def _nanmean(values: torch.Tensor) -> float:
+    finite = values[~torch.isnan(values)]
+    return float(finite.mean()) if finite.numel() else float("nan")
+
+
+def angle_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, S, S)`` angle between unit normal maps ``(B, 3, S, S)``."""
+    return torch.rad2deg(torch.acos((a * b).sum(1, keepdim=True).clamp(-1.0, 1.0)))
+
+
+class _Sums:
+    """Running sums of masked errors: total and per region."""
+
+    def __init__(self, masks: dict[str, torch.Tensor]) -> None:
+        self.masks = masks
+        self.sums = {name: 0.0 for name in masks}
+        self.counts = {name: 0.0 for name in masks}
+
+    def add(self, errors: torch.Tensor) -> None:
+        for name, mask in self.masks.items():
+            self.sums[name] += float((errors * mask).sum())
+            self.counts[name] += float(mask.sum()) * errors.shape[0]
+
+    def means(self, scale: float = 1.0) -> dict[str, float]:
+        return {name: scale * self.sums[name] / max(self.counts[name], 1.0) for name in self.masks}
+
+
+def detail_errors(
+    reconstructor: Reconstructor,
+    batches: Iterable[SyntheticSample],
+    progress: Callable[[int], object] | None = None,
+) -> tuple[dict, dict, list[Reconstruction]]:
+    """Detail errors (mm, degrees) and AU consistency over ``batches`` of ground-truth samples.
+
+    Returns the ``displacement_mae`` / ``normal_error_deg`` sections, the ``au_consistency`` section and
+    the reconstructions (for pictures and edits).
+    """
+    uv_space = reconstructor.coarse.uv_space
+    skin = uv_space.skin.cpu()
+    size = uv_space.size
+    masks = {"face": skin[0, 0]}
+    masks.update({name: region_mask(name, size) * skin[0, 0] for name in UV_REGIONS})
+    displacement, displacement_flat = _Sums(masks), _Sums(masks)
+    normals, normals_flat = _Sums(masks), _Sums(masks)
+    input_scores, render_scores, truth = [], [], []
+    reconstructions = []
+    for batch in batches:
+        rec = reconstructor(batch.image)
+        predicted = rec.detail.uv_displacement.cpu()
+        displacement.add((predicted - batch.uv_displacement).abs()[:, 0])
+        displacement_flat.add(batch.uv_displacement.abs()[:, 0])
+        normals.add(angle_degrees(rec.detail.uv_detail_normals.cpu(), batch.uv_detail_normals.float())[:, 0])
+        normals_flat.add(
+            angle_degrees(rec.coarse.surface.normals.cpu(), batch.uv_detail_normals.float())[:, 0]
+        )
+        with torch.inference_mode():
+            rendering = reconstructor.coarse.render(
+                rec.coarse, uv_normals=rec.detail.uv_detail_normals, background=rec.images
+            )
+            render_scores.append(reconstructor.detail.read_aus(rendering.image).main_scores.cpu())
+        input_scores.append(rec.au.main_scores.cpu())
+        truth.append(batch.au_occurrence.bool())
+        reconstructions.append(rec)
+        if progress is not None:
+            progress(batch.image.shape[0])
+
+    def section(model: _Sums, flat: _Sums, scale: float) -> dict:
+        ours, baseline = model.means(scale), flat.means(scale)
+        return {
+            "face": ours.pop("face"),
+            "flat": baseline.pop("face"),
+            "regions": ours,
+            "regions_flat": baseline,
+        }
+
+    inputs = torch.cat(input_scores) >= 0.5
+    renders = torch.cat(render_scores) >= 0.5
+    labels = torch.cat(truth)
+    per_au = binary_f1(renders, inputs)
+    consistency = {
+        "f1_mean": _nanmean(per_au),
+        "per_au": {name: float(value) for name, value in zip(MAIN_AUS, per_au.tolist(), strict=True)},
+        "input_vs_truth_f1": _nanmean(binary_f1(inputs, labels)),
+        "render_vs_truth_f1": _nanmean(binary_f1(renders, labels)),
+    }
+    return (
+        {
+            "displacement_mae": section(displacement, displacement_flat, CM_TO_MM),
+            "normal_error_deg": section(normals, normals_flat, 1.0),
+        },
+        consistency,
+        reconstructions,
+    )
+
+
+def au_region_mask(au: str, size: int) -> torch.Tensor:
+    """``(S, S)`` the union of ``au``'s wrinkle regions."""
+    masks = [region_mask(name, size) for name in AU_WRINKLE_REGIONS[au]]
+    return torch.stack(masks).amax(0)
+
+
+def neutral(reconstructor: Reconstructor, rec: Reconstruction) -> Reconstruction:
+    """``rec`` with every AU intensity (and, on the built-in face, the expression) set to 0."""
+    return reconstructor.edit(rec, dict.fromkeys(MAIN_AUS, 0.0))
+
+
+def edit_response(
+    reconstructor: Reconstructor,
+    base: Reconstruction,
+    au: str,
+    intensities: Sequence[float] = EDIT_INTENSITIES,
+) -> dict:
+    """How ``au``'s wrinkle regions respond when ``au`` alone is raised on ``base`` (e.g. neutral faces).
+
+    Returns ``region_energy`` and ``outside_energy`` (mean squared displacement, mm², per intensity),
+    ``locality`` (share of the 0 → max displacement change inside the regions) and ``monotonic``.
+    """
+    skin = reconstructor.coarse.uv_space.skin.cpu()[0, 0]
+    inside = au_region_mask(au, skin.shape[-1]) * skin
+    outside = (1 - au_region_mask(au, skin.shape[-1])) * skin
+    displacements = []
+    for value in intensities:
+        edited = reconstructor.edit(base, {au: value})
+        displacements.append(edited.detail.uv_displacement.cpu()[:, 0] * CM_TO_MM)
+
+    def energy(values: torch.Tensor, mask: torch.Tensor) -> float:
+        return float((values.square() * mask).sum() / (mask.sum() * values.shape[0]).clamp(min=1))
+
+    change = (displacements[-1] - displacements[0]).square()
+    total_change = float((change * skin).sum())
+    region = [energy(d, inside) for d in displacements]
+    tolerance = MONOTONIC_TOLERANCE * max(max(region), 1e-12)
+    return {
+        "region_energy": region,
+        "outside_energy": [energy(d, outside) for d in displacements],
+        "locality": float((change * inside).sum()) / total_change if total_change > 0 else float("nan"),
+        "monotonic": all(b >= a - tolerance for a, b in itertools.pairwise(region)),
+    }
+
+
+def edit_metrics(
+    reconstructor: Reconstructor,
+    reconstructions: Sequence[Reconstruction],
+    aus: Sequence[str] = tuple(AU_WRINKLE_REGIONS),
+    intensities: Sequence[float] = EDIT_INTENSITIES,
+    progress: Callable[[int], object] | None = None,
+) -> dict:
+    """The ``edit`` section: :func:`edit_response` of each AU on the neutralised reconstructions."""
+    bases = [neutral(reconstructor, rec) for rec in reconstructions]
+    base = Reconstruction.concatenate(bases)
+    per_au = {}
+    for au in aus:
+        per_au[au] = edit_response(reconstructor, base, au, intensities)
+        if progress is not None:
+            progress(1)
+    return {"intensities": list(intensities), "per_au": per_au}

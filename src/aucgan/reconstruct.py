@@ -1,0 +1,614 @@
+"""Reconstruction for users: images → coarse + detailed faces, written as meshes, maps and codes.
+
+:class:`Reconstructor` runs the two stages (coarse fit, AU-conditioned detail) on a batch of face images
+and edits AU intensities of a reconstruction; :func:`write_face` writes one face's folder;
+:func:`reconstruct_inputs` does a whole batch job (an image, a folder, a video or a list file) in which one
+bad file never stops the others and finished faces are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from aucgan.au import MAIN_AUS, SUB_AUS, au_index
+from aucgan.build import coarse_stage, detail_stage
+from aucgan.config import Config, ConfigError, config_from_yaml
+from aucgan.export import _atomic_open, write_displacement, write_image, write_normal_map, write_obj
+from aucgan.geometry.uv import dense_mesh
+from aucgan.loaders.common import CheckpointError, read_checkpoint
+from aucgan.nets.au_net import MEFARG, AUOutput
+from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
+from aucgan.nets.detail_decoder import AUCondition
+from aucgan.stages.coarse import CoarseOutput, CoarseStage
+from aucgan.stages.detail import DetailOutput, DetailStage, au_condition
+from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_part, read_weights
+
+log = logging.getLogger(__name__)
+
+SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained" / "synthetic.safetensors"
+"""Weights for the built-in synthetic world, shipped with aucgan (see ``pretrained/README.md``)."""
+
+VIS_SIZE = 256
+"""Side of each panel of ``vis.png`` (and of the input crop kept beside the outputs)."""
+
+FACE_FILES = (
+    "input.png",
+    "coarse.obj",
+    "coarse.mtl",
+    "texture.png",
+    "detail.obj",
+    "detail.mtl",
+    "normal_map.png",
+    "displacement.png",
+    "displacement.npy",
+    "vis.png",
+    "codes.npz",
+)
+"""Every file of a face folder; ``codes.npz`` is written last, so its presence marks a finished face."""
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """A batch of reconstructed faces.
+
+    Attributes:
+        images: ``(B, 3, H, W)`` the network's input in [0, 1].
+        coarse: the coarse stage's output (codes, posed vertices, UV surface, albedo).
+        au: the AU net on the input: ``scores (B, 41)``, ``features (B, 27, C)``.
+        condition: what conditions the detail decoder (AU features and the 27 main intensities; an edit
+            changes the intensities).
+        detail: displacement, detail normals, shading and texture in UV space.
+    """
+
+    images: torch.Tensor
+    coarse: CoarseOutput
+    au: AUOutput
+    condition: AUCondition
+    detail: DetailOutput
+
+    @property
+    def batch_size(self) -> int:
+        return self.images.shape[0]
+
+    def take(self, n: int) -> Reconstruction:
+        """The first ``n`` faces."""
+        return _zip_tensors(lambda tensors: tensors[0][:n], [self])
+
+    @staticmethod
+    def concatenate(reconstructions: Sequence[Reconstruction]) -> Reconstruction:
+        """One reconstruction holding the faces of several, in order."""
+        return _zip_tensors(torch.cat, list(reconstructions))
+
+
+def _zip_tensors(combine: Callable[[list[torch.Tensor]], torch.Tensor], values: list) -> Any:
+    """Rebuild nested dataclasses of tensors, each tensor made by ``combine`` of the matching tensors."""
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return combine(values)
+    if dataclasses.is_dataclass(first) and not isinstance(first, type):
+        return type(first)(
+            **{
+                f.name: _zip_tensors(combine, [getattr(v, f.name) for v in values])
+                for f in dataclasses.fields(first)
+            }
+        )
+    return first
+
+
+def _config_from_mapping(data: Mapping, source: str) -> Config:
+    try:
+        return config_from_yaml(Config, yaml.safe_dump(dict(data), sort_keys=False), source)
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: its stored config does not load: {error}") from None
+
+
+class Reconstructor:
+    """Coarse stage + detail stage (with its frozen AU net), ready for inference.
+
+    Build one with :meth:`load` (a weights file of ``aucgan pack``, a checkpoint of ``aucgan train detail``,
+    or by default the weights shipped for the synthetic world).
+
+    Args:
+        coarse: a coarse stage with an encoder.
+        detail: a detail stage with its AU net.
+        cfg: the config the stages were built from.
+        source: where the weights came from (recorded in every output's ``codes.npz``).
+    """
+
+    def __init__(self, coarse: CoarseStage, detail: DetailStage, cfg: Config, source: str) -> None:
+        if coarse.encoder is None:
+            raise ValueError("the coarse stage of a Reconstructor needs its encoder")
+        self.coarse = coarse.eval()
+        self.detail = detail.eval()
+        self.cfg = cfg
+        self.source = source
+
+    @classmethod
+    def load(
+        cls, weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
+    ) -> Reconstructor:
+        """Load a weights file (``.safetensors``), a ``aucgan train detail`` checkpoint, or (``None``) the
+        shipped synthetic-world weights.
+
+        Raises:
+            CheckpointError: one line naming the file, if it is missing, unreadable or does not fit.
+        """
+        if weights is None:
+            if not SHIPPED_WEIGHTS.is_file():
+                raise CheckpointError(
+                    f"{SHIPPED_WEIGHTS}: the shipped weights are missing from this install; reinstall aucgan "
+                    "or pass a weights file (--weights) made with `aucgan pack`"
+                )
+            weights = SHIPPED_WEIGHTS
+        path = Path(weights)
+        if path.suffix.lower() == ".safetensors":
+            packed = read_weights(path)
+        else:
+            packed = _weights_from_detail_checkpoint(path)
+        return cls.from_weights(packed, str(path), device)
+
+    @classmethod
+    def from_weights(
+        cls, packed: WeightsFile, source: str, device: str | torch.device = "cpu"
+    ) -> Reconstructor:
+        cfg = packed.config
+        coarse = coarse_stage(cfg, with_encoder=True)
+        load_part(coarse, packed, "coarse", source)
+        au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+        detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
+        load_part(detail, packed, "detail", source)
+        return cls(coarse.to(device), detail.to(device), cfg, source)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.detail.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return self.coarse.image_size
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> Reconstruction:
+        """Reconstruct ``images (B, 3, H, W)`` in [0, 1] (resized to the network's input size if needed)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        images = images.to(self.device, torch.float32)
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            images = F.interpolate(images, size=(self.image_size,) * 2, mode="area")
+        coarse = self.coarse(images)
+        au = self.detail.read_aus(images)
+        condition = au_condition(au)
+        detail = self.detail.decode(coarse, self.detail.encoder(images), condition)
+        return Reconstruction(images, coarse, au, condition, detail)
+
+    @torch.inference_mode()
+    def redecode(
+        self, reconstruction: Reconstruction, codes: CoarseCodes, condition: AUCondition
+    ) -> Reconstruction:
+        """The same faces with new coarse ``codes`` and detail ``condition`` (the detail code is kept)."""
+        coarse = self.coarse.decode(codes)
+        detail = self.detail.decode(coarse, reconstruction.detail.detail_code, condition)
+        return dataclasses.replace(reconstruction, coarse=coarse, condition=condition, detail=detail)
+
+    def edit(self, reconstruction: Reconstruction, intensities: Mapping[str, float]) -> Reconstruction:
+        """Set AU intensities (``{"AU12": 1.0}``, values in [0, 1]) and regenerate the detail; with the
+        built-in face (whose expression code is the AU rig) the coarse expression follows too.
+
+        Raises:
+            ValueError: an unknown AU name or an intensity outside [0, 1].
+        """
+        new_intensities = reconstruction.condition.intensities.clone()
+        codes = reconstruction.coarse.codes
+        expression = codes.expression.clone()
+        for name, value in intensities.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value}: AU intensities are in [0, 1]")
+            index = au_index(name)
+            new_intensities[:, index] = value
+            if self.coarse.face_model.expression_is_au_rig:
+                expression[:, index] = value
+        codes = dataclasses.replace(codes, expression=expression)
+        condition = reconstruction.condition.with_intensities(new_intensities)
+        return self.redecode(reconstruction, codes, condition)
+
+    @torch.inference_mode()
+    def render_views(self, reconstruction: Reconstruction, size: int = VIS_SIZE) -> dict[str, torch.Tensor]:
+        """``(B, 3, size, size)`` pictures: ``coarse`` and ``detail`` renderings over the input, and the grey
+        ``shading`` of the detail normals (what the wrinkles look like without albedo)."""
+        rec = reconstruction
+        background = F.interpolate(rec.images, size=(size, size), mode="bilinear", align_corners=False)
+        smooth = self.coarse.render(rec.coarse, background=background, image_size=size)
+        detailed = self.coarse.render(
+            rec.coarse, uv_normals=rec.detail.uv_detail_normals, background=background, image_size=size
+        )
+        grey = dataclasses.replace(rec.coarse, uv_albedo=torch.full_like(rec.coarse.uv_albedo, 0.7))
+        shading = self.coarse.render(
+            grey,
+            uv_normals=rec.detail.uv_detail_normals,
+            background=torch.ones_like(background),
+            image_size=size,
+        )
+        return {"coarse": smooth.image, "detail": detailed.image, "shading": shading.image.clamp(0, 1)}
+
+
+def _weights_from_detail_checkpoint(path: Path) -> WeightsFile:
+    states = detail_checkpoint_states(path)
+    stored = read_checkpoint(path)["aucgan"].get("config")
+    if not isinstance(stored, Mapping):
+        raise CheckpointError(f"{path}: has no stored config; is it from `aucgan train detail`?")
+    cfg = _config_from_mapping(stored, str(path))
+    if cfg.model.coarse_source != "network":
+        raise CheckpointError(
+            f"{path}: trained with model.coarse_source={cfg.model.coarse_source}, so it holds no coarse "
+            "encoder to reconstruct images with; train the detail stage with model.coarse_source=network"
+        )
+    return WeightsFile(states, cfg, f"checkpoint {path}", "?")
+
+
+# Writing a face folder -----------------------------------------------------------------------------------
+
+
+def au_chart(scores: torch.Tensor, size: int = VIS_SIZE, names: Sequence[str] = MAIN_AUS) -> np.ndarray:
+    """``(size, size, 3)`` uint8 bar chart of AU scores ``(K,)`` in [0, 1]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = scores.detach().float().cpu().clamp(0, 1).numpy()
+    figure = Figure(figsize=(size / 100, size / 100), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.2, 0.04, 0.76, 0.92))
+    positions = np.arange(len(values))
+    axes.barh(positions, values, color=np.where(values >= 0.5, "#d1495b", "#8d99ae"), height=0.8)
+    axes.set_yticks(positions, [name.replace("AU", "") for name in names], fontsize=4.5)
+    axes.set_xlim(0, 1)
+    axes.invert_yaxis()
+    axes.tick_params(axis="x", labelsize=5)
+    axes.axvline(0.5, color="#555", linewidth=0.5, linestyle=":")
+    axes.set_title("AU scores", fontsize=6, pad=2)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _panel(image: torch.Tensor) -> np.ndarray:
+    return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def vis_grid(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """Panels ``(S, S, 3)`` uint8 side by side with a 4-pixel white gap."""
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for panel in panels:
+        row += [panel, gap]
+    return np.concatenate(row[:-1], axis=1)
+
+
+def face_codes(reconstruction: Reconstruction, index: int) -> dict[str, np.ndarray]:
+    """Every code of face ``index``: coarse codes, detail code, AU scores and features (float32 arrays)."""
+    rec = reconstruction
+    arrays = {name: getattr(rec.coarse.codes, name)[index] for name in CODE_NAMES}
+    arrays["detail_code"] = rec.detail.detail_code[index]
+    arrays["au_scores"] = rec.au.scores[index]
+    arrays["au_features"] = rec.condition.features[index]
+    arrays["au_intensities"] = rec.condition.intensities[index]
+    return {name: value.detach().float().cpu().numpy() for name, value in arrays.items()}
+
+
+def detail_mesh(reconstruction: Reconstruction, index: int) -> tuple[torch.Tensor, ...]:
+    """Dense detail mesh of face ``index``: one vertex per covered texel, displaced along the coarse normal.
+
+    Returns vertices ``(N, 3)``, faces ``(M, 3)``, uvs ``(N, 2)`` and per-vertex detail normals ``(N, 3)``.
+    """
+    rec = reconstruction
+    surface = rec.coarse.surface
+    positions = surface.positions[index] + rec.detail.uv_displacement[index] * surface.normals[index]
+    covered = (surface.normals[index].norm(dim=0) > 0.5).cpu()
+    vertices, faces, uvs = dense_mesh(positions.cpu(), covered)
+    normals = rec.detail.uv_detail_normals[index].cpu().permute(1, 2, 0)[covered]
+    return vertices, faces, uvs, normals
+
+
+def write_face(
+    folder: Path,
+    reconstructor: Reconstructor,
+    reconstruction: Reconstruction,
+    index: int,
+    record: Mapping[str, str] | None = None,
+    views: Mapping[str, torch.Tensor] | None = None,
+    input_image: torch.Tensor | None = None,
+) -> Path:
+    """Write face ``index`` of a reconstruction to ``folder`` (see :data:`FACE_FILES`).
+
+    Args:
+        record: text kept in ``codes.npz`` (source file, frame, crop box …); the weights' source is added.
+        views: :meth:`Reconstructor.render_views` of the batch (computed if not given).
+        input_image: ``(3, S, S)`` the input at display resolution (default: the network input, resized).
+    """
+    rec = reconstruction
+    model = reconstructor.coarse.face_model
+    views = views if views is not None else reconstructor.render_views(rec)
+    if input_image is None:
+        input_image = F.interpolate(rec.images[index : index + 1], size=(VIS_SIZE,) * 2, mode="bilinear")[0]
+    write_image(folder / "input.png", input_image.clamp(0, 1))
+    texture = rec.coarse.uv_albedo[index]
+    write_obj(
+        folder / "coarse.obj", rec.coarse.vertices[index], model.faces,
+        uvs=model.uvs, uv_faces=model.uv_faces, texture=texture, texture_name="texture.png",
+    )  # fmt: skip
+    vertices, faces, uvs, normals = detail_mesh(rec, index)
+    write_obj(
+        folder / "detail.obj", vertices, faces, uvs=uvs, normals=normals,
+        texture=texture, texture_name="texture.png",
+    )  # fmt: skip
+    write_normal_map(folder / "normal_map.png", rec.detail.uv_detail_normals[index])
+    displacement = rec.detail.uv_displacement[index, 0].detach().float().cpu()
+    write_displacement(folder / "displacement.png", displacement, reconstructor.cfg.model.max_z)
+    _save_npy(folder / "displacement.npy", displacement.numpy())
+    panels = [_panel(input_image), *(_panel(views[name][index]) for name in ("coarse", "detail", "shading"))]
+    panels.append(au_chart(rec.au.main_scores[index]))
+    write_image(folder / "vis.png", vis_grid(panels))
+    text = {"weights": reconstructor.source, **(record or {})}
+    _save_npz(
+        folder / "codes.npz",
+        {
+            **face_codes(rec, index),
+            "au_names": np.array([*MAIN_AUS, *SUB_AUS]),
+            **{f"record_{key}": np.array(str(value)) for key, value in text.items()},
+        },
+    )
+    return folder
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with _atomic_open(path, binary=True) as handle:
+        np.save(handle, array)
+
+
+def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    with _atomic_open(path, binary=True) as handle:
+        np.savez(handle, **arrays)
+
+
+def is_finished(folder: Path) -> bool:
+    """Whether ``folder`` holds every file of a written face."""
+    return all((folder / name).is_file() for name in FACE_FILES)
+
+
+class FaceFolderError(ValueError):
+    """A face folder that cannot be read back (one line, names the folder and the fix)."""
+
+
+def read_face(folder: Path, reconstructor: Reconstructor) -> tuple[Reconstruction, dict[str, str]]:
+    """Rebuild the reconstruction written in ``folder`` from its ``codes.npz`` and ``input.png``."""
+    path = folder / "codes.npz"
+    if not path.is_file():
+        raise FaceFolderError(f"{folder}: no codes.npz; is it a face folder written by `aucgan reconstruct`?")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise FaceFolderError(f"{path}: unreadable ({error}); reconstruct the face again") from None
+    missing = [
+        name for name in (*CODE_NAMES, "detail_code", "au_scores", "au_features") if name not in arrays
+    ]
+    if missing:
+        raise FaceFolderError(f"{path}: lacks {', '.join(missing)}; reconstruct the face again")
+    record = {key[len("record_") :]: str(value) for key, value in arrays.items() if key.startswith("record_")}
+    device = reconstructor.device
+
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(arrays[name], dtype=np.float32))[None].to(device)
+
+    try:
+        codes = CoarseCodes(**{name: tensor(name) for name in CODE_NAMES})
+        with torch.inference_mode():
+            coarse = reconstructor.coarse.decode(codes)
+            au = AUOutput(scores=tensor("au_scores"), features=tensor("au_features"))
+            intensities = tensor("au_intensities") if "au_intensities" in arrays else au.main_scores
+            condition = AUCondition(au.features, intensities)
+            detail = reconstructor.detail.decode(coarse, tensor("detail_code"), condition)
+    except (ValueError, RuntimeError) as error:
+        first = str(error).splitlines()[0]
+        raise FaceFolderError(
+            f"{path}: does not fit these weights ({first}); edit with the weights that reconstructed it "
+            f"({record.get('weights', 'unknown')})"
+        ) from None
+    images = _read_png(folder / "input.png", reconstructor.image_size, device)
+    return Reconstruction(images, coarse, au, condition, detail), record
+
+
+def _read_png(path: Path, size: int, device: torch.device) -> torch.Tensor:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            array = np.array(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+    except (OSError, ValueError) as error:
+        raise FaceFolderError(f"{path}: unreadable ({error}); reconstruct the face again") from None
+    return torch.from_numpy(array).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
+# Batch jobs ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchReport:
+    """What a batch job did: faces written, inputs skipped as already finished, and failures."""
+
+    inputs: int = 0
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def reconstruct_inputs(
+    reconstructor: Reconstructor,
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    crop: bool = True,
+    batch_size: int = 8,
+    every: int = 1,
+    progress: Callable[[int], object] | None = None,
+    on_total: Callable[[int], object] | None = None,
+) -> BatchReport:
+    """Reconstruct every face of ``source`` (image, folder, video or list file) into ``out/<name>/``.
+
+    A bad input is recorded in the report and the job goes on; an input whose folder is finished is
+    skipped. ``progress(n)`` is called as inputs are done; ``on_total(n)`` once with the input count.
+    """
+    from aucgan.data.images import InputError, collect_inputs, prepare_faces
+
+    out = Path(out)
+    items = collect_inputs(source, every)
+    if on_total is not None:
+        on_total(len(items))
+    report = BatchReport(inputs=len(items))
+    pending: list[tuple[str, torch.Tensor, dict[str, str]]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        inputs = torch.stack([image for _, image, _ in pending])
+        try:
+            rec = reconstructor(inputs)
+            views = reconstructor.render_views(rec)
+        except (RuntimeError, ValueError) as error:
+            first = str(error).splitlines()[0]
+            report.failed += [(name, f"reconstruction failed: {first}") for name, _, _ in pending]
+            pending.clear()
+            return
+        for index, (name, image, record) in enumerate(pending):
+            try:
+                report.written.append(
+                    write_face(out / name, reconstructor, rec, index, record, views, input_image=image)
+                )
+            except OSError as error:
+                report.failed.append((name, f"cannot write {error.filename or out / name}: {error.strerror}"))
+        pending.clear()
+
+    for item in items:
+        if is_finished(out / item.name) or is_finished(out / f"{item.name}_face1"):
+            report.skipped.append(item.name)
+        else:
+            try:
+                faces = prepare_faces(item, VIS_SIZE, crop=crop)
+            except InputError as error:
+                report.failed.append((str(item.path), str(error)))
+                faces = []
+            for face in faces:
+                record = {"source": str(face.source), "frame": "" if face.frame is None else str(face.frame)}
+                if face.box is not None:
+                    record["crop_box"] = (
+                        f"{face.box.centre_x:.1f} {face.box.centre_y:.1f} {face.box.size:.1f}"
+                    )
+                image = torch.from_numpy(np.array(face.image, copy=True)).permute(2, 0, 1).float() / 255
+                pending.append((face.name, image, record))
+                if len(pending) >= batch_size:
+                    flush()
+        if progress is not None:
+            progress(1)
+    flush()
+    return report
+
+
+def load_faces(
+    paths: Sequence[str | os.PathLike[str]], crop: bool = True, size: int = VIS_SIZE
+) -> tuple[torch.Tensor, list]:
+    """Face images from image files, detected and cropped (``crop=False``: the files are face crops).
+
+    Returns ``(N, 3, size, size)`` in [0, 1] — one row per face found, in file order — and the
+    :class:`~aucgan.data.images.PreparedFace` of each row (name, crop box, source).
+
+    Raises:
+        InputError: a file that cannot be read or holds no face (one line naming it).
+    """
+    from aucgan.data.images import InputItem, prepare_faces
+
+    faces = [
+        face for path in paths for face in prepare_faces(InputItem(Path(path).stem, Path(path)), size, crop)
+    ]
+    if not faces:
+        raise ValueError("no image paths given")
+    images = torch.stack(
+        [torch.from_numpy(np.array(face.image, copy=True)).permute(2, 0, 1) for face in faces]
+    )
+    return images.float() / 255, faces
+
+
+def parse_edits(pairs: Mapping[str, float]) -> dict[str, float]:
+    """Validate ``{"AU12": 1.0}`` edits: known AU names, intensities in [0, 1]; names normalised."""
+    edits: dict[str, float] = {}
+    for name, value in pairs.items():
+        index = au_index(name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}={value}: AU intensities are in [0, 1]")
+        edits[MAIN_AUS[index]] = float(value)
+    return edits
+
+
+def edit_face(
+    folder: str | os.PathLike[str],
+    reconstructor: Reconstructor,
+    edits: Mapping[str, float],
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[Path, Reconstruction, Reconstruction]:
+    """Edit the AU intensities of the face in ``folder``; write the edited face (every file of a face
+    folder) and ``before_after.png`` to ``out`` (default ``folder/edits/AU12=1.0``).
+
+    Returns the output folder, the reconstruction before and the one after the edit.
+    """
+    folder = Path(folder)
+    edits = parse_edits(edits)
+    before, record = read_face(folder, reconstructor)
+    after = reconstructor.edit(before, edits)
+    tag = "_".join(f"{name}={value:g}" for name, value in edits.items())
+    target = Path(out) if out is not None else folder / "edits" / tag
+    input_image = _read_png(folder / "input.png", VIS_SIZE, before.images.device)[0]
+    views_before = reconstructor.render_views(before)
+    views_after = reconstructor.render_views(after)
+    change = (after.detail.uv_displacement - before.detail.uv_displacement)[0, 0].cpu()
+    scale = float(change.abs().max().clamp(min=1e-8))
+    change_image = _signed_map(change / scale)
+    panels = [
+        _panel(input_image),
+        _panel(views_before["shading"][0]),
+        _panel(views_after["shading"][0]),
+        _panel(F.interpolate(change_image[None], size=(VIS_SIZE,) * 2, mode="nearest")[0]),
+    ]
+    write_image(target / "before_after.png", vis_grid(panels))
+    write_face(target, reconstructor, after, 0, {**record, "edit": tag}, views_after, input_image)
+    return target, before, after
+
+
+def _signed_map(values: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` blue (negative) - white (0) - red (positive) picture of ``values (H, W)`` in [-1, 1]."""
+    positive = values.clamp(min=0)
+    negative = (-values).clamp(min=0)
+    return torch.stack([1 - negative, 1 - positive - negative, 1 - positive]).clamp(0, 1)
+
+
+__all__ = [
+    "FACE_FILES",
+    "PARTS",
+    "SHIPPED_WEIGHTS",
+    "BatchReport",
+    "FaceFolderError",
+    "Reconstruction",
+    "Reconstructor",
+    "edit_face",
+    "is_finished",
+    "load_faces",
+    "read_face",
+    "reconstruct_inputs",
+    "write_face",
+]

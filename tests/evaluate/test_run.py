@@ -1,0 +1,103 @@
+"""Tests of ``aucgan evaluate``'s engine: the report folder it writes and the flat baseline it measures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+from aucgan.build import world_parameters
+from aucgan.data.shards import SyntheticFaces
+from aucgan.evaluate.metrics import EDIT_INTENSITIES
+from aucgan.evaluate.run import demo_inputs, evaluate
+from aucgan.reconstruct import VIS_SIZE, is_finished
+
+N_FACES = 4
+GALLERY = 2
+
+
+@pytest.fixture(scope="module")
+def evaluation(random_reconstructor, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    result = evaluate(
+        random_reconstructor,
+        out,
+        n_faces=N_FACES,
+        batch_size=4,
+        gallery=GALLERY,
+        edit_aus=("AU12",),
+        progress=False,
+    )
+    return out, result
+
+
+def test_evaluate_writes_report_metrics_and_gallery(evaluation):
+    out, result = evaluation
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+
+    assert result.report == out / "report.html"
+    assert result.report.is_file()
+    for key in ("displacement_mae", "normal_error_deg", "au_consistency", "edit"):
+        assert key in metrics, key
+    assert metrics["n_faces"] == N_FACES
+    assert metrics["weights"] == {"source": "random"}
+    assert list(metrics["edit"]["per_au"]) == ["AU12"]
+    assert len(metrics["edit"]["per_au"]["AU12"]["region_energy"]) == len(EDIT_INTENSITIES)
+    assert metrics["displacement_mae"]["face"] == pytest.approx(result.metrics["displacement_mae"]["face"])
+
+    assert len(result.faces) == GALLERY
+    html = result.report.read_text(encoding="utf-8")
+    for folder in result.faces:
+        assert folder.parent == out / "faces"
+        assert is_finished(folder)
+        assert f"faces/{folder.name}/vis.png" in html
+    with Image.open(out / "truth_vs_prediction.png") as comparison:
+        assert comparison.size == (5 * VIS_SIZE + 4 * 4, GALLERY * VIS_SIZE)
+
+
+def test_gallery_faces_are_the_first_test_samples(random_reconstructor, evaluation):
+    _, result = evaluation
+    dataset = SyntheticFaces(world_parameters(random_reconstructor.cfg), "test", GALLERY)
+    expected = [f"test-{int(dataset[i].index):05d}" for i in range(GALLERY)]
+
+    assert [folder.name for folder in result.faces] == expected
+    with np.load(result.faces[0] / "codes.npz", allow_pickle=False) as data:
+        assert str(data["record_source"]) == f"test sample {int(dataset[0].index)}"
+
+
+def test_flat_baseline_is_the_mean_true_displacement_in_mm(random_reconstructor, evaluation):
+    _, result = evaluation
+    dataset = SyntheticFaces(world_parameters(random_reconstructor.cfg), "test", N_FACES)
+    skin = dataset.world.uv_space.skin[0, 0].numpy().astype(np.float64) > 0.5
+    total, count = 0.0, 0
+    for i in range(N_FACES):
+        displacement_mm = dataset[i].uv_displacement[0].numpy().astype(np.float64) * 10.0
+        total += np.abs(displacement_mm[skin]).sum()
+        count += int(skin.sum())
+
+    flat = result.metrics["displacement_mae"]["flat"]
+    assert flat == pytest.approx(total / count, rel=1e-5)
+    assert flat > 0
+
+
+def test_evaluate_refuses_no_faces(random_reconstructor, tmp_path):
+    with pytest.raises(ValueError, match="n_faces"):
+        evaluate(random_reconstructor, tmp_path, n_faces=0, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_demo_inputs_are_synthetic_renders_and_the_photo(random_reconstructor, tmp_path):
+    synthetic, photos = demo_inputs(random_reconstructor, tmp_path / "inputs", n_synthetic=2)
+    names = sorted(path.name for path in synthetic.iterdir())
+
+    assert len(names) == 2 and all(name.startswith("synthetic_") for name in names)
+    size = random_reconstructor.image_size
+    for name in names:
+        with Image.open(synthetic / name) as image:
+            assert image.size == (size, size)
+    shipped = (Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").is_file()
+    assert sorted(path.name for path in photos.iterdir()) == (["grace_hopper.jpg"] if shipped else [])
