@@ -270,3 +270,18 @@ def test_synth_bad_input_gives_one_line_and_exit_status_two(tmp_path, capsys, op
     assert lines[0].startswith("aucgan synth: ") and expected in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     assert not out.exists()
+
+
+def test_overrides_may_follow_options_and_other_extras_are_refused(tmp_path, capsys):
+    out = tmp_path / "late"
+    options = ["--yaw", "10", "render.image_size=24", "--pitch", "0", "render.uv_size=16"]
+    assert main(["render", "--out", str(out), *options]) == 0
+    assert Image.open(out / "face.png").size == (24, 24)
+    assert load_config(Config, out / "config.yaml").render.uv_size == 16
+    for extra in ("stray", "--bogus"):
+        with pytest.raises(SystemExit) as info:
+            main(["render", "--out", str(out), "render.uv_size=16", "--yaw", "0", extra])
+        assert info.value.code == 2 and f"unrecognized arguments: {extra}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--n", "1", "seed=3"])
+    assert "unrecognized arguments: seed=3" in capsys.readouterr().err

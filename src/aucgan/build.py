@@ -3,6 +3,9 @@
 The built-in face's linear albedo model is fitted to the synthetic world's training identities (a pure
 function of the world's seed and sizes); it travels inside every coarse checkpoint, so inference reads it
 back rather than refitting.
+
+With ``face_model.kind=flame`` the face model, its albedo model and (optionally) DECA's networks are read
+from the user's files named under ``assets.*``; FLAME's data and FLAMETex stay out of every state dict.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from aucgan.config import Config, ConfigError
 from aucgan.data.shards import WorldParameters
 from aucgan.data.synthetic import SyntheticWorld, identity_in_split
 from aucgan.face_model.albedo import LinearAlbedo, fit_linear_albedo
+from aucgan.face_model.base import FaceModel
+from aucgan.face_model.flame import FlameFaceModel, load_flame_face_model
+from aucgan.face_model.flame_texture import load_flame_albedo
 from aucgan.face_model.procedural import ProceduralFaceModel
 from aucgan.face_model.uv_space import UVSpace
 from aucgan.loaders.common import CheckpointError, load_strict, read_checkpoint, strip_prefix
+from aucgan.loaders.deca import DecaWeights, load_deca
 from aucgan.loaders.opengraphau import load_au_net
 from aucgan.nets.au_net import MEFARG
 from aucgan.nets.coarse_encoder import CoarseEncoder, CodeLayout
@@ -45,7 +52,10 @@ def world_parameters(cfg: Config) -> WorldParameters:
     )
 
 
-def face_model(cfg: Config) -> ProceduralFaceModel:
+def face_model(cfg: Config) -> FaceModel:
+    """The face model ``cfg.face_model`` names (FLAME reads its files from ``cfg.assets``)."""
+    if cfg.face_model.kind == "flame":
+        return flame_face_model(cfg)
     return ProceduralFaceModel(n_identity=cfg.face_model.n_identity)
 
 
@@ -57,7 +67,17 @@ def world_albedo(world: SyntheticWorld, n_components: int, n_examples: int = ALB
 
 def coarse_stage(cfg: Config, with_encoder: bool = True) -> CoarseStage:
     """A coarse stage for ``cfg``: the face model, its albedo model fitted to the synthetic world, and a
-    freshly initialised encoder (load weights with :func:`load_coarse`)."""
+    freshly initialised encoder (load weights with :func:`load_coarse`).
+
+    With ``face_model.kind=flame``: FLAME, FLAMETex (``assets.flame_albedo``) and, when ``assets.deca`` is
+    set, DECA's ``E_flame`` as the encoder (a fresh encoder otherwise)."""
+    if cfg.face_model.kind == "flame":
+        deca = ("deca",) if with_encoder and cfg.assets.deca else ()
+        require_assets(cfg, (*FLAME_ASSETS, "flame_albedo", *deca), "face_model.kind=flame")
+        encoder = None
+        if with_encoder:
+            encoder = deca_weights(cfg).coarse_encoder if cfg.assets.deca else flame_encoder(cfg)
+        return flame_coarse_stage(cfg, encoder)
     world = world_parameters(cfg).world()
     albedo = world_albedo(world, cfg.model.n_albedo)
     layout = CodeLayout.for_face_model(world.model, cfg.model.n_albedo)
@@ -79,6 +99,101 @@ def au_net(cfg: Config) -> MEFARG:
     if cfg.assets.au_net:
         return load_au_net(cfg.assets.au_net)
     return MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+
+
+DECA_MAX_Z = 0.01
+"""DECA's D_detail scales its tanh output by this (metres)."""
+
+FLAME_ASSETS = ("flame_model", "flame_landmarks", "head_template", "uv_face_mask")
+"""The files FLAME's face model is built from."""
+
+
+def require_assets(cfg: Config, keys: tuple[str, ...], purpose: str) -> dict[str, str]:
+    """The paths of ``assets.<key>`` for every key, or one ConfigError line naming every key that is not
+    set or names no file, with what it is and where it comes from."""
+    from aucgan.assets import asset_spec
+
+    problems = []
+    for key in keys:
+        path = getattr(cfg.assets, key)
+        if not path or not Path(path).is_file():
+            state = f"assets.{key} is not set" if not path else f"assets.{key}={path}: no such file"
+            spec = asset_spec(key)
+            problems.append(f"{state} ({spec.what}, {spec.file}: {spec.obtain})")
+    if problems:
+        raise ConfigError(
+            f"{purpose} needs: " + "; ".join(problems) + "; check with `aucgan doctor --config CONFIG`"
+        )
+    return {key: getattr(cfg.assets, key) for key in keys}
+
+
+def flame_face_model(cfg: Config) -> FlameFaceModel:
+    """FLAME with DECA's UV template, from ``assets.flame_model``, ``assets.flame_landmarks``,
+    ``assets.head_template`` and ``assets.uv_face_mask``; ``face_model.n_shape`` / ``n_expression``
+    components."""
+    paths = require_assets(cfg, FLAME_ASSETS, "face_model.kind=flame")
+    return load_flame_face_model(
+        paths["flame_model"],
+        paths["flame_landmarks"],
+        paths["head_template"],
+        paths["uv_face_mask"],
+        n_shape=cfg.face_model.n_shape,
+        n_exp=cfg.face_model.n_expression,
+    )
+
+
+def flame_albedo(cfg: Config) -> LinearAlbedo:
+    """FLAMETex from ``assets.flame_albedo``: ``model.n_albedo`` components at ``render.uv_size``²."""
+    path = require_assets(cfg, ("flame_albedo",), "FLAME's albedo")["flame_albedo"]
+    return load_flame_albedo(path, cfg.model.n_albedo, cfg.render.uv_size)
+
+
+def flame_layout(cfg: Config) -> CodeLayout:
+    """The coarse codes of the FLAME setting: DECA's order with ``face_model.n_shape``,
+    ``model.n_albedo`` and ``face_model.n_expression`` (DECA: 100, 50, 50)."""
+    return CodeLayout.flame(cfg.face_model.n_shape, cfg.model.n_albedo, cfg.face_model.n_expression)
+
+
+def flame_encoder(cfg: Config) -> CoarseEncoder:
+    """A freshly initialised coarse encoder for the FLAME setting (``model.coarse_backbone``)."""
+    return CoarseEncoder(flame_layout(cfg), cfg.model.coarse_backbone)
+
+
+def deca_weights(cfg: Config) -> DecaWeights:
+    """DECA's networks from ``assets.deca``, for the code sizes of ``cfg`` (DECA: 100, 50, 50).
+
+    Raises:
+        ConfigError: ``assets.deca`` missing, or ``model.coarse_backbone`` is not DECA's resnet50.
+        CheckpointError: the file does not fit (one line naming it).
+    """
+    path = require_assets(cfg, ("deca",), "DECA's networks")["deca"]
+    if cfg.model.coarse_backbone != "resnet50":
+        raise ConfigError(
+            f"assets.deca holds DECA's ResNet-50 E_flame; set model.coarse_backbone=resnet50 "
+            f"(got {cfg.model.coarse_backbone})"
+        )
+    return load_deca(
+        path, n_shape=cfg.face_model.n_shape, n_tex=cfg.model.n_albedo, n_exp=cfg.face_model.n_expression
+    )
+
+
+def flame_coarse_stage(cfg: Config, encoder: CoarseEncoder | None = None) -> CoarseStage:
+    """FLAME + FLAMETex + ``encoder`` (``None``: decode only) at ``render.uv_size`` /
+    ``render.image_size``."""
+    model = flame_face_model(cfg)
+    uv_space = UVSpace(model, cfg.render.uv_size)
+    return CoarseStage(model, flame_albedo(cfg), uv_space, encoder, cfg.render.image_size)
+
+
+def deca_detail_stage(deca: DecaWeights, uv_space: UVSpace, au: MEFARG | None) -> DetailStage:
+    """DECA's own detail networks (``E_detail`` + ``D_detail``, decoder kind ``none``) around ``au``.
+
+    Raises:
+        CheckpointError: the DECA file had no ``D_detail``.
+    """
+    if deca.detail_decoder is None:
+        raise CheckpointError("the DECA file holds no D_detail; set model.detail_decoder to one of aucgan's")
+    return DetailStage(deca.detail_encoder, deca.detail_decoder, uv_space, au)
 
 
 def require_asset(cfg: Config, key: str, how: str) -> str:

@@ -166,6 +166,8 @@ def _reconstructor(args: argparse.Namespace):
     weights = args.weights
     if weights is None and args.config is not None:
         cfg = load_config(Config, args.config, args.overrides)
+        if cfg.face_model.kind == "flame":
+            return Reconstructor.from_assets(cfg, args.device, source=f"config {args.config}")
         weights = cfg.assets.weights or cfg.assets.detail or None
     return Reconstructor.load(weights, device=args.device)
 
@@ -293,6 +295,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"  metrics  displacement MAE {displacement['face']:.4f} mm (flat {displacement['flat']:.4f}), "
         f"normal error {normals['face']:.2f}° (flat {normals['flat']:.2f}°)"
     )
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from aucgan.assets import doctor
+    from aucgan.config import Config, load_config
+
+    cfg = load_config(Config, args.config, args.overrides)
+    print(doctor(cfg, args.config or "the default config"))
     return 0
 
 
@@ -459,12 +470,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=32, help="test faces to evaluate (default %(default)s)")
     demo.add_argument("--weights", help="weights file (default: the shipped synthetic-world weights)")
     demo.set_defaults(func=_cmd_demo)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="which assets are present and valid, what each unlocks, and where to get what is missing",
+        description="Loads every file the config names under assets.* (safely: nothing in them runs) and "
+        "reports it as valid, invalid (with the reason), missing or not set, with what it unlocks and where "
+        "to obtain it; then the shipped weights and optional tools. Exit status 0 whatever is missing; 2 on "
+        "a bad config.",
+    )
+    doctor.add_argument("--config", help="YAML config whose assets.* to check (default: built-in defaults)")
+    doctor.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. assets.deca=PATH"
+    )
+    doctor.set_defaults(func=_cmd_doctor)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # key=value overrides given after options (`reconstruct IMAGE --config C a=b`) are not contiguous
+        # with the other positionals, which argparse leaves unrecognised; they join the overrides.
+        if not isinstance(getattr(args, "overrides", None), list) or any(
+            item.startswith("-") or "=" not in item for item in extra
+        ):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     from aucgan.config import ConfigError
     from aucgan.data.shards import DatasetError
     from aucgan.loaders.common import CheckpointError

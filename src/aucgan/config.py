@@ -100,7 +100,7 @@ def setting(
     return field(default=default, metadata=metadata)
 
 
-FACE_MODEL_KINDS: tuple[str, ...] = ("procedural",)
+FACE_MODEL_KINDS: tuple[str, ...] = ("procedural", "flame")
 """Face models :class:`FaceModelConfig.kind` may name."""
 
 
@@ -109,12 +109,19 @@ class FaceModelConfig:
     """Which parametric face model to use, and how many of its components.
 
     Attributes:
-        kind: the face model; ``"procedural"`` is the built-in head that needs no downloaded assets.
+        kind: the face model; ``"procedural"`` is the built-in head that needs no downloaded assets;
+            ``"flame"`` is FLAME 2020 with DECA's UV template (needs ``assets.flame_model``,
+            ``assets.flame_landmarks``, ``assets.head_template``, ``assets.uv_face_mask`` and, for its
+            albedo, ``assets.flame_albedo``).
         n_identity: number of identity shape components used from the built-in face model.
+        n_shape: FLAME identity shape components used (DECA: 100; FLAME 2020 has 300).
+        n_expression: FLAME expression components used (DECA: 50; FLAME 2020 has 100).
     """
 
     kind: str = setting("procedural", choices=FACE_MODEL_KINDS)
     n_identity: int = setting(12, low=1, high=16)
+    n_shape: int = setting(100, low=1, high=300)
+    n_expression: int = setting(50, low=1, high=100)
 
 
 @dataclass
@@ -176,7 +183,8 @@ class ModelConfig:
         coarse_backbone: ResNet of the coarse encoder (DECA: resnet50).
         coarse_source: ``"network"`` regresses the coarse codes; ``"ground-truth"`` (synthetic data only)
             takes them from the samples, to train or test the detail stage on a perfect coarse fit.
-        n_albedo: albedo components of the built-in face's linear albedo model.
+        n_albedo: albedo components: of the built-in face's linear albedo model, or of FLAME's albedo
+            model (DECA: 50).
         au_backbone: ResNet of the AU net (OpenGraphAU publishes resnet50).
         au_stage: MEFARG stage: 2 (MEFL, the published second stage) or 1 (ANFL).
         detail_encoder: ``"conv"`` (the reference's 8-conv encoder), ``"resnet18"`` or ``"resnet50"``
@@ -322,17 +330,25 @@ class TrainerConfig:
 
 @dataclass
 class AssetsConfig:
-    """Weights the stages read (paths; empty = not given). Never downloaded.
+    """Files the stages read (paths; empty = not given). Never downloaded; ``aucgan doctor`` checks them
+    and says where each comes from.
 
     Attributes:
         au_net: the AU net: a ``last.ckpt``/``best.ckpt`` of ``aucgan train au`` or OpenGraphAU's
             ``OpenGprahAU-ResNet50_second_stage.pth``.
-        coarse: the coarse stage: a checkpoint of ``aucgan train coarse`` (or DECA's ``deca_model.tar``).
+        coarse: the coarse stage: a checkpoint of ``aucgan train coarse``.
         vgg19: torchvision's ImageNet VGG19 state dict (``vgg19-dcbfe4e9.pth``), for the ID-MRF loss.
         detail: a checkpoint of ``aucgan train detail`` (holds the coarse stage and AU net it was trained
             with): what ``aucgan pack`` packs.
         weights: an aucgan weights file (``aucgan pack``) for ``reconstruct``, ``edit``, ``evaluate``;
             empty = the weights shipped with aucgan for the built-in synthetic world.
+        flame_model: FLAME 2020 ``generic_model.pkl`` (``face_model.kind=flame``).
+        flame_landmarks: DECA's ``landmark_embedding.npy`` (FLAME's 68 landmarks).
+        head_template: DECA's ``head_template.obj`` (FLAME's UV layout).
+        uv_face_mask: DECA's ``uv_face_eye_mask.png`` (the face region in UV space).
+        flame_albedo: ``FLAME_albedo_from_BFM.npz`` or the FLAME texture space ``FLAME_texture.npz``.
+        deca: DECA's ``deca_model.tar`` (E_flame as the coarse encoder; E_detail and D_detail as the
+            detail stage when ``model.detail_decoder`` is ``none``).
     """
 
     au_net: str = ""
@@ -340,6 +356,12 @@ class AssetsConfig:
     vgg19: str = ""
     detail: str = ""
     weights: str = ""
+    flame_model: str = ""
+    flame_landmarks: str = ""
+    head_template: str = ""
+    uv_face_mask: str = ""
+    flame_albedo: str = ""
+    deca: str = ""
 
 
 @dataclass

@@ -170,6 +170,80 @@ class Reconstructor:
         load_part(detail, packed, "detail", source)
         return cls(coarse.to(device), detail.to(device), cfg, source)
 
+    @classmethod
+    def from_assets(
+        cls, cfg: Config, device: str | torch.device = "cpu", source: str | None = None
+    ) -> Reconstructor:
+        """The FLAME setting (``face_model.kind=flame``) built from the user's files named in ``cfg.assets``.
+
+        The coarse stage is FLAME + FLAMETex (``assets.flame_*``, ``head_template``, ``uv_face_mask``) with
+        DECA's ``E_flame`` (``assets.deca``); the AU net is ``assets.au_net`` (OpenGraphAU's file or one of
+        ``aucgan train au``). The detail stage is DECA's own ``E_detail`` + ``D_detail`` when
+        ``model.detail_decoder`` is ``none``; otherwise it comes, with the coarse stage and AU net it was
+        trained with, from ``assets.detail``, a checkpoint of ``aucgan train detail`` for this face model.
+
+        Args:
+            cfg: a config with ``face_model.kind=flame``.
+            device: where the stages run.
+            source: what to record as the weights' origin in every ``codes.npz`` (default: the files).
+
+        Raises:
+            ConfigError: wrong face model, an asset not set or not found, or settings that contradict
+                DECA's networks (``model.max_z`` must be DECA's 0.01 with its decoder).
+            CheckpointError: a file that does not load (one line naming it).
+        """
+        from aucgan.build import (
+            DECA_MAX_Z,
+            FLAME_ASSETS,
+            deca_detail_stage,
+            deca_weights,
+            flame_coarse_stage,
+            flame_encoder,
+            require_assets,
+        )
+        from aucgan.loaders.opengraphau import load_au_net
+        from aucgan.weights import load_part
+
+        if cfg.face_model.kind != "flame":
+            raise ConfigError(
+                "Reconstructor.from_assets builds the FLAME setting, but "
+                f"face_model.kind={cfg.face_model.kind}; the built-in face's models load with "
+                "Reconstructor.load (--weights)"
+            )
+        detail_assets = ("deca", "au_net") if cfg.model.detail_decoder == "none" else ("detail",)
+        require_assets(
+            cfg,
+            (*FLAME_ASSETS, "flame_albedo", *detail_assets),
+            f"reconstruct with face_model.kind=flame and model.detail_decoder={cfg.model.detail_decoder}",
+        )
+        if cfg.model.detail_decoder == "none":
+            if cfg.model.max_z != DECA_MAX_Z:
+                raise ConfigError(
+                    f"DECA's D_detail displaces by at most {DECA_MAX_Z} m; set model.max_z={DECA_MAX_Z} "
+                    f"(got {cfg.model.max_z})"
+                )
+            au_path = cfg.assets.au_net
+            deca = deca_weights(cfg)
+            coarse = flame_coarse_stage(cfg, deca.coarse_encoder)
+            detail = deca_detail_stage(deca, coarse.uv_space, load_au_net(au_path))
+            origin = f"DECA {cfg.assets.deca}, AU net {au_path}"
+        else:
+            path = cfg.assets.detail
+            packed = _weights_from_detail_checkpoint(Path(path))
+            if packed.config.face_model.kind != "flame":
+                raise CheckpointError(
+                    f"{path}: trained with face_model.kind={packed.config.face_model.kind}, not flame; "
+                    "load it with --weights instead"
+                )
+            cfg = dataclasses.replace(packed.config, assets=cfg.assets)
+            coarse = flame_coarse_stage(cfg, flame_encoder(cfg))
+            load_part(coarse, packed, "coarse", path)
+            au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+            detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
+            load_part(detail, packed, "detail", path)
+            origin = f"checkpoint {path}"
+        return cls(coarse.to(device), detail.to(device), cfg, source or f"FLAME assets: {origin}")
+
     @property
     def device(self) -> torch.device:
         return next(self.detail.parameters()).device

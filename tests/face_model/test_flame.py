@@ -442,3 +442,223 @@ def test_cuda_matches_cpu(files):
     gpu = layer.to("cuda")(*(code.cuda() for code in inputs))
     torch.testing.assert_close(gpu.vertices.cpu(), cpu.vertices)
     torch.testing.assert_close(gpu.landmarks.cpu(), cpu.landmarks)
+
+
+# FLAME as a FaceModel, with a UV template ---------------------------------------------------------------
+
+
+def planar_uvs(vertices: np.ndarray) -> np.ndarray:
+    """UVs by orthographic projection of x, y into [0.05, 0.95]²."""
+    xy = vertices[:, :2]
+    low, high = xy.min(0), xy.max(0)
+    return 0.05 + 0.9 * (xy - low) / (high - low)
+
+
+def template_uvs(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A layout with a seam: triangles of odd index use a second copy of the UVs (U = 2 V), shifted."""
+    uvs = planar_uvs(arrays["v_template"])
+    faces = arrays["f"].astype(np.int64)
+    uv_faces = faces + (np.arange(len(faces)) % 2)[:, None] * len(uvs)
+    return np.concatenate([uvs, uvs * 0.5 + 0.25]), uv_faces
+
+
+def write_obj(path, vertices, faces, uvs, uv_faces, normals: bool = False, relative: bool = False):
+    lines = ["# a UV template written by the tests", "mtllib none.mtl"]
+    lines += [f"v {x:.17g} {y:.17g} {z:.17g}" for x, y, z in vertices]
+    lines += [f"vt {u:.17g} {v:.17g}" for u, v in uvs]
+    if normals:
+        lines.append("vn 0 0 1")
+    lines.append("g head")
+    for face, uv_face in zip(np.asarray(faces, np.int64), np.asarray(uv_faces, np.int64), strict=True):
+        if relative:
+            corners = [f"{a - len(vertices)}/{b - len(uvs)}" for a, b in zip(face, uv_face, strict=True)]
+        else:
+            corners = [
+                f"{a + 1}/{b + 1}" + ("/1" if normals else "") for a, b in zip(face, uv_face, strict=True)
+            ]
+        lines.append("f " + " ".join(corners))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_mask(path, mask: np.ndarray, mode: str = "RGB"):
+    from PIL import Image
+
+    if mode == "I;16":
+        Image.fromarray((mask * 65535).astype(np.uint16)).save(path)
+    else:
+        Image.fromarray((mask * 255).astype(np.uint8)).convert(mode).save(path)
+    return path
+
+
+LEFT_HALF = np.zeros((16, 16), dtype=bool)
+LEFT_HALF[:, :8] = True
+
+
+@pytest.fixture(scope="module")
+def face_files(files):
+    uvs, uv_faces = template_uvs(files.arrays)
+    template = write_obj(
+        files.folder / "head_template.obj", files.arrays["v_template"], files.arrays["f"], uvs, uv_faces
+    )
+    return types.SimpleNamespace(
+        uvs=uvs, uv_faces=uv_faces, template=template, mask=write_mask(files.folder / "mask.png", LEFT_HALF)
+    )
+
+
+def load_face_model(files, face_files, **kwargs):
+    from aucgan.face_model.flame import load_flame_face_model
+
+    return load_flame_face_model(
+        files.model, files.embedding, face_files.template, face_files.mask, n_shape=7, n_exp=5, **kwargs
+    )
+
+
+@pytest.mark.parametrize(("normals", "relative"), [(False, False), (True, False), (False, True)])
+def test_obj_template_reads_back_what_was_written(files, tmp_path, normals, relative):
+    from aucgan.face_model.flame import read_obj_template
+
+    uvs, uv_faces = template_uvs(files.arrays)
+    path = write_obj(
+        tmp_path / "t.obj", files.arrays["v_template"], files.arrays["f"], uvs, uv_faces, normals, relative
+    )
+    template = read_obj_template(path)
+    np.testing.assert_array_equal(template.faces, files.arrays["f"])
+    np.testing.assert_array_equal(template.uv_faces, uv_faces)
+    np.testing.assert_allclose(template.vertices, files.arrays["v_template"], rtol=0, atol=0)
+    np.testing.assert_allclose(template.uvs, uvs, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nvt 0 0\nf 1/1 2/1 3/1 4/1\n", "line 6"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1 2 3\n", "without a texture index"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/1 4/1\n", "vertex index outside [1, 3]"),
+        ("v 0 0 zero\n", "line 1"),
+        ("<!DOCTYPE html><html>sign in</html>\n", "no textured triangles"),
+        ("", "no textured triangles"),
+    ],
+)
+def test_bad_obj_templates_name_the_file(tmp_path, body, expected):
+    from aucgan.face_model.flame import read_obj_template
+
+    path = tmp_path / "head_template.obj"
+    path.write_text(body, encoding="utf-8")
+    assert expected in one_line_error(lambda: read_obj_template(path), path)
+
+
+def test_face_model_poses_like_the_layer_and_keeps_nothing_in_its_state(files, face_files):
+    from aucgan.face_model.base import FaceGeometry
+
+    model = load_face_model(files, face_files, dtype=torch.float64)
+    layer = load_flame(files.model, 7, 5, landmark_embedding=files.embedding, dtype=torch.float64)
+    shape, expression, pose = codes(layer, 2, seed=3)
+    geometry = model(shape, expression, pose)
+    expected = layer(shape, expression, pose)
+    assert isinstance(geometry, FaceGeometry)
+    assert geometry.vertices.shape == (2, N_VERTICES, 3) and geometry.landmarks.shape == (2, 68, 3)
+    torch.testing.assert_close(geometry.vertices, expected.vertices, rtol=0, atol=0)
+    torch.testing.assert_close(geometry.landmarks, expected.landmarks, rtol=0, atol=0)
+    assert (model.n_shape, model.n_expression, model.n_pose) == (7, 5, 6)
+    assert not model.expression_is_au_rig
+    assert model.state_dict() == {}
+    torch.testing.assert_close(model.faces, torch.as_tensor(files.arrays["f"], dtype=torch.int64))
+    torch.testing.assert_close(model.uv_faces, torch.as_tensor(face_files.uv_faces))
+    torch.testing.assert_close(model.uvs, torch.as_tensor(face_files.uvs, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"\(3, 5\)"):
+        model(shape, torch.zeros(3, 5, dtype=torch.float64), pose)
+
+
+def test_face_parts_follow_the_mask_at_each_uv_centroid(files, face_files):
+    from aucgan.face_model.base import FACE_PART_EYE, FACE_PART_SKIN
+
+    model = load_face_model(files, face_files)
+    eye_vertices = files.arrays["weights"][:, 3:].sum(1) > 0.5
+    for f, uv_face in enumerate(face_files.uv_faces):
+        u, v = face_files.uvs[uv_face].mean(0)
+        row = min(max(math.floor((1 - v) * 16), 0), 15)
+        col = min(max(math.floor(u * 16), 0), 15)
+        is_eye = eye_vertices[files.arrays["f"][f]].any()
+        expected = FACE_PART_SKIN if LEFT_HALF[row, col] and not is_eye else FACE_PART_EYE
+        assert int(model.face_part[f]) == expected, f
+    assert (model.face_part == FACE_PART_SKIN).any() and (model.face_part == FACE_PART_EYE).any()
+
+
+def test_face_parts_in_uv_convention_with_eyes_forced():
+    from aucgan.face_model.flame import face_parts_from_mask
+
+    uvs = torch.tensor([[0.1, 0.9], [0.2, 0.9], [0.1, 0.8], [0.9, 0.1], [0.8, 0.1], [0.9, 0.2]])
+    uv_faces = torch.tensor([[0, 1, 2], [3, 4, 5], [0, 1, 2]])
+    top_left = torch.zeros(4, 4, dtype=torch.bool)
+    top_left[0, 0] = True
+    parts = face_parts_from_mask(uvs, uv_faces, top_left, eye_faces=torch.tensor([False, False, True]))
+    assert parts.tolist() == [0, 1, 1]
+    bottom_right = torch.zeros(4, 4, dtype=torch.bool)
+    bottom_right[3, 3] = True
+    assert face_parts_from_mask(uvs, uv_faces, bottom_right).tolist() == [1, 0, 1]
+
+
+def test_landmark_indices_are_the_nearest_corners(files, face_files):
+    model = load_face_model(files, face_files)
+    template = files.arrays["v_template"]
+    faces = files.arrays["f"].astype(np.int64)
+    full_faces = files.embedding_arrays["full_lmk_faces_idx"].reshape(-1)
+    full_bary = files.embedding_arrays["full_lmk_bary_coords"].reshape(-1, 3)
+    for index, (face, bary) in enumerate(zip(full_faces, full_bary, strict=True)):
+        point = bary @ template[faces[face]]
+        distances = [np.linalg.norm(template[v] - point) for v in faces[face]]
+        assert int(model.landmark_indices[index]) == faces[face][int(np.argmin(distances))]
+
+
+def test_uv_space_of_the_face_model(files, face_files):
+    from aucgan.face_model.uv_space import UVSpace
+
+    model = load_face_model(files, face_files)
+    space = UVSpace(model, 32)
+    assert space.layout.mask.sum() > 0
+    assert 0 < space.skin.sum() < space.layout.mask.sum()
+    surface = space.surface(model(*(c.float() for c in codes(model, 1, seed=0))).vertices)
+    assert surface.positions.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
+def test_uv_masks_of_any_depth_read_the_same(tmp_path, mode):
+    from aucgan.face_model.flame import read_uv_mask
+
+    mask = np.zeros((8, 12), dtype=bool)
+    mask[2:5, 3:9] = True
+    np.testing.assert_array_equal(read_uv_mask(write_mask(tmp_path / "m.png", mask, mode)), mask)
+
+
+def test_bad_uv_masks_name_the_file(tmp_path):
+    from aucgan.face_model.flame import read_uv_mask
+
+    black = write_mask(tmp_path / "black.png", np.zeros((8, 8), dtype=bool))
+    assert "all black" in one_line_error(lambda: read_uv_mask(black), black)
+    text = tmp_path / "mask.png"
+    text.write_text("<html>not an image</html>", encoding="utf-8")
+    assert "not a readable image" in one_line_error(lambda: read_uv_mask(text), text)
+    missing = tmp_path / "missing.png"
+    assert "no such file" in one_line_error(lambda: read_uv_mask(missing), missing)
+
+
+def test_a_template_of_another_mesh_is_refused(files, face_files, tmp_path):
+    faces = files.arrays["f"].copy()
+    faces[[4, 5]] = faces[[5, 4]]
+    swapped = write_obj(
+        tmp_path / "swapped.obj", files.arrays["v_template"], faces, *template_uvs(files.arrays)
+    )
+    message = one_line_error(
+        lambda: load_face_model(files, types.SimpleNamespace(template=swapped, mask=face_files.mask)), swapped
+    )
+    assert "differ" in message and "index 4" in message
+    uvs, uv_faces = template_uvs(files.arrays)
+    fewer = write_obj(
+        tmp_path / "fewer.obj", files.arrays["v_template"][:-1], files.arrays["f"][:0], uvs, uv_faces[:0]
+    )
+    fewer.write_text(fewer.read_text() + "f 1/1 2/2 3/3\n", encoding="utf-8")
+    message = one_line_error(
+        lambda: load_face_model(files, types.SimpleNamespace(template=fewer, mask=face_files.mask)), fewer
+    )
+    assert f"{N_VERTICES - 1} vertices" in message

@@ -12,25 +12,29 @@ from torch import nn
 
 
 class LinearAlbedo(nn.Module):
-    """A linear UV albedo model; ``mean`` and ``basis`` are buffers (saved with a stage's weights).
+    """A linear UV albedo model; ``mean`` and ``basis`` are buffers (saved with a stage's weights unless
+    ``persistent`` is False).
 
     Args:
         mean: ``(3, S, S)`` mean albedo in [0, 1].
         basis: ``(K, 3, S, S)`` components, one per code entry.
+        persistent: whether the buffers enter the ``state_dict``; False for data whose licence forbids
+            redistribution with the project's weights (FLAME's albedo models), which are read from the
+            user's file instead.
 
     Shape:
         ``code (B, K)`` → ``(B, 3, S, S)`` albedo in [0, 1].
     """
 
-    def __init__(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
+    def __init__(self, mean: torch.Tensor, basis: torch.Tensor, persistent: bool = True) -> None:
         super().__init__()
         if mean.ndim != 3 or mean.shape[0] != 3 or basis.ndim != 4 or basis.shape[1:] != mean.shape:
             raise ValueError(
                 f"mean must be (3, S, S) and basis (K, 3, S, S) of the same S; got {tuple(mean.shape)}, "
                 f"{tuple(basis.shape)}"
             )
-        self.register_buffer("mean", mean.clone())
-        self.register_buffer("basis", basis.clone())
+        self.register_buffer("mean", mean.clone(), persistent=persistent)
+        self.register_buffer("basis", basis.clone(), persistent=persistent)
 
     @property
     def n_albedo(self) -> int:

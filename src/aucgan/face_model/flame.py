@@ -10,6 +10,11 @@ Files (user-supplied, never downloaded):
 * DECA's ``landmark_embedding.npy`` (optional): a pickled dict of barycentric landmark embeddings, read with
   :func:`aucgan.loaders.pickles.load_npy_dict`: 51 static landmarks (iBUG-68 points 18..68), a 79-row table
   of the 17 jaw-contour landmarks indexed by head yaw, and a fixed 68-landmark embedding.
+* DECA's ``head_template.obj`` and ``uv_face_eye_mask.png`` (for :class:`FlameFaceModel`): the UV layout
+  of FLAME's triangles (read with :func:`read_obj_template`) and the face region in UV space.
+
+:class:`FlameLayer` is FLAME alone; :class:`FlameFaceModel` puts it behind the
+:class:`~aucgan.face_model.base.FaceModel` interface with DECA's UV template (:func:`load_flame_face_model`).
 
 Joints: 0 global (root), 1 neck, 2 jaw, 3 left eye, 4 right eye. The layer's pose code is ``(B, 6)`` =
 global rotation (3) + jaw rotation (3), axis-angle in radians; neck and eye rotations are zero.
@@ -29,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aucgan.face_model.base import FACE_PART_EYE, FACE_PART_SKIN, FaceGeometry, FaceModel
 from aucgan.face_model.lbs import linear_blend_skinning
 from aucgan.geometry.rotation import axis_angle_to_matrix
 from aucgan.loaders.common import CheckpointError
@@ -468,18 +474,374 @@ def load_flame(
     return FlameLayer(data, embedding, dtype=dtype)
 
 
+# FLAME behind the FaceModel interface, with DECA's UV template ------------------------------------------
+
+EYE_JOINTS = (3, 4)
+"""The eyeball joints (left eye, right eye) of FLAME's kinematic tree."""
+EYE_WEIGHT = 0.5
+"""A vertex skinned to the eye joints with more than this total weight belongs to an eyeball."""
+
+
+@dataclass(frozen=True)
+class UVTemplate:
+    """A triangle mesh with texture coordinates, as read from an OBJ file (NumPy).
+
+    Attributes:
+        vertices: ``(V, 3)`` positions.
+        faces: ``(F, 3)`` int64 vertex triangles, 0-based.
+        uvs: ``(U, 2)`` float64 texture coordinates (OBJ convention: v up).
+        uv_faces: ``(F, 3)`` int64 triangles into ``uvs``, in the order of ``faces``.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    uv_faces: np.ndarray
+
+
+def _obj_index(token: str, count: int) -> int:
+    """0-based index of an OBJ index token (1-based, or negative = relative to the ``count`` read so far)."""
+    value = int(token)
+    if value == 0:
+        raise ValueError("OBJ indices start at 1")
+    return value - 1 if value > 0 else count + value
+
+
+def read_obj_template(path: str | os.PathLike[str], what: str = "head template") -> UVTemplate:
+    """Read the triangles and texture coordinates of an OBJ file such as DECA's ``head_template.obj``.
+
+    Uses the ``v`` lines (x y z; extra per-vertex colour values are ignored), the ``vt`` lines (u v) and
+    the ``f`` lines, which must be triangles whose corners all carry a texture index (``v/vt`` or
+    ``v/vt/vn``); negative (relative) indices are resolved. Other lines (``vn``, ``g``, ``usemtl``, ...)
+    are ignored.
+
+    Raises:
+        CheckpointError: one line naming the file (and the line, where one is at fault): unreadable,
+            malformed numbers, a polygon that is not a triangle, a corner without a texture index, an
+            index out of range, or no textured triangles at all.
+    """
+    path = Path(path)
+    source = f"{path}: {what}"
+    try:
+        text = path.read_text(encoding="latin-1")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file ({what})") from None
+    except OSError as error:
+        raise CheckpointError(f"{source}: unreadable ({error.strerror or error})") from None
+    vertices: list[list[float]] = []
+    uvs: list[list[float]] = []
+    faces: list[list[int]] = []
+    uv_faces: list[list[int]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        parts = raw.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        tag = parts[0]
+        try:
+            if tag == "v":
+                vertices.append([float(x) for x in parts[1:4]])
+                if len(vertices[-1]) != 3:
+                    raise ValueError("a vertex needs x y z")
+            elif tag == "vt":
+                uvs.append([float(x) for x in parts[1:3]])
+                if len(uvs[-1]) != 2:
+                    raise ValueError("a texture coordinate needs u v")
+            elif tag == "f":
+                corners = [corner.split("/") for corner in parts[1:]]
+                if len(corners) != 3:
+                    raise ValueError(f"a polygon with {len(corners)} corners; only triangles are supported")
+                if any(len(corner) < 2 or not corner[1] for corner in corners):
+                    raise ValueError("a triangle corner without a texture index (v/vt)")
+                faces.append([_obj_index(corner[0], len(vertices)) for corner in corners])
+                uv_faces.append([_obj_index(corner[1], len(uvs)) for corner in corners])
+        except ValueError as error:
+            shown = raw.strip()[:40]
+            raise CheckpointError(f"{source}: line {number} ({shown!r}): {error}") from None
+    if not faces:
+        raise CheckpointError(f"{source}: no textured triangles ('f v/vt ...' lines); is it an OBJ file?")
+    face_array = np.asarray(faces, dtype=np.int64)
+    uv_face_array = np.asarray(uv_faces, dtype=np.int64)
+    for name, array, limit in (("vertex", face_array, len(vertices)), ("texture", uv_face_array, len(uvs))):
+        if array.min() < 0 or array.max() >= limit:
+            raise CheckpointError(f"{source}: a triangle refers to a {name} index outside [1, {limit}]")
+    return UVTemplate(
+        vertices=np.asarray(vertices, dtype=np.float64).reshape(-1, 3),
+        faces=face_array,
+        uvs=np.asarray(uvs, dtype=np.float64).reshape(-1, 2),
+        uv_faces=uv_face_array,
+    )
+
+
+def template_mismatch(template: UVTemplate, faces: np.ndarray, n_vertices: int) -> str | None:
+    """Why ``template`` cannot serve a mesh with ``faces (F, 3)`` over ``n_vertices`` vertices, or ``None``.
+
+    The template's triangles must be the mesh's, in the same order (its ``uv_faces`` are matched to the
+    mesh's triangles by position), over the same number of vertices.
+    """
+    if template.vertices.shape[0] != n_vertices or template.faces.shape != faces.shape:
+        return (
+            f"has {template.vertices.shape[0]} vertices and {template.faces.shape[0]} triangles, the FLAME "
+            f"model {n_vertices} and {faces.shape[0]}"
+        )
+    differ = np.flatnonzero(np.any(template.faces != faces, axis=1))
+    if differ.size:
+        return (
+            f"its triangles differ from the FLAME model's ({differ.size} of {faces.shape[0]}, the first "
+            f"at index {int(differ[0])})"
+        )
+    return None
+
+
+def read_uv_mask(path: str | os.PathLike[str], what: str = "UV face mask") -> np.ndarray:
+    """Read a UV mask image such as DECA's ``uv_face_eye_mask.png``: ``(H, W)`` bool, True where white.
+
+    The first channel is used (the masks are grey, stored as grey or RGB); a texel is on the mask when it
+    is brighter than half the full scale of the image's bit depth. Row 0 is the top of the image, i.e.
+    v = 1 in UV space (the OBJ texture convention).
+
+    Raises:
+        CheckpointError: one line naming the file: missing, not an image, or all black.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file ({what})")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGB")
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: {what}: not a readable image ({first})") from None
+    if array.ndim == 3:
+        array = array[..., 0]
+    if array.dtype == np.bool_:
+        full_scale = 1.0
+    elif array.dtype == np.uint8:
+        full_scale = 255.0
+    elif np.issubdtype(array.dtype, np.integer):
+        full_scale = 65535.0
+    else:
+        full_scale = 1.0
+    mask = array.astype(np.float64) > 0.5 * full_scale
+    if not mask.any():
+        raise CheckpointError(f"{path}: {what}: the mask is all black (no face region)")
+    return mask
+
+
+def face_parts_from_mask(
+    uvs: torch.Tensor,
+    uv_faces: torch.Tensor,
+    mask: torch.Tensor,
+    eye_faces: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The part of each triangle from a UV mask: skin where the mask covers its UV centroid.
+
+    A triangle whose UV centroid ``(u, v)`` falls on a mask texel (row ``floor((1 - v) H)``, column
+    ``floor(u W)``, clamped to the image) is :data:`~aucgan.face_model.base.FACE_PART_SKIN`; every other
+    triangle, and every triangle flagged in ``eye_faces``, is
+    :data:`~aucgan.face_model.base.FACE_PART_EYE` — "not skin": no displacement, no photometric detail loss
+    there.
+
+    Args:
+        uvs: ``(U, 2)`` texture coordinates in the unit square, v up.
+        uv_faces: ``(F, 3)`` int64 triangles into ``uvs``.
+        mask: ``(H, W)`` bool (or numbers, on where > 0.5); row 0 is v = 1.
+        eye_faces: ``(F,)`` bool, triangles forced to the eye part (the eyeballs).
+
+    Returns:
+        ``(F,)`` int64 face parts.
+    """
+    if uvs.ndim != 2 or uvs.shape[1] != 2:
+        raise ValueError(f"uvs must be (U, 2), got {tuple(uvs.shape)}")
+    if uv_faces.ndim != 2 or uv_faces.shape[1] != 3:
+        raise ValueError(f"uv_faces must be (F, 3), got {tuple(uv_faces.shape)}")
+    if mask.ndim != 2 or min(mask.shape) < 1:
+        raise ValueError(f"mask must be (H, W), got {tuple(mask.shape)}")
+    if eye_faces is not None and eye_faces.shape != (uv_faces.shape[0],):
+        raise ValueError(f"eye_faces must be ({uv_faces.shape[0]},), got {tuple(eye_faces.shape)}")
+    height, width = mask.shape
+    centroids = uvs[uv_faces].mean(dim=1)
+    cols = torch.floor(centroids[:, 0] * width).long().clamp(0, width - 1)
+    rows = torch.floor((1.0 - centroids[:, 1]) * height).long().clamp(0, height - 1)
+    on_skin = mask.to(uvs.device)[rows, cols].float() > 0.5
+    if eye_faces is not None:
+        on_skin = on_skin & ~eye_faces.to(on_skin.device)
+    return torch.where(on_skin, FACE_PART_SKIN, FACE_PART_EYE).long()
+
+
+def eyeball_faces(skinning_weights: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """``(F,)`` bool: triangles with a corner skinned to FLAME's eye joints with weight above
+    :data:`EYE_WEIGHT`.
+
+    Args:
+        skinning_weights: ``(V, 5)`` FLAME's skinning weights.
+        faces: ``(F, 3)`` int64.
+    """
+    n_joints = len(PARENTS)
+    if skinning_weights.ndim != 2 or skinning_weights.shape[1] != n_joints:
+        raise ValueError(f"skinning_weights must be (V, {n_joints}), got {tuple(skinning_weights.shape)}")
+    eye_vertex = skinning_weights[:, list(EYE_JOINTS)].sum(dim=1) > EYE_WEIGHT
+    return eye_vertex[faces].any(dim=1)
+
+
+def landmark_vertices(
+    vertices: torch.Tensor, faces: torch.Tensor, face_index: torch.Tensor, barycentric: torch.Tensor
+) -> torch.Tensor:
+    """For each embedded landmark, the corner of its triangle nearest to it.
+
+    Args:
+        vertices: ``(V, 3)`` a mesh (e.g. FLAME's template).
+        faces: ``(F, 3)`` int64.
+        face_index: ``(L,)`` int64 triangle of each landmark.
+        barycentric: ``(L, 3)`` the landmark's weights on its triangle's corners.
+
+    Returns:
+        ``(L,)`` int64 vertex indices.
+    """
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {tuple(vertices.shape)}")
+    if face_index.ndim != 1 or barycentric.shape != (face_index.shape[0], 3):
+        raise ValueError(
+            f"face_index must be (L,) and barycentric (L, 3); got {tuple(face_index.shape)}, "
+            f"{tuple(barycentric.shape)}"
+        )
+    corners = faces[face_index]
+    points = vertices[corners]
+    landmarks = (points * barycentric.to(points.dtype)[..., None]).sum(dim=1)
+    nearest = (points - landmarks[:, None]).norm(dim=-1).argmin(dim=1)
+    return corners.gather(1, nearest[:, None]).squeeze(1)
+
+
+class FlameFaceModel(FaceModel):
+    """FLAME behind the :class:`~aucgan.face_model.base.FaceModel` interface, with DECA's UV template.
+
+    Units are FLAME's metres, unchanged (DECA's orthographic camera works in them). ``landmarks`` of the
+    output are DECA's ``landmarks2d``: the 17 jaw-contour points chosen by head yaw, then the 51 static
+    ones (iBUG-68 order).
+
+    Every buffer is non-persistent: FLAME's data and DECA's template never enter a ``state_dict`` (their
+    licences forbid redistributing them with the project's weights).
+
+    Args:
+        layer: a :class:`FlameLayer` with a landmark embedding.
+        template: DECA's ``head_template.obj`` (:func:`read_obj_template`); its triangles must be the
+            layer's, in order.
+        uv_mask: ``(H, W)`` bool, DECA's ``uv_face_eye_mask.png`` (:func:`read_uv_mask`): the face (with the
+            eye region) in UV space; row 0 is v = 1.
+
+    Buffers:
+        ``faces (F, 3)``; ``uvs (U, 2)`` float32; ``uv_faces (F, 3)``;
+        ``face_part (F,)``: skin on the mask (see :func:`face_parts_from_mask`), the eye part off the mask
+        and on the eyeballs (:func:`eyeball_faces`); the FaceModel interface has no label for scalp, ears
+        and neck, and "not skin" is what matters: no displacement and no detail loss there, as in DECA;
+        ``landmark_indices (68,)``: for each of the 68 landmarks of the fixed embedding, the nearest corner
+        of its triangle on the template (approximate; the exact landmarks come from :meth:`forward`).
+    """
+
+    expression_is_au_rig = False
+    n_pose = 6
+
+    def __init__(self, layer: FlameLayer, template: UVTemplate, uv_mask: np.ndarray | torch.Tensor) -> None:
+        super().__init__()
+        if not layer.has_landmarks:
+            raise ValueError("FlameFaceModel needs a FlameLayer with a landmark embedding")
+        problem = template_mismatch(template, layer.faces.cpu().numpy(), layer.n_vertices)
+        if problem is not None:
+            raise ValueError(f"the UV template {problem}")
+        self.layer = layer
+        self.n_shape = layer.n_shape
+        self.n_expression = layer.n_expression
+        faces = torch.as_tensor(template.faces, dtype=torch.int64)
+        uvs = torch.as_tensor(template.uvs, dtype=torch.float32)
+        uv_faces = torch.as_tensor(template.uv_faces, dtype=torch.int64)
+        mask = torch.as_tensor(np.asarray(uv_mask))
+        eyes = eyeball_faces(layer.skinning_weights.cpu(), faces)
+        landmarks = landmark_vertices(
+            layer.template.cpu().double(), faces, layer.full_faces.cpu(), layer.full_barycentric.cpu()
+        )
+        self.register_buffer("faces", faces, persistent=False)
+        self.register_buffer("uvs", uvs, persistent=False)
+        self.register_buffer("uv_faces", uv_faces, persistent=False)
+        self.register_buffer("face_part", face_parts_from_mask(uvs, uv_faces, mask, eyes), persistent=False)
+        self.register_buffer("landmark_indices", landmarks, persistent=False)
+
+    def forward(self, shape: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor) -> FaceGeometry:
+        """Pose the head.
+
+        Args:
+            shape: ``(B, n_shape)`` identity code.
+            expression: ``(B, n_expression)`` expression code.
+            pose: ``(B, 6)`` global rotation (3) + jaw rotation (3), axis-angle, radians.
+
+        Returns:
+            :class:`~aucgan.face_model.base.FaceGeometry`: ``vertices (B, 5023, 3)`` and ``landmarks
+            (B, 68, 3)``, metres.
+        """
+        output = self.layer(shape, expression, pose)
+        return FaceGeometry(vertices=output.vertices, landmarks=output.landmarks)
+
+
+def load_flame_face_model(
+    model: str | os.PathLike[str],
+    landmark_embedding: str | os.PathLike[str],
+    head_template: str | os.PathLike[str],
+    uv_mask: str | os.PathLike[str],
+    n_shape: int = 100,
+    n_exp: int = 50,
+    dtype: torch.dtype = torch.float32,
+) -> FlameFaceModel:
+    """Build a :class:`FlameFaceModel` from FLAME's and DECA's files.
+
+    Args:
+        model: FLAME 2020 ``generic_model.pkl``.
+        landmark_embedding: DECA's ``landmark_embedding.npy``.
+        head_template: DECA's ``head_template.obj``.
+        uv_mask: DECA's ``uv_face_eye_mask.png``.
+        n_shape: identity components (at most 300). n_exp: expression components (at most 100).
+        dtype: floating dtype of the FLAME buffers.
+
+    Raises:
+        ValueError: ``n_shape`` / ``n_exp`` out of range.
+        CheckpointError: one line naming the bad file (and key or line), also for a template whose
+            triangles are not the FLAME model's.
+    """
+    layer = load_flame(model, n_shape, n_exp, landmark_embedding=landmark_embedding, dtype=dtype)
+    template = read_obj_template(head_template)
+    problem = template_mismatch(template, layer.faces.numpy(), layer.n_vertices)
+    if problem is not None:
+        raise CheckpointError(
+            f"{head_template}: head template {problem}; it must be DECA's head_template.obj for the "
+            f"FLAME model {model}"
+        )
+    return FlameFaceModel(layer, template, read_uv_mask(uv_mask))
+
+
 __all__ = [
+    "EYE_JOINTS",
     "JOINT_NAMES",
     "MAX_EXPRESSION",
     "MAX_SHAPE",
     "FlameData",
+    "FlameFaceModel",
     "FlameLayer",
     "FlameOutput",
     "LandmarkEmbedding",
+    "UVTemplate",
     "barycentric_landmarks",
     "contour_rows",
+    "eyeball_faces",
+    "face_parts_from_mask",
     "head_yaw",
+    "landmark_vertices",
     "load_flame",
+    "load_flame_face_model",
     "read_flame",
     "read_landmark_embedding",
+    "read_obj_template",
+    "read_uv_mask",
+    "template_mismatch",
 ]
