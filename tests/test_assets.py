@@ -324,6 +324,19 @@ def test_doctor_refuses_code_in_a_flame_pickle(capsys, fake_assets, tmp_path, mo
     assert statuses(report)["assets.head_template"] == "valid"
 
 
+@pytest.mark.parametrize("key", [spec.key for spec in ASSET_SPECS])
+def test_a_payload_pickle_at_any_asset_path_is_refused_and_never_runs(key, capsys, tmp_path, monkeypatch):
+    """Whatever the asset, a file carrying code is reported invalid and its code does not run: pickles go
+    through the restricted unpickler or ``weights_only`` loading, arrays through ``allow_pickle=False``."""
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "ran"
+    evil = tmp_path / f"evil-{key}"
+    evil.write_bytes(pickle.dumps({"state_dict": Payload(marker)}, protocol=2))
+    code, report = doctor_output(capsys, f"assets.{key}={evil}")
+    assert code == 0 and not marker.exists()
+    assert statuses(report)[f"assets.{key}"] == "invalid"
+
+
 def test_doctor_reports_invalid_files_with_the_loader_reason(capsys, fake_assets, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     html = tmp_path / "deca_model.tar"
