@@ -12,6 +12,7 @@ _LAZY = {
     "load_deca": "aucgan.loaders.deca",
     "load_emoca": "aucgan.loaders.deca",
     "load_au_net": "aucgan.loaders.opengraphau",
+    "load_flame": "aucgan.face_model.flame",
     "Reconstructor": "aucgan.reconstruct",
     "Reconstruction": "aucgan.reconstruct",
     "load_faces": "aucgan.reconstruct",
