@@ -94,5 +94,5 @@ def test_loaders_are_public_at_the_package_top_level():
     from aucgan.loaders.opengraphau import load_au_net
 
     assert (aucgan.load_deca, aucgan.load_emoca, aucgan.load_au_net) == (load_deca, load_emoca, load_au_net)
-    with pytest.raises(AttributeError, match="no attribute 'load_flame'"):
-        aucgan.load_flame  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'load_smplx'"):
+        aucgan.load_smplx  # noqa: B018
