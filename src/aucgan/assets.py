@@ -312,8 +312,9 @@ def _detail(path: str, cfg: Config, found: dict[str, Any]) -> str:
     from aucgan.loaders.common import read_checkpoint
     from aucgan.weights import detail_checkpoint_states
 
-    states = detail_checkpoint_states(path)
-    trained = _stored_config(read_checkpoint(path), path)
+    data = read_checkpoint(path)
+    states = detail_checkpoint_states(data, path)
+    trained = _stored_config(data, path)
     count = sum(len(state) for state in states.values())
     return f"coarse + detail stages, {count} tensors ({_describe(trained)})"
 

@@ -317,8 +317,9 @@ class Reconstructor:
 
 
 def _weights_from_detail_checkpoint(path: Path) -> WeightsFile:
-    states = detail_checkpoint_states(path)
-    stored = read_checkpoint(path)["aucgan"].get("config")
+    data = read_checkpoint(path)
+    states = detail_checkpoint_states(data, path)
+    stored = data["aucgan"].get("config")
     if not isinstance(stored, Mapping):
         raise CheckpointError(f"{path}: has no stored config; is it from `aucgan train detail`?")
     cfg = _config_from_mapping(stored, str(path))
@@ -354,7 +355,8 @@ def au_chart(scores: torch.Tensor, size: int = VIS_SIZE, names: Sequence[str] = 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _panel(image: torch.Tensor) -> np.ndarray:
+def panel_image(image: torch.Tensor) -> np.ndarray:
+    """``(S, S, 3)`` uint8 picture of a ``(3, S, S)`` float image in [0, 1] (clipped)."""
     return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
@@ -428,7 +430,10 @@ def write_face(
     displacement = rec.detail.uv_displacement[index, 0].detach().float().cpu()
     write_displacement(folder / "displacement.png", displacement, reconstructor.cfg.model.max_z)
     _save_npy(folder / "displacement.npy", displacement.numpy())
-    panels = [_panel(input_image), *(_panel(views[name][index]) for name in ("coarse", "detail", "shading"))]
+    panels = [
+        panel_image(input_image),
+        *(panel_image(views[name][index]) for name in ("coarse", "detail", "shading")),
+    ]
     panels.append(au_chart(rec.au.main_scores[index]))
     write_image(folder / "vis.png", vis_grid(panels))
     text = {"weights": reconstructor.source, **(record or {})}
@@ -654,10 +659,10 @@ def edit_face(
     scale = float(change.abs().max().clamp(min=1e-8))
     change_image = _signed_map(change / scale)
     panels = [
-        _panel(input_image),
-        _panel(views_before["shading"][0]),
-        _panel(views_after["shading"][0]),
-        _panel(F.interpolate(change_image[None], size=(VIS_SIZE,) * 2, mode="nearest")[0]),
+        panel_image(input_image),
+        panel_image(views_before["shading"][0]),
+        panel_image(views_after["shading"][0]),
+        panel_image(F.interpolate(change_image[None], size=(VIS_SIZE,) * 2, mode="nearest")[0]),
     ]
     write_image(target / "before_after.png", vis_grid(panels))
     write_face(target, reconstructor, after, 0, {**record, "edit": tag}, views_after, input_image)

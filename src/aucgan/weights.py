@@ -24,7 +24,7 @@ from torch import nn
 
 from aucgan import __version__
 from aucgan.config import Config, ConfigError, config_from_yaml, config_to_yaml
-from aucgan.loaders.common import CheckpointError, load_strict, read_checkpoint, strip_prefix
+from aucgan.loaders.common import CheckpointError, load_strict, strip_prefix
 
 FORMAT = "aucgan-weights/1"
 PARTS = ("coarse", "detail")
@@ -136,9 +136,11 @@ def load_part(module: nn.Module, weights: WeightsFile, part: str, source: str) -
     return module
 
 
-def detail_checkpoint_states(path: str | os.PathLike[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """The coarse and detail stages' state dicts inside a checkpoint of ``aucgan train detail``."""
-    data = read_checkpoint(path)
+def detail_checkpoint_states(
+    data: Mapping, path: str | os.PathLike[str]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The coarse and detail stages' state dicts inside ``data``, a checkpoint of ``aucgan train detail``
+    read from ``path`` (named in errors) with :func:`~aucgan.loaders.common.read_checkpoint`."""
     if "aucgan" not in data or "state_dict" not in data:
         raise CheckpointError(f"{path}: not a checkpoint of `aucgan train detail`")
     state = data["state_dict"]

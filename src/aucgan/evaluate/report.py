@@ -24,14 +24,12 @@ block, no scripts, images referenced by paths relative to the report folder.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import io
 import json
 import math
 import numbers
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +43,7 @@ from matplotlib.lines import Line2D
 
 from aucgan import __version__
 from aucgan.au import AU_NAMES
+from aucgan.export import _atomic_open
 
 # One sentence per metric, shown beside the numbers. ``{unit}`` is the displacement unit.
 METRIC_DESCRIPTIONS: dict[str, str] = {
@@ -570,30 +569,17 @@ def _versus_flat(face: float | None, flat: float | None, unit: str) -> str:
 
 def _summary_cards(data: Mapping[str, Any], displacement_unit: str, normal_unit: str) -> str:
     cards = []
-    displacement = _section(data, "displacement_mae")
-    if displacement is not None:
-        face, flat = displacement.get("face"), displacement.get("flat")
-        cards.append(
-            _card(
-                "Displacement error",
-                _format_number(face),
-                displacement_unit,
-                _versus_flat(face, flat, displacement_unit),
-                "Mean absolute error of the wrinkle displacement over the face.",
-            )
-        )
-    normal = _section(data, "normal_error_deg")
-    if normal is not None:
-        face, flat = normal.get("face"), normal.get("flat")
-        cards.append(
-            _card(
-                "Normal error",
-                _format_number(face),
-                normal_unit,
-                _versus_flat(face, flat, normal_unit),
-                "Mean angle between predicted and true detail normals.",
-            )
-        )
+    errors = (
+        ("displacement_mae", "Displacement error", displacement_unit,
+         "Mean absolute error of the wrinkle displacement over the face."),
+        ("normal_error_deg", "Normal error", normal_unit,
+         "Mean angle between predicted and true detail normals."),
+    )  # fmt: skip
+    for key, label, unit, note in errors:
+        section = _section(data, key)
+        if section is not None:
+            face, flat = section.get("face"), section.get("flat")
+            cards.append(_card(label, _format_number(face), unit, _versus_flat(face, flat, unit), note))
     consistency = _section(data, "au_consistency")
     if consistency is not None:
         render = consistency.get("render_vs_truth_f1")
@@ -849,16 +835,6 @@ def _render_page(
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    """Write ``data`` to ``path`` atomically (see :mod:`aucgan.export`)."""
+    with _atomic_open(path, binary=True) as handle:
+        handle.write(data)

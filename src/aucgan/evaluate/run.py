@@ -27,6 +27,7 @@ from aucgan.reconstruct import (
     Reconstruction,
     Reconstructor,
     edit_face,
+    panel_image,
     reconstruct_inputs,
     vis_grid,
     write_face,
@@ -58,7 +59,6 @@ def _to_panel(image: torch.Tensor) -> torch.Tensor:
 
 def truth_comparison(batch: SyntheticSample, rec: Reconstruction, max_z: float, rows: int) -> list:
     """Rows of ``input | true displacement | predicted | true normals | predicted normals`` pictures."""
-    import numpy as np
 
     def displacement_picture(values: torch.Tensor) -> torch.Tensor:
         return (0.5 + 0.5 * values / max_z).clamp(0, 1).expand(3, -1, -1)
@@ -72,9 +72,7 @@ def truth_comparison(batch: SyntheticSample, rec: Reconstruction, max_z: float, 
             batch.uv_detail_normals[i].float() * 0.5 + 0.5,
             rec.detail.uv_detail_normals[i].cpu() * 0.5 + 0.5,
         ]
-        pictures.append(
-            vis_grid([(_to_panel(p).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for p in panels])
-        )
+        pictures.append(vis_grid([panel_image(_to_panel(p)) for p in panels]))
     return pictures
 
 

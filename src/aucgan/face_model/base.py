@@ -57,11 +57,24 @@ class FaceModel(nn.Module):
     def check_codes(self, shape: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor) -> None:
         """Raise ``ValueError`` quoting the shapes unless the codes are ``(B, n_shape)``,
         ``(B, n_expression)``, ``(B, 6)`` with one batch size."""
-        batch = shape.shape[0] if shape.ndim == 2 else -1
-        expected = ((batch, self.n_shape), (batch, self.n_expression), (batch, self.n_pose))
-        actual = (tuple(shape.shape), tuple(expression.shape), tuple(pose.shape))
-        if batch < 1 or actual != expected:
-            raise ValueError(
-                f"codes must be shape (B, {self.n_shape}), expression (B, {self.n_expression}), "
-                f"pose (B, {self.n_pose}); got {actual[0]}, {actual[1]}, {actual[2]}"
-            )
+        check_code_shapes(self.n_shape, self.n_expression, self.n_pose, shape, expression, pose)
+
+
+def check_code_shapes(
+    n_shape: int,
+    n_expression: int,
+    n_pose: int,
+    shape: torch.Tensor,
+    expression: torch.Tensor,
+    pose: torch.Tensor,
+) -> None:
+    """Raise ``ValueError`` quoting the shapes unless the codes are ``(B, n_shape)``, ``(B, n_expression)``,
+    ``(B, n_pose)`` with one batch size (for any face-model layer, :class:`FaceModel` or not)."""
+    batch = shape.shape[0] if shape.ndim == 2 else -1
+    expected = ((batch, n_shape), (batch, n_expression), (batch, n_pose))
+    actual = (tuple(shape.shape), tuple(expression.shape), tuple(pose.shape))
+    if batch < 1 or actual != expected:
+        raise ValueError(
+            f"codes must be shape (B, {n_shape}), expression (B, {n_expression}), "
+            f"pose (B, {n_pose}); got {actual[0]}, {actual[1]}, {actual[2]}"
+        )

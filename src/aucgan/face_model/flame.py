@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aucgan.face_model.base import FACE_PART_EYE, FACE_PART_SKIN, FaceGeometry, FaceModel
+from aucgan.face_model.base import FACE_PART_EYE, FACE_PART_SKIN, FaceGeometry, FaceModel, check_code_shapes
 from aucgan.face_model.lbs import linear_blend_skinning
 from aucgan.geometry.rotation import axis_angle_to_matrix
 from aucgan.loaders.common import CheckpointError
@@ -237,14 +237,7 @@ class FlameLayer(nn.Module):
     def check_codes(self, shape: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor) -> None:
         """Raise ``ValueError`` quoting the shapes unless the codes are ``(B, n_shape)``,
         ``(B, n_expression)``, ``(B, 6)`` floating tensors with one batch size and one dtype."""
-        batch = shape.shape[0] if shape.ndim == 2 else -1
-        expected = ((batch, self.n_shape), (batch, self.n_expression), (batch, self.n_pose))
-        actual = (tuple(shape.shape), tuple(expression.shape), tuple(pose.shape))
-        if batch < 1 or actual != expected:
-            raise ValueError(
-                f"codes must be shape (B, {self.n_shape}), expression (B, {self.n_expression}), "
-                f"pose (B, {self.n_pose}); got {actual[0]}, {actual[1]}, {actual[2]}"
-            )
+        check_code_shapes(self.n_shape, self.n_expression, self.n_pose, shape, expression, pose)
         dtypes = {shape.dtype, expression.dtype, pose.dtype}
         if len(dtypes) != 1 or not shape.is_floating_point():
             raise ValueError(
