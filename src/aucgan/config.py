@@ -166,6 +166,9 @@ class DataConfig:
         identities_per_batch: identities in one batch; a batch holds K images of each
             (K = ``synth.images_per_identity``), so the batch size is ``identities_per_batch * K``.
         workers: data-loading processes (0 loads in the training process).
+        au_balance: AU net training only: draw training images with weight ``(1 / f)^au_balance`` of the
+            rarest AU they show (``f`` its frequency), so rare AUs are seen about as often as common ones;
+            0 keeps the plain identity-group order.
     """
 
     source: str = ""
@@ -173,6 +176,7 @@ class DataConfig:
     n_val: int = setting(256, low=0)
     identities_per_batch: int = setting(2, low=1)
     workers: int = setting(2, low=0)
+    au_balance: float = setting(0.0, low=0.0)
 
 
 @dataclass
@@ -314,6 +318,8 @@ class TrainerConfig:
         precision: ``"32-true"`` or ``"bf16-mixed"``.
         out_dir: run folder (default ``runs/<config name>/<stage>``).
         progress: show progress bars.
+        start_from: ``train au`` only: an AU net file (ours or OpenGraphAU's) whose weights the run
+            starts from instead of a fresh initialisation (fine-tuning); ``""`` = from scratch.
     """
 
     steps: int = setting(1000, low=1)
@@ -326,6 +332,7 @@ class TrainerConfig:
     precision: str = setting("32-true", choices=("32-true", "bf16-mixed"))
     out_dir: str = ""
     progress: bool = True
+    start_from: str = ""
 
 
 @dataclass

@@ -7,6 +7,7 @@ that weigh the positives.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -17,9 +18,14 @@ import torch
 
 from aucgan.au import MAIN_AUS
 from aucgan.build import world_parameters
-from aucgan.config import Config, load_config
+from aucgan.config import Config, ConfigError, load_config
+from aucgan.data.synthetic import SyntheticWorld, stable_seed
+from aucgan.loaders.common import CheckpointError
+from aucgan.nets.au_net import MEFARG
 from aucgan.train import au as au_training
 from aucgan.train.au import MAX_POSITIVE_WEIGHT, AUTraining, au_frequencies, f1_scores, weighted_bce
+from aucgan.train.data import au_balance_weights
+from aucgan.train.run import train
 
 TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
 
@@ -148,3 +154,45 @@ def test_au_training_positive_weights(cfg, monkeypatch):
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in module.net.parameters() if p.requires_grad)
+
+
+def test_au_frequencies_follow_the_balanced_sampler(cfg):
+    draws = 1500
+    balanced_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, au_balance=1.0))
+    plain, balanced = au_frequencies(cfg, draws), au_frequencies(balanced_cfg, draws)
+    generator = torch.Generator().manual_seed(stable_seed("aucgan-au-frequencies", cfg.seed))
+    occurrence = torch.stack([SyntheticWorld.expression(generator) > 0 for _ in range(draws)]).float()
+    weights = au_balance_weights(occurrence, 1.0)
+    expected = (weights[:, None] * occurrence).sum(0) / weights.sum()
+    assert torch.allclose(balanced, expected) and torch.allclose(plain, occurrence.mean(0))
+    assert balanced.min() > 2 * plain.min()
+
+
+def test_au_training_starts_from_trainer_start_from(cfg, tmp_path):
+    source = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+    torch.nn.init.normal_(source.backbone.conv1.weight)
+    torch.save(source.state_dict(), tmp_path / "au.pth")
+    start_cfg = dataclasses.replace(
+        cfg, trainer=dataclasses.replace(cfg.trainer, start_from=str(tmp_path / "au.pth"))
+    )
+    module = AUTraining(start_cfg)
+    for name, value in source.state_dict().items():
+        assert torch.equal(module.net.state_dict()[name], value), name
+    assert all(p.requires_grad for p in module.net.parameters())
+    assert not torch.equal(AUTraining(cfg).net.backbone.conv1.weight, source.backbone.conv1.weight)
+
+    other = MEFARG(cfg.model.au_backbone, 3 - cfg.model.au_stage)
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    wrong = dataclasses.replace(
+        cfg, trainer=dataclasses.replace(cfg.trainer, start_from=str(tmp_path / "other.pth"))
+    )
+    with pytest.raises(CheckpointError, match=r"other\.pth.*trainer\.start_from"):
+        AUTraining(wrong)
+
+
+def test_start_from_is_refused_for_other_stages(cfg, tmp_path):
+    start_cfg = dataclasses.replace(
+        cfg, trainer=dataclasses.replace(cfg.trainer, start_from="au.pth", out_dir=str(tmp_path / "run"))
+    )
+    with pytest.raises(ConfigError, match=r"trainer\.start_from is for `aucgan train au` only, not coarse"):
+        train("coarse", start_cfg)

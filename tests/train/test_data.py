@@ -3,7 +3,8 @@
 The batch of a step is a pure function of ``(seed, step, rank)``: whole identity groups, the same batches
 whatever was asked before, a resumed run continuing with the tail of the uninterrupted run, DDP ranks on
 disjoint identities, and every group once per pass. The data module builds its loaders on that sampler,
-for generated samples and for a dataset folder written by ``aucgan synth``.
+for generated samples and for a dataset folder written by ``aucgan synth``. The AU net's balanced sampler
+draws items by the rarity of their AUs, with the same guarantees per step.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ import torch
 from aucgan.build import world_parameters
 from aucgan.config import Config, load_config
 from aucgan.data.shards import split_index, write_dataset
+from aucgan.data.synthetic import drawn_expressions
 from aucgan.train import data as train_data
-from aucgan.train.data import DataSettings, FaceDataModule, StepBatchSampler
+from aucgan.train.data import (
+    BalancedStepSampler,
+    DataSettings,
+    FaceDataModule,
+    StepBatchSampler,
+    au_balance_weights,
+)
 
 TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
 SHARD_TRAIN, SHARD_VAL = 8, 4
@@ -135,6 +143,50 @@ def test_too_few_groups_names_the_fix():
         StepBatchSampler(n_items=8, group_size=2, groups_per_batch=2, seed=0, steps=1, world_size=3)
 
 
+# AU-balanced sampling -------------------------------------------------------------------------------
+
+
+def test_au_balance_weights_against_a_loop():
+    generator = torch.Generator().manual_seed(0)
+    occurrence = torch.rand(200, 5, generator=generator) < torch.tensor([0.5, 0.3, 0.1, 0.05, 0.0])
+    for power in (0.0, 0.5, 1.0):
+        weights = au_balance_weights(occurrence, power)
+        frequency = [max(float(occurrence[:, k].float().mean()), 1 / 200) for k in range(5)]
+        for i in range(200):
+            present = [(1 / frequency[k]) ** power for k in range(5) if occurrence[i, k]]
+            expected = max(present) if present else min((1 / f) ** power for f in frequency)
+            assert float(weights[i]) == pytest.approx(expected, rel=1e-6), (power, i)
+    assert torch.equal(au_balance_weights(occurrence, 0.0), torch.ones(200))
+
+
+def test_balancing_raises_the_rarest_au_of_the_synthetic_prior():
+    occurrence = drawn_expressions(0, range(4000)) > 0
+    weights = au_balance_weights(occurrence, 1.0)
+    plain = occurrence.float().mean(0)
+    balanced = (weights[:, None] * occurrence).sum(0) / weights.sum()
+    assert plain.min() < 0.025 and balanced.min() > 2 * plain.min()
+    assert balanced.max() / balanced.min() < 0.5 * plain.max() / plain.min()
+
+
+def test_balanced_batches_follow_weights_and_steps():
+    weights = torch.tensor([0.0, 1.0, 1.0, 8.0, 1.0, 1.0, 1.0, 1.0])
+    kwargs = dict(weights=weights, batch_size=3, seed=5, steps=400)
+    sampler = BalancedStepSampler(**kwargs)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 400
+    assert all(len(set(b)) == 3 and 0 not in b for b in batches)
+    counts = torch.bincount(torch.tensor(batches).flatten(), minlength=8)
+    assert counts[3] > 2 * counts[1:3].float().mean()
+    assert [BalancedStepSampler(**kwargs).batch(s) for s in (7, 2)] == [batches[7], batches[2]]
+    assert list(BalancedStepSampler(**kwargs, start=390)) == batches[390:]
+    assert list(BalancedStepSampler(**{**kwargs, "seed": 6})) != batches
+    ranks = [BalancedStepSampler(**kwargs, rank=r, world_size=2) for r in range(2)]
+    for step in range(50):
+        assert not set(ranks[0].batch(step)) & set(ranks[1].batch(step))
+    with pytest.raises(ValueError, match=r"7 samples.*needs 8.*data\.n_train"):
+        BalancedStepSampler(weights, 4, 0, 1, world_size=2)
+
+
 # FaceDataModule -------------------------------------------------------------------------------------
 
 
@@ -238,3 +290,15 @@ def test_ranks_of_the_data_module(cfg, monkeypatch):
     val_items = [list(loaders[rank][1].dataset.indices) for rank in range(2)]
     assert sorted(val_items[0] + val_items[1]) == list(range(cfg.data.n_val))
     assert not set(val_items[0]) & set(val_items[1])
+
+
+def test_au_balance_draws_labelled_items_from_the_prior(cfg, shards):
+    module = FaceDataModule(settings(cfg, source=str(shards), n_train=0, steps=3, au_balance=1.0))
+    loader = module.train_dataloader()
+    assert isinstance(loader.batch_sampler, BalancedStepSampler)
+    labels = module.train_au_occurrence(SHARD_TRAIN)
+    for batch in loader:
+        assert len(batch.index) == cfg.data.identities_per_batch * cfg.synth.images_per_identity
+        k = cfg.synth.images_per_identity
+        items = [[split_index("train", i, k) for i in range(SHARD_TRAIN)].index(int(x)) for x in batch.index]
+        assert torch.equal(batch.au_occurrence, labels[items])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -145,6 +146,17 @@ class Identity:
     style: WrinkleStyle
     wrinkle_basis: torch.Tensor
     static_detail: torch.Tensor
+
+
+def _sample_generator(seed: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed(stable_seed("aucgan-sample", seed, index))
+
+
+def drawn_expressions(seed: int, indices: Iterable[int]) -> torch.Tensor:
+    """``(N, 27)`` the AU intensities that samples ``indices`` of the world with ``seed`` hold, without
+    rendering them (the expression is the first draw of a sample's generator): cheap labels for a sampler."""
+    rows = [SyntheticWorld.expression(_sample_generator(seed, int(i))) for i in indices]
+    return torch.stack(rows) if rows else torch.zeros(0, len(MAIN_AUS))
 
 
 def _uniform(generator: torch.Generator, low: float, high: float, *size: int) -> torch.Tensor:
@@ -277,7 +289,7 @@ class SyntheticWorld:
         given, replaces the sample's drawn AU intensities (everything else stays as drawn)."""
         identity_index = index // self.images_per_identity
         person = self.identity(identity_index)
-        g = torch.Generator().manual_seed(stable_seed("aucgan-sample", self.seed, index))
+        g = _sample_generator(self.seed, index)
         drawn = self.expression(g)
         if expression is not None:
             if expression.shape != drawn.shape:

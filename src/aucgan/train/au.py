@@ -10,8 +10,11 @@ import torch.nn.functional as F
 from aucgan.au import MAIN_AUS
 from aucgan.config import Config
 from aucgan.data.synthetic import SyntheticSample, SyntheticWorld, stable_seed
+from aucgan.loaders.common import load_strict
+from aucgan.loaders.opengraphau import load_au_net
 from aucgan.nets.au_net import MEFARG
 from aucgan.train.augmentation import face_augmentation
+from aucgan.train.data import au_balance_weights
 from aucgan.train.module import StageModule
 
 FREQUENCY_DRAWS = 4000
@@ -19,10 +22,12 @@ MAX_POSITIVE_WEIGHT = 10.0
 
 
 def au_frequencies(cfg: Config, draws: int = FREQUENCY_DRAWS) -> torch.Tensor:
-    """``(27,)`` how often each AU occurs in the synthetic world (from its expression prior; no rendering)."""
+    """``(27,)`` how often each AU occurs in the training batches: in the synthetic world's expression prior
+    (no rendering), reweighted as the AU-balanced sampler draws when ``data.au_balance > 0``."""
     generator = torch.Generator().manual_seed(stable_seed("aucgan-au-frequencies", cfg.seed))
     occurrence = torch.stack([SyntheticWorld.expression(generator) > 0 for _ in range(draws)]).float()
-    return occurrence.mean(0)
+    weights = au_balance_weights(occurrence, cfg.data.au_balance)
+    return (weights[:, None] * occurrence).sum(0) / weights.sum()
 
 
 def weighted_bce(
@@ -46,11 +51,15 @@ def f1_scores(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class AUTraining(StageModule):
-    """MEFARG trained with weighted BCE on the 27 main AUs' occurrence (synthetic labels)."""
+    """MEFARG trained with weighted BCE on the 27 main AUs' occurrence (synthetic labels); it starts from
+    ``trainer.start_from`` when that is set (fine-tuning ours or OpenGraphAU's), else from scratch."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.net = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+        if cfg.trainer.start_from:
+            start = load_au_net(cfg.trainer.start_from)
+            load_strict(self.net, start.state_dict(), f"{cfg.trainer.start_from} [trainer.start_from]")
         frequencies = au_frequencies(cfg).clamp(min=1e-3)
         self.register_buffer(
             "positive_weight",

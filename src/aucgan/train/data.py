@@ -16,8 +16,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from aucgan.data.shards import ShardedFaces, SyntheticFaces, WorldParameters
-from aucgan.data.synthetic import SyntheticSample, collate, stable_seed
+from aucgan.data.shards import ShardedFaces, SyntheticFaces, WorldParameters, split_index
+from aucgan.data.synthetic import SyntheticSample, collate, drawn_expressions, stable_seed
 
 SHARD_CACHE = 64
 """Decoded shards a training reader keeps (batches draw identities from all over the split)."""
@@ -35,6 +35,7 @@ class DataSettings:
     workers: int
     seed: int
     steps: int
+    au_balance: float = 0.0
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -102,6 +103,57 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.steps
 
 
+def au_balance_weights(occurrence: torch.Tensor, power: float) -> torch.Tensor:
+    """``(N,)`` sampling weight of each item from its AU occurrence ``(N, 27)``:
+    ``w_i = max_{k: y_ik} (1 / f_k)^power`` with ``f_k`` the AU's frequency among the items (an item with no
+    AU weighs as one with the most frequent AU). ``power = 0`` gives equal weights; ``power = 1`` lets every
+    AU occur roughly as often as the others (the rarest AUs of the synthetic prior go from ~1.5 % to ~6 % of
+    the items, each of their images seen about 4 times as often)."""
+    occurrence = occurrence.bool()
+    frequency = occurrence.float().mean(0).clamp(min=1.0 / max(1, len(occurrence)))
+    inverse = frequency.reciprocal() ** power
+    per_au = torch.where(occurrence, inverse, torch.zeros_like(inverse))
+    return torch.where(occurrence.any(1), per_au.amax(1), inverse.min())
+
+
+class BalancedStepSampler(Sampler[list[int]]):
+    """Batches of ``batch_size`` items drawn by weight, without replacement within a step, for steps
+    ``start … steps - 1`` of one rank. The items of step ``s`` are a pure function of ``(seed, s)``: all
+    ranks' items are drawn together and each rank takes its slice, so a resumed run sees the same batches
+    and ranks never share an item. For the AU net, which needs no identity groups."""
+
+    def __init__(
+        self,
+        weights: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        steps: int,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if int((weights > 0).sum()) < batch_size * world_size:
+            raise ValueError(
+                f"{int((weights > 0).sum())} samples to draw from; a step needs {batch_size * world_size}: "
+                "raise data.n_train or lower data.identities_per_batch"
+            )
+        self.weights = weights.double()
+        self.batch_size, self.seed, self.steps, self.start = batch_size, seed, steps, start
+        self.rank, self.world_size = rank, world_size
+
+    def batch(self, step: int) -> list[int]:
+        generator = torch.Generator().manual_seed(stable_seed("aucgan-balanced-batches", self.seed, step))
+        drawn = torch.multinomial(self.weights, self.batch_size * self.world_size, False, generator=generator)
+        return drawn[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return self.steps
+
+
 def _rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -150,11 +202,29 @@ class FaceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train", self.settings.n_train)
         rank, world_size = _rank()
-        sampler = StepBatchSampler(
-            len(dataset), self.settings.world.images_per_identity, self.settings.identities_per_batch,
-            self.settings.seed, self.settings.steps, self.start_step, rank, world_size,
-        )  # fmt: skip
+        k = self.settings.world.images_per_identity
+        sampler: Sampler[list[int]]
+        if self.settings.au_balance > 0:
+            labels = self.train_au_occurrence(len(dataset))
+            sampler = BalancedStepSampler(
+                au_balance_weights(labels, self.settings.au_balance), self.settings.identities_per_batch * k,
+                self.settings.seed, self.settings.steps, self.start_step, rank, world_size,
+            )  # fmt: skip
+        else:
+            sampler = StepBatchSampler(
+                len(dataset), k, self.settings.identities_per_batch,
+                self.settings.seed, self.settings.steps, self.start_step, rank, world_size,
+            )  # fmt: skip
         return self._loader(dataset, sampler, None)
+
+    def train_au_occurrence(self, count: int) -> torch.Tensor:
+        """``(count, 27)`` AU occurrence of the first ``count`` training items, from the world's prior
+        (the same draws the samples were rendered with; nothing is rendered or read)."""
+        dataset = self.dataset("train", self.settings.n_train)
+        base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+        world = base.parameters
+        indices = [split_index("train", item, world.images_per_identity) for item in range(count)]
+        return drawn_expressions(world.seed, indices) > 0
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset("val", self.settings.n_val)

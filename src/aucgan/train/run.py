@@ -78,6 +78,8 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
         raise ConfigError(
             f"{out} already holds a run; pass resume=true to continue it, or trainer.out_dir=NEW_FOLDER"
         )
+    if cfg.trainer.start_from and stage != "au":
+        raise ConfigError(f"trainer.start_from is for `aucgan train au` only, not {stage}; leave it empty")
     _quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer_cfg = cfg.trainer
@@ -92,6 +94,7 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
             workers=cfg.data.workers,
             seed=cfg.seed,
             steps=trainer_cfg.steps,
+            au_balance=cfg.data.au_balance if stage == "au" else 0.0,
         )
     )
     callbacks: list[L.Callback] = [
