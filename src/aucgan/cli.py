@@ -502,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aucgan.config import ConfigError
     from aucgan.data.shards import DatasetError
     from aucgan.loaders.common import CheckpointError
+    from aucgan.train import TrainingStopped
 
     try:
         return args.func(args)
@@ -511,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"aucgan {args.command}: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
+    except TrainingStopped as error:
+        print(f"aucgan {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

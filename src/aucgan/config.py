@@ -39,6 +39,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from aucgan.atomic import atomic_open
+
 __all__ = [
     "FACE_MODEL_KINDS",
     "Config",
@@ -320,6 +322,8 @@ class TrainerConfig:
         progress: show progress bars.
         start_from: ``train au`` only: an AU net file (ours or OpenGraphAU's) whose weights the run
             starts from instead of a fresh initialisation (fine-tuning); ``""`` = from scratch.
+        max_bad_steps: a step whose loss or gradient is NaN/inf is skipped (nothing applied), counted and
+            logged; this many such steps in a row stop the run, its last checkpoint intact.
     """
 
     steps: int = setting(1000, low=1)
@@ -333,6 +337,7 @@ class TrainerConfig:
     out_dir: str = ""
     progress: bool = True
     start_from: str = ""
+    max_bad_steps: int = setting(20, low=1)
 
 
 @dataclass
@@ -482,7 +487,8 @@ def save_config(cfg: Any, out_dir: str | Path) -> Path:
     out_path = Path(out_dir) / CONFIG_FILE_NAME
     out_path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Resolved configuration ({schema.__module__}.{schema.__qualname__}), all defaults included.\n"
-    out_path.write_text(header + body, encoding="utf-8")
+    with atomic_open(out_path, binary=False) as handle:
+        handle.write(header + body)
     return out_path
 
 

@@ -12,15 +12,14 @@ first row, which is how OBJ texture coordinates (v up) address an image.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from aucgan.atomic import atomic_open
 
 DISPLACEMENT_RANGE_KEY = "aucgan:displacement_range"
 """PNG text chunk holding ``"<low> <high>"``: the displacements that 0 and 65535 stand for."""
@@ -39,32 +38,11 @@ def _as_path(path: str | os.PathLike[str]) -> Path:
     return Path(os.fspath(path))
 
 
-@contextlib.contextmanager
-def _atomic_open(path: Path, binary: bool) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path`` for writing; on success move it onto ``path``, else delete it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        if binary:
-            handle: IO[Any] = open(temporary, "xb")  # noqa: SIM115
-        else:
-            handle = open(temporary, "x", encoding="utf-8", newline="\n")  # noqa: SIM115
-        with handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def _save_png(path: Path, image: Image.Image, text: dict[str, str] | None = None) -> Path:
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)
-    with _atomic_open(path, binary=True) as handle:
+    with atomic_open(path, binary=True) as handle:
         image.save(handle, format="PNG", pnginfo=info)
     return path
 
@@ -184,7 +162,7 @@ def write_displacement(
     _save_png(png_path, Image.fromarray(levels), {DISPLACEMENT_RANGE_KEY: f"{-max_abs!r} {max_abs!r}"})
 
     npy_path = png_path.with_suffix(".npy")
-    with _atomic_open(npy_path, binary=True) as handle:
+    with atomic_open(npy_path, binary=True) as handle:
         np.save(handle, array.astype(np.float32))
     return png_path, npy_path
 
@@ -326,11 +304,11 @@ def write_obj(
             f"map_Kd {texture_name}",
             "",
         ]
-        with _atomic_open(path.with_name(mtl_name), binary=False) as handle:
+        with atomic_open(path.with_name(mtl_name), binary=False) as handle:
             handle.write("\n".join(material))
         header.append(f"mtllib {mtl_name}")
 
-    with _atomic_open(path, binary=False) as handle:
+    with atomic_open(path, binary=False) as handle:
         handle.write("\n".join(header) + "\n")
         handle.write(_format_rows(vertex_array, "v"))
         if uv_array is not None:

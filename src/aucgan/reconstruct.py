@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from aucgan.atomic import atomic_open
 from aucgan.au import MAIN_AUS, SUB_AUS, au_index
 from aucgan.build import coarse_stage, detail_stage
 from aucgan.config import Config, ConfigError, config_from_yaml
-from aucgan.export import _atomic_open, write_displacement, write_image, write_normal_map, write_obj
+from aucgan.export import write_displacement, write_image, write_normal_map, write_obj
 from aucgan.geometry.uv import dense_mesh
 from aucgan.loaders.common import CheckpointError, read_checkpoint
 from aucgan.nets.au_net import MEFARG, AUOutput
@@ -449,12 +450,12 @@ def write_face(
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    with _atomic_open(path, binary=True) as handle:
+    with atomic_open(path, binary=True) as handle:
         np.save(handle, array)
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    with _atomic_open(path, binary=True) as handle:
+    with atomic_open(path, binary=True) as handle:
         np.savez(handle, **arrays)
 
 

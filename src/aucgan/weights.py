@@ -14,7 +14,6 @@ by name.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from aucgan import __version__
+from aucgan.atomic import atomic_path
 from aucgan.config import Config, ConfigError, config_from_yaml, config_to_yaml
 from aucgan.loaders.common import CheckpointError, load_strict, strip_prefix
 
@@ -79,17 +79,9 @@ def save_weights(
         "config": config_to_yaml(cfg),
         "provenance": provenance,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def read_weights(path: str | os.PathLike[str]) -> WeightsFile:

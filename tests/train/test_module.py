@@ -2,7 +2,10 @@
 
 The learning-rate schedule (linear warm-up, then cosine to 10 % at the last step, or constant), the
 per-step randomness that does not depend on what ran before, and the steps and RNG state a checkpoint
-carries.
+carries. The non-finite guard: a toy stage (one linear layer, manual optimisation through
+:meth:`StageModule.optimise`) is trained by a real Lightning trainer with NaN/inf planted in the loss or only
+in the gradient at chosen steps: those steps change no parameter, are counted and logged, and too many in a
+row stop the run with one line.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ import math
 import random
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from torch import nn
+from torch.utils.data import DataLoader
 
 from aucgan.config import Config, load_config
+from aucgan.train import TrainingStopped
 from aucgan.train.checkpointing import atomic_torch_save
 from aucgan.train.module import StageModule
 
@@ -117,7 +124,7 @@ def test_step_randomness_leaves_the_global_generator_alone():
 
 def test_checkpoint_hooks_carry_steps_rng_and_config(tmp_path):
     module = module_for()
-    module.steps_done = 11
+    module.steps_done, module.bad_steps = 11, 2
     torch.manual_seed(1)
     random.seed(2)
     np.random.seed(3)
@@ -131,7 +138,7 @@ def test_checkpoint_hooks_carry_steps_rng_and_config(tmp_path):
 
     resumed = module_for()
     resumed.on_load_checkpoint(loaded)
-    assert resumed.steps_done == 11
+    assert (resumed.steps_done, resumed.bad_steps) == (11, 2)
     torch.rand(10)
     random.random()
     np.random.rand()
@@ -146,3 +153,93 @@ def test_finish_step_counts_steps():
     for _ in range(3):
         module.finish_step()
     assert module.steps_done == 3
+
+
+# Non-finite guard ------------------------------------------------------------------------------------
+
+
+class ToyStage(StageModule):
+    """Fits a linear map; ``plant[step]`` is ``"loss-nan"``, ``"loss-inf"``, ``"grad-nan"`` or absent."""
+
+    def __init__(self, cfg: Config, plant: dict[int, str]) -> None:
+        super().__init__(cfg)
+        self.layer = nn.Linear(3, 1)
+        self.plant = plant
+        self.history: list[torch.Tensor] = [self.snapshot()]
+        self.applied: list[bool] = []
+
+    def snapshot(self) -> torch.Tensor:
+        return torch.cat([p.detach().flatten().clone() for p in self.layer.parameters()])
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        loss = (self.layer(batch) - batch.sum(1, keepdim=True)).pow(2).mean()
+        kind = self.plant.get(self.steps_done)
+        if kind == "loss-nan":
+            loss = loss * math.nan
+        elif kind == "loss-inf":
+            loss = loss + math.inf
+        elif kind == "grad-nan":
+            loss = loss + (self.layer.weight.sum() * 0).sqrt()  # value 0, gradient NaN
+        self.applied.append(self.optimise(self.optimizers(), {"fit": loss}))
+        self.finish_step()
+        self.history.append(self.snapshot())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.layer.parameters(), lr=0.05)
+
+
+def fit(module: ToyStage, steps: int, root: Path) -> L.Trainer:
+    data = DataLoader(torch.randn(steps, 3, generator=torch.Generator().manual_seed(0)), batch_size=1)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=CSVLogger(root, name="logs"), log_every_n_steps=1,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=root,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=data)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Config:
+    return load_config(Config, TINY)
+
+
+def with_limit(cfg: Config, limit: int) -> Config:
+    return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_bad_steps=limit))
+
+
+@pytest.mark.parametrize("kind", ["loss-nan", "loss-inf", "grad-nan"])
+def test_a_non_finite_step_changes_nothing_and_is_counted(cfg, tmp_path, kind):
+    module = ToyStage(cfg, {2: kind, 5: kind})
+    with pytest.warns(UserWarning, match=r"step 3: non-finite .*step skipped \(1 in a row, 1 in all"):
+        fit(module, 8, tmp_path)
+    assert module.applied == [True, True, False, True, True, False, True, True]
+    for step, applied in enumerate(module.applied):
+        moved = not torch.equal(module.history[step], module.history[step + 1])
+        assert moved == applied, step
+    assert all(torch.isfinite(h).all() for h in module.history)
+    assert module.steps_done == 8 and module.bad_steps == 2 and module.bad_in_row == 0
+    logged = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "train/bad_steps" in logged
+
+
+def test_the_warning_names_what_was_not_finite(cfg, tmp_path):
+    with pytest.warns(UserWarning, match=r"non-finite fit, gradients; step skipped"):
+        fit(ToyStage(cfg, {0: "loss-nan"}), 2, tmp_path)
+    with pytest.warns(UserWarning, match=r"non-finite gradients; step skipped"):
+        fit(ToyStage(cfg, {0: "grad-nan"}), 2, tmp_path / "grad")
+
+
+def test_too_many_bad_steps_in_a_row_stop_with_one_line(cfg, tmp_path):
+    module = ToyStage(
+        with_limit(cfg, 3), {1: "loss-nan", 2: "loss-nan", 4: "loss-nan", 5: "loss-nan", 6: "loss-nan"}
+    )
+    with pytest.warns(UserWarning), pytest.raises(TrainingStopped) as info:
+        fit(module, 10, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("stopped at step 7: 3 steps in a row had non-finite")
+    assert "resume=true" in message and "optim.lr" in message
+    assert module.bad_steps == 5
+    assert torch.equal(module.history[-1], module.history[4])
+    assert torch.isfinite(module.history[-1]).all()

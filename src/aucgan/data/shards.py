@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from aucgan.atomic import atomic_path, atomic_write_bytes
 from aucgan.data.synthetic import SPLITS, SyntheticSample, SyntheticWorld, collate, identity_in_split
 
 FORMAT = "aucgan-synthetic"
@@ -134,19 +134,6 @@ def _from_storage(arrays: dict[str, np.ndarray], row: int) -> SyntheticSample:
     return SyntheticSample(**values)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    # The temporary name keeps the real suffix: numpy appends ".npz" to names without it.
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def write_dataset(
     out: Path,
     parameters: WorldParameters,
@@ -179,13 +166,14 @@ def write_dataset(
                 arrays = {k: v[:shard_size] for k, v in pending.items()}
                 pending = {k: v[shard_size:] for k, v in pending.items()}
                 name = f"{split}-{len(shards):05d}.npz"
-                _atomic_write(out / name, lambda path, arrays=arrays: np.savez_compressed(path, **arrays))
+                with atomic_path(out / name) as temporary:
+                    np.savez_compressed(temporary, **arrays)
                 shards.append({"file": name, "count": len(arrays["index"])})
             if progress is not None:
                 progress(int(batch.index.shape[0]))
         manifest["splits"][split] = {"count": count, "shards": shards}
     path = out / "manifest.json"
-    _atomic_write(path, lambda target: Path(target).write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
     return path
 
 

@@ -42,8 +42,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from aucgan import __version__
+from aucgan.atomic import atomic_write_bytes
 from aucgan.au import AU_NAMES
-from aucgan.export import _atomic_open
 
 # One sentence per metric, shown beside the numbers. ``{unit}`` is the displacement unit.
 METRIC_DESCRIPTIONS: dict[str, str] = {
@@ -142,7 +142,7 @@ def write_plots(metrics: Mapping[str, Any], out: Path) -> dict[str, Path]:
         FigureCanvasAgg(figure)  # draw with Agg whatever backend pyplot may have chosen
         figure.savefig(buffer, format="png", dpi=_PLOT_DPI, facecolor="white")
         path = Path(out) / "plots" / f"{name}.png"
-        _write_atomic(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
         written[name] = path
     return written
 
@@ -182,11 +182,11 @@ def write_report(
             raise FileNotFoundError(f"report image {title!r} not found: {image}")
 
     text = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False) + "\n"
-    _write_atomic(out / "metrics.json", text.encode("utf-8"))
+    atomic_write_bytes(out / "metrics.json", text.encode("utf-8"))
     plots = write_plots(data, out)
     page = _render_page(data, out, plots, pictures, pictures_extra)
     report = out / "report.html"
-    _write_atomic(report, page.encode("utf-8"))
+    atomic_write_bytes(report, page.encode("utf-8"))
     return report
 
 
@@ -828,13 +828,3 @@ def _render_page(
         f'<footer class="wrap"><p>{_e(FOOTER_TEXT)}</p></footer>\n'
         "</body>\n</html>\n"
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Files
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :mod:`aucgan.export`)."""
-    with _atomic_open(path, binary=True) as handle:
-        handle.write(data)

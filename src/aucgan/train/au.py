@@ -69,14 +69,19 @@ class AUTraining(StageModule):
         self.augment = face_augmentation(cfg.augment)
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def training_step(self, batch: SyntheticSample, batch_idx: int) -> torch.Tensor:
+    def loss(self, batch: SyntheticSample) -> torch.Tensor:
+        """The weighted BCE of the step's augmented images against their AU labels."""
         with self.step_randomness():
             images = self.augment(batch.image).images
         scores = self.net(images).main_scores
-        loss = weighted_bce(scores, batch.au_occurrence.float(), self.positive_weight)
-        self.log("train/au_bce", loss, prog_bar=True)
+        return weighted_bce(scores, batch.au_occurrence.float(), self.positive_weight)
+
+    def training_step(self, batch: SyntheticSample, batch_idx: int) -> None:
+        loss = self.loss(batch)
+        self.optimise(self.optimizers(), {"au_bce": loss})
+        self.lr_schedulers().step()
+        self.log("train/au_bce", loss.detach(), prog_bar=True)
         self.finish_step()
-        return loss
 
     def validation_step(self, batch: SyntheticSample, batch_idx: int) -> None:
         scores = self.net(batch.image).main_scores

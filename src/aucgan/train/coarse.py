@@ -68,15 +68,15 @@ class CoarseTraining(StageModule):
             losses["photometric"] = error * weights.photometric
         return losses, output
 
-    def training_step(self, batch: SyntheticSample, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: SyntheticSample, batch_idx: int) -> None:
         with self.step_randomness():
             images = self.augment(batch.image).images
         losses, _ = self.losses(batch, images)
-        total = sum(losses.values())
-        self.log_dict({f"train/{name}": value for name, value in losses.items()})
-        self.log("train/total", total, prog_bar=True)
+        self.optimise(self.optimizers(), losses)
+        self.lr_schedulers().step()
+        self.log_dict({f"train/{name}": value.detach() for name, value in losses.items()})
+        self.log("train/total", sum(losses.values()).detach(), prog_bar=True)
         self.finish_step()
-        return total
 
     def validation_step(self, batch: SyntheticSample, batch_idx: int) -> None:
         losses, output = self.losses(batch, batch.image)

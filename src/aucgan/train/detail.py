@@ -73,7 +73,6 @@ class DetailTraining(StageModule):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        self.automatic_optimization = False
         network_coarse = cfg.model.coarse_source == "network"
         self.coarse = coarse_stage(cfg, with_encoder=network_coarse)
         if network_coarse:
@@ -217,21 +216,15 @@ class DetailTraining(StageModule):
             if self.cfg.loss.adversarial > 0:
                 with self.toggled_optimizer(d_optimizer):
                     d_losses = self.discriminator_losses(images, rendering.image, condition)
-                    d_total = sum(d_losses.values())
-                    d_optimizer.zero_grad(set_to_none=True)
-                    self.manual_backward(d_total)
-                    d_optimizer.step()
+                    self.optimise(d_optimizer, d_losses)
                 self.log_dict({f"train/{name}": value.detach() for name, value in d_losses.items()})
             with self.toggled_optimizer(g_optimizer):
                 g_losses = self.generator_losses(images, coarse, aus, condition, detail, rendering)
-                g_total = sum(g_losses.values())
-                g_optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(g_total)
-                g_optimizer.step()
+                self.optimise(g_optimizer, g_losses)
         g_schedule.step()
         d_schedule.step()
         self.log_dict({f"train/{name}": value.detach() for name, value in g_losses.items()})
-        self.log("train/g_total", g_total.detach(), prog_bar=True)
+        self.log("train/g_total", sum(g_losses.values()).detach(), prog_bar=True)
         self.finish_step()
 
     def held_out_errors(self, batch: SyntheticSample) -> dict[str, torch.Tensor]:

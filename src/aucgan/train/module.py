@@ -1,4 +1,5 @@
-"""What every stage's LightningModule shares: steps done, per-step seeding, RNG state, optimisers."""
+"""What every stage's LightningModule shares: steps done, per-step seeding, RNG state, optimisers, and
+the guard that skips a step whose loss or gradients are not finite."""
 
 from __future__ import annotations
 
@@ -10,27 +11,38 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from aucgan.config import Config
 from aucgan.data.synthetic import stable_seed
+from aucgan.train import TrainingStopped
 from aucgan.train.checkpointing import rng_state, set_rng_state
 
 
 class StageModule(L.LightningModule):
-    """Base of the three training modules.
+    """Base of the three training modules (manual optimisation; every optimiser step goes through
+    :meth:`optimise`).
 
     * ``steps_done``: training batches finished; saved in checkpoints; the data module resumes from it.
     * Every random draw inside a training step (augmentation, dropout) comes from the global generators
       seeded by :meth:`step_randomness` with ``(seed, step, rank)``: a step's randomness does not depend
       on what ran before it, so a resumed run repeats the uninterrupted run exactly. The global RNG state is
       also saved and restored.
+    * Non-finite guard: an optimiser step whose losses or gradients hold NaN/inf is not applied;
+      ``bad_steps`` counts the training steps that had one (logged as ``train/bad_steps``), and
+      ``trainer.max_bad_steps`` of them in a row raise :class:`TrainingStopped`. Under DDP every rank
+      skips together (the verdict is all-reduced), so parameters never diverge between ranks.
     """
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.cfg = cfg
         self.steps_done = 0
+        self.bad_steps = 0
+        self.bad_in_row = 0
+        self._bad_now: list[str] = []
         self._pending_rng: dict[str, Any] | None = None
 
     @contextmanager
@@ -45,6 +57,7 @@ class StageModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["aucgan"] = {
             "steps_done": self.steps_done,
+            "bad_steps": self.bad_steps,
             "rng": rng_state(),
             "config": dataclasses.asdict(self.cfg),
         }
@@ -52,6 +65,7 @@ class StageModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("aucgan", {})
         self.steps_done = int(state.get("steps_done", 0))
+        self.bad_steps = int(state.get("bad_steps", 0))
         self._pending_rng = state.get("rng")
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
@@ -62,8 +76,51 @@ class StageModule(L.LightningModule):
             set_rng_state(self._pending_rng)
             self._pending_rng = None
 
+    def optimise(self, optimizer: Any, losses: dict[str, torch.Tensor]) -> bool:
+        """Zero the gradients, back-propagate the sum of ``losses`` and step ``optimizer`` — unless a loss
+        or a gradient is NaN/inf, in which case the gradients are dropped and nothing is applied.
+        Returns whether the step was applied."""
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        problems = [name for name, value in losses.items() if not torch.isfinite(value.detach()).all()]
+        groups = getattr(optimizer, "optimizer", optimizer).param_groups
+        gradients = [p.grad for group in groups for p in group["params"] if p.grad is not None]
+        if gradients and not torch.stack([g.isfinite().all() for g in gradients]).all():
+            problems.append("gradients")
+        bad = torch.tensor(float(bool(problems)), device=self.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        if bad.item():
+            optimizer.zero_grad(set_to_none=True)
+            self._bad_now.extend(problems or ["another process's losses or gradients"])
+            return False
+        optimizer.step()
+        return True
+
     def finish_step(self) -> None:
+        """Close a training step: count it, and count (log, and if too many in a row stop on) a bad one."""
         self.steps_done += 1
+        if self._bad_now:
+            self.bad_steps += 1
+            self.bad_in_row += 1
+            problems, self._bad_now = sorted(set(self._bad_now)), []
+            limit = self.cfg.trainer.max_bad_steps
+            if self.global_rank == 0:
+                rank_zero_warn(
+                    f"step {self.steps_done}: non-finite {', '.join(problems)}; step skipped "
+                    f"({self.bad_in_row} in a row, {self.bad_steps} in all, stop at {limit} in a row)"
+                )
+            if self.bad_in_row >= limit:
+                raise TrainingStopped(
+                    f"stopped at step {self.steps_done}: {self.bad_in_row} steps in a row had non-finite "
+                    f"{', '.join(problems)} (none was applied); lower optim.lr or check the data, then "
+                    "continue from the last checkpoint with resume=true"
+                )
+        else:
+            self.bad_in_row = 0
+        if self._trainer is not None:
+            self.log("train/bad_steps", float(self.bad_steps))
 
     def optimizer(self, parameters: Iterable[nn.Parameter], lr: float) -> dict[str, Any]:
         """Adam(W) on ``parameters`` with the configured schedule, stepped every training step."""
