@@ -161,8 +161,8 @@ def test_load_refuses_a_misshapen_tensor_by_name(random_weights, tmp_path):
     ("kind", "says"),
     [
         ("truncated", "not a readable safetensors"),
-        ("html", "not a readable safetensors"),
-        ("empty", "not a readable safetensors"),
+        ("html", "an HTML page, not a weights file"),
+        ("empty", "an empty file; give one written by `aucgan pack`"),
         ("foreign safetensors", "not aucgan weights"),
         ("bad config", "stored config does not load"),
         ("missing file", "no such weights file"),

@@ -24,7 +24,7 @@ from torch import nn
 from aucgan import __version__
 from aucgan.atomic import atomic_path
 from aucgan.config import Config, ConfigError, config_from_yaml, config_to_yaml
-from aucgan.loaders.common import CheckpointError, load_strict, strip_prefix
+from aucgan.loaders.common import CheckpointError, describe_bytes, load_strict, strip_prefix
 
 FORMAT = "aucgan-weights/1"
 PARTS = ("coarse", "detail")
@@ -101,11 +101,20 @@ def read_weights(path: str | os.PathLike[str]) -> WeightsFile:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        with open(path, "rb") as stream:
+            head = stream.read(512)
+        if not head or head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+            raise CheckpointError(
+                f"{path}: {describe_bytes(head, 'weights file')}; give one written by `aucgan pack`"
+            ) from None
         raise CheckpointError(
             f"{path}: not a readable safetensors weights file ({first}); write one with `aucgan pack`"
         ) from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: a safetensors file but not aucgan weights (no '{FORMAT}' metadata)")
+        raise CheckpointError(
+            f"{path}: a safetensors file but not aucgan weights (no '{FORMAT}' metadata); "
+            "give a weights file written by `aucgan pack`"
+        )
     try:
         cfg = config_from_yaml(Config, metadata.get("config", ""), f"{path} [config]")
     except ConfigError as error:

@@ -441,6 +441,11 @@ def test_remove_overlaps_keeps_the_largest_of_nested_boxes() -> None:
     assert kept == [(0, 0, 50, 50), (100, 0, 30, 30), (45, 45, 20, 20)]
 
 
+def test_remove_overlaps_drops_windows_under_a_quarter_of_the_largest() -> None:
+    kept = images._remove_overlaps([(300, 0, 12, 12), (0, 0, 100, 100), (200, 0, 26, 26), (400, 0, 25, 25)])
+    assert kept == [(0, 0, 100, 100), (200, 0, 26, 26), (400, 0, 25, 25)]
+
+
 def _haar_boxes(image: np.ndarray) -> np.ndarray:
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
     grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))

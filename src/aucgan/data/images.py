@@ -80,6 +80,10 @@ HAAR_LANDMARK_DROP = 0.17
 DETECTION_MAX_SIDE = 1024
 """Images are downscaled to at most this long side (pixels) before face detection."""
 
+DETECTION_MIN_RELATIVE_SIDE = 0.25
+"""A detection under this fraction of the largest one's side is dropped: the Haar cascade's false
+positives are mostly small windows in textured areas (hair, clothes) beside a real face."""
+
 _HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError)
 
@@ -336,6 +340,13 @@ def _read_with_pil(path: Path, frame: int | None) -> np.ndarray:
     try:
         image = Image.open(path)
     except UnidentifiedImageError as error:
+        with open(path, "rb") as stream:
+            head = stream.read(512).lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html")):
+            raise InputError(
+                f"{path}: an HTML page, not an image (a download that saved the web page?); "
+                "download the image file itself"
+            ) from error
         raise InputError(
             f"{path}: not an image (PIL cannot identify it); give a JPEG/PNG/BMP/TIFF/WebP/GIF image"
         ) from error
@@ -576,7 +587,8 @@ def _haar_cascade() -> object:
 
 
 def _remove_overlaps(boxes: Iterable[tuple[float, float, float, float]]) -> list[tuple[float, ...]]:
-    """Largest first; drops a box when over half of it lies inside an already kept (larger) box.
+    """Largest first; drops a box when over half of it lies inside an already kept (larger) box, or when
+    its side is under :data:`DETECTION_MIN_RELATIVE_SIDE` of the largest box's.
 
     Args:
         boxes: ``(x, y, width, height)`` rectangles.
@@ -584,6 +596,8 @@ def _remove_overlaps(boxes: Iterable[tuple[float, float, float, float]]) -> list
     kept: list[tuple[float, ...]] = []
     for box in sorted(boxes, key=lambda b: b[2] * b[3], reverse=True):
         x, y, w, h = box
+        if kept and math.sqrt(w * h) < DETECTION_MIN_RELATIVE_SIDE * math.sqrt(kept[0][2] * kept[0][3]):
+            break
         duplicate = False
         for kx, ky, kw, kh in kept:
             overlap_w = min(x + w, kx + kw) - max(x, kx)
@@ -608,8 +622,8 @@ def detect_faces(image: np.ndarray) -> list[FaceBox]:
         image: ``(H, W, 3)`` uint8 RGB.
 
     Returns:
-        One window per face, largest first, duplicates (boxes mostly inside a larger one) removed; ``[]``
-        when no face is found.
+        One window per face, largest first, duplicates (boxes mostly inside a larger one) and windows
+        under a quarter of the largest one's side removed; ``[]`` when no face is found.
     """
     _check_image(image)
     cascade = _haar_cascade()

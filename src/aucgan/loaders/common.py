@@ -26,10 +26,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; ``str()`` is one line naming the file and the problem."""
 
 
-def _describe_bytes(head: bytes) -> str:
+def describe_bytes(head: bytes, what: str = "checkpoint") -> str:
+    """What the first bytes of a file that failed to load as a ``what`` say it is."""
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html")):
-        return "an HTML page, not a checkpoint (a download that saved a web page?)"
+        return f"an HTML page, not a {what} (a download that saved a web page?)"
     if not head:
         return "an empty file"
     return "not a PyTorch checkpoint"
@@ -49,7 +50,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Mapping:
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (incomplete zip); download it again")
     if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
-        raise CheckpointError(f"{path}: {_describe_bytes(head)}")
+        raise CheckpointError(f"{path}: {describe_bytes(head)}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -38,7 +38,14 @@ def _state_dict(data: Mapping, source: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: 'state_dict' is a {type(state).__name__}, not a dict of tensors")
     if "aucgan" in data:
-        return strip_prefix(state, TRAINED_PREFIX)
+        stripped = strip_prefix(state, TRAINED_PREFIX)
+        if not stripped:
+            raise CheckpointError(
+                f"{source}: a checkpoint of `aucgan train` but not of the AU net (no '{TRAINED_PREFIX}*' "
+                f"keys; found top-level keys: {_describe_keys(state) or 'none'}); give `aucgan train au`'s "
+                "last.ckpt"
+            )
+        return stripped
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
