@@ -4,7 +4,8 @@ Each kind gives a correct result or a one-line error that names the file (and sa
 traceback, and never a partial output that looks complete. Images go through one ``aucgan reconstruct``
 batch (a folder with spaces and non-ASCII in its name); configs and checkpoints through ``aucgan doctor``,
 ``aucgan train`` and ``--weights``; a read-only output folder and a full disk are simulated at the one
-writer every output goes through (:mod:`aucgan.atomic`), as the tests run as root here.
+writer every output goes through (:mod:`aucgan.atomic`), as the tests run as root here. A batch killed
+with SIGKILL midway resumes only the inputs it had not finished.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import io
 import pickle
 import re
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -300,3 +304,35 @@ def test_bad_weights_and_checkpoints_are_one_line_and_never_run_code(corpus, ran
         assert len(lines) == 1 and str(path) in lines[0] and re.search(pattern, lines[0]), (kind, lines)
         assert not (tmp_path / "out").exists() and not (tmp_path / "run" / "checkpoints").exists(), kind
     assert not (tmp_path / "pwned").exists()
+
+
+# A batch killed midway -------------------------------------------------------------------------------------
+
+
+def test_a_batch_killed_midway_resumes_only_the_remaining_inputs(corpus, random_weights, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i in range(8):
+        (inputs / f"face{i}.jpg").write_bytes((corpus / "photo ñ.jpg").read_bytes())
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "aucgan", "reconstruct", inputs, "--out", out,
+               "--weights", random_weights, "--batch-size", "1"]  # fmt: skip
+    child = subprocess.Popen([str(c) for c in command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while sum(is_finished(out / f"face{i}") for i in range(8)) < 3:
+            assert child.poll() is None, "the batch ended before it could be killed"
+            assert time.monotonic() < deadline, "the batch wrote no faces in time"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    done = {i for i in range(8) if is_finished(out / f"face{i}")}
+    assert 3 <= len(done) < 8
+    stamps = {path: path.stat().st_mtime_ns for i in done for path in (out / f"face{i}").iterdir()}
+
+    status, _ = cli("reconstruct", inputs, "--out", out, "--weights", random_weights, "--batch-size", "1")
+    assert status == 0
+    assert all(is_finished(out / f"face{i}") for i in range(8))
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # finished faces were not redone
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp.png")]
