@@ -3,7 +3,9 @@ error after training vs at initialisation, exact resume, and a 2-process DDP run
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import shutil
 import subprocess
@@ -168,3 +170,39 @@ def test_ddp_two_processes_on_cpu(tiny_runs: Path, tmp_path: Path) -> None:
     assert (out / "checkpoints" / LAST).is_file()
     rows = read_metrics(out)
     assert len(series(rows, "train/g_total")) == 4
+
+
+def test_a_run_that_keeps_producing_nan_stops_with_one_line_and_an_intact_checkpoint(tmp_path, monkeypatch):
+    from aucgan.train import au as au_training
+
+    real = au_training.weighted_bce
+    calls = {"n": 0}
+
+    def nan_after_three_steps(probabilities, labels, positive_weight):
+        calls["n"] += 1
+        loss = real(probabilities, labels, positive_weight)
+        return loss * float("nan") if calls["n"] > 3 else loss
+
+    monkeypatch.setattr(au_training, "weighted_bce", nan_after_three_steps)
+    out = tmp_path / "run"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["train", "au", str(TINY), *QUIET, f"trainer.out_dir={out}", "trainer.steps=20",
+                       "trainer.checkpoint_every=2", "trainer.max_bad_steps=3",
+                       "trainer.val_every=100"])  # fmt: skip
+    assert status == 1
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("aucgan train:")]
+    assert lines == [
+        "aucgan train: stopped at step 6: 3 steps in a row had non-finite au_bce, gradients "
+        "(none was applied); lower optim.lr or check the data, then continue from the last checkpoint "
+        "with resume=true"
+    ]
+    checkpoint = torch.load(out / "checkpoints" / LAST, weights_only=True)
+    assert checkpoint["aucgan"]["steps_done"] == 4 and checkpoint["aucgan"]["bad_steps"] == 1
+    assert all(
+        torch.isfinite(value).all()
+        for value in checkpoint["state_dict"].values()
+        if value.is_floating_point()
+    )
+    rows = read_metrics(out)
+    assert max(series(rows, "train/bad_steps").values()) >= 1
