@@ -220,6 +220,8 @@ def detail_stage(cfg: Config, uv_space: UVSpace, au: MEFARG | None, n_expression
         cfg.model.max_z,
         feature_dim=feature_dim,
     )
+    if cfg.model.detail_init == "flat":
+        decoder.start_flat()
     encoder = detail_encoder(cfg.model.detail_encoder, cfg.model.n_detail)
     return DetailStage(encoder, decoder, uv_space, au)
 

@@ -307,6 +307,39 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from aucgan.bench import bench, markdown, save
+    from aucgan.config import Config, config_from_yaml, load_config
+
+    if args.repeats < 1 or args.train_repeats < 1 or min(args.batches) < 1:
+        raise UsageError("--repeats, --train-repeats and --batches must be at least 1")
+    if args.device.startswith("cuda") and not torch_cuda_available():
+        raise UsageError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    if args.config:
+        cfg = load_config(Config, args.config, args.overrides)
+    else:
+        from aucgan.reconstruct import SHIPPED_WEIGHTS
+        from aucgan.weights import stored_config_yaml
+
+        stored = stored_config_yaml(SHIPPED_WEIGHTS)
+        cfg = config_from_yaml(Config, stored, str(SHIPPED_WEIGHTS), args.overrides)
+    results = bench(
+        cfg, args.device, tuple(args.batches), args.repeats, args.train_repeats,
+        progress=lambda message: log.info("bench: %s", message),
+    )  # fmt: skip
+    invocation = " ".join(["aucgan bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "aucgan bench"
+    save(results, Path(args.out), Path(args.results) if args.results else None, invocation)
+    print(markdown(results))
+    log.info("bench: results in %s%s", args.out, f" and {args.results}" if args.results else "")
+    return 0
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _add_model_options(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
     parser.add_argument(
         "--weights",
@@ -484,6 +517,26 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. assets.deca=PATH"
     )
     doctor.set_defaults(func=_cmd_doctor)
+
+    bench = sub.add_parser(
+        "bench",
+        help="inference and training speed, FLOPs and memory, against the reference AUCGAN design",
+        description="Times each inference stage and the whole reconstruction (batch 1 and 8), the detail "
+        "GAN's training step, FLOPs per image and the share of a matmul peak measured in the same run, for "
+        "the config's networks and the reference AUCGAN's (random weights; each design and batch in a "
+        "fresh process). Writes JSON, and optionally the speed section of a Markdown results file.",
+    )
+    bench.add_argument("--config", help="YAML config (default: the shipped synthetic-world weights' config)")
+    bench.add_argument(
+        "--device", default="cpu", help="cpu or cuda (bfloat16 autocast) (default %(default)s)"
+    )
+    bench.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median)")
+    bench.add_argument("--train-repeats", type=int, default=3, help="timed training steps (median)")
+    bench.add_argument("--out", default="bench.json", help="JSON output (default %(default)s)")
+    bench.add_argument("--results", help="also write the speed section of this Markdown file")
+    bench.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

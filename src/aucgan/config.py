@@ -200,6 +200,8 @@ class ModelConfig:
             (the reference AUCGAN) or ``"token-attention"``.
         discriminator: AU conditioning of the discriminator: ``"reference-3x9"`` (the reference AUCGAN),
             ``"projection"`` (patch logits) or ``"projection-global"``.
+        detail_init: a fresh decoder's output layer: ``"flat"`` (zeroed: training starts from the flat
+            prediction) or ``"random"`` (PyTorch's default init: about ±max_z/5 of random displacement).
         max_z: largest displacement the decoder produces, in face-model units (cm for the built-in
             face, whose wrinkles reach about 0.03 cm; 0.01 m for FLAME).
     """
@@ -213,6 +215,7 @@ class ModelConfig:
     n_detail: int = setting(128, low=1)
     detail_decoder: str = setting("token-attention", choices=("none", "concat-1x1", "token-attention"))
     discriminator: str = setting("projection", choices=("reference-3x9", "projection", "projection-global"))
+    detail_init: str = setting("flat", choices=("flat", "random"))
     max_z: float = setting(0.05, low=1e-6)
 
 
@@ -232,6 +235,8 @@ class LossConfig:
         au_score_kind: ``"mse"`` or ``"bce"`` on probabilities (never BCE-with-logits).
         au_feature: AU consistency as the cosine distance of the per-AU features.
         adversarial: generator's adversarial weight.
+        displacement_truth: synthetic data only: L1 of the displacement against the world's ground truth
+            over the skin, in units of ``model.max_z`` (0 = off, DECA's self-supervised objective alone).
         adversarial_kind: ``"non-saturating"`` or ``"hinge"``.
         real_target, fake_target: non-saturating discriminator targets (the reference smoothed to 0.9/0.1).
         r1_gamma: lazy R1 penalty strength on real images (0 = off).
@@ -251,6 +256,7 @@ class LossConfig:
     au_score_kind: str = setting("mse", choices=("mse", "bce"))
     au_feature: float = setting(0.1, low=0.0)
     adversarial: float = setting(0.01, low=0.0)
+    displacement_truth: float = setting(0.0, low=0.0)
     adversarial_kind: str = setting("non-saturating", choices=("non-saturating", "hinge"))
     real_target: float = setting(0.9, low=0.0, high=1.0)
     fake_target: float = setting(0.1, low=0.0, high=1.0)

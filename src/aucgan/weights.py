@@ -84,6 +84,20 @@ def save_weights(
     return Path(path)
 
 
+def stored_config_yaml(path: str | os.PathLike[str]) -> str:
+    """The config YAML a weights file carries in its metadata (the tensors are not read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors weights file ({error})") from None
+    if "config" not in metadata:
+        raise CheckpointError(f"{path}: holds no config; write it with `aucgan pack`")
+    return metadata["config"]
+
+
 def read_weights(path: str | os.PathLike[str]) -> WeightsFile:
     """Read a weights file (tensors only; nothing is executed).
 

@@ -260,3 +260,17 @@ def test_registry_builds_each_kind_and_names_the_valid_ones():
         assert type(decoder) is cls and decoder.max_z == 0.02 and decoder.latent_dim == LATENT_DIM
     with pytest.raises(ValueError, match="token-attention"):
         build_detail_decoder("generator3", LATENT_DIM)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_start_flat_predicts_zero_and_learns_from_the_first_step(kind):
+    decoder = build(kind).train().start_flat()
+    latent, condition = make_inputs()
+    out = decoder(latent, condition)
+    assert torch.equal(out, torch.zeros_like(out))
+    target = 0.001 * torch.randn_like(out)
+    ((out - target) ** 2).mean().backward()
+    output = [m for m in decoder.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1][-1]
+    assert output.weight.grad.abs().sum() > 0
+    torch.optim.SGD(decoder.parameters(), lr=1.0).step()
+    assert decoder(latent, condition).abs().max() > 0

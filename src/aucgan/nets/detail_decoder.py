@@ -118,6 +118,17 @@ class DetailDecoder(nn.Module):
         self.max_z = float(max_z)
         self.uv_size = UV_SIZE
 
+    def start_flat(self) -> DetailDecoder:
+        """Zero the output convolution (the last 1-channel conv), so that a fresh decoder predicts no
+        displacement — the flat baseline — and training moves away from it only as the losses ask;
+        its weights still get gradients from the first step. Returns ``self``."""
+        output = [m for m in self.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1][-1]
+        with torch.no_grad():
+            output.weight.zero_()
+            if output.bias is not None:
+                output.bias.zero_()
+        return self
+
 
 class DecaDetailDecoder(DetailDecoder):
     """DECA's detail decoder, laid out so that DECA's published ``D_detail`` weights load strictly.

@@ -31,6 +31,7 @@ from aucgan.build import (
 )
 from aucgan.config import Config
 from aucgan.data.synthetic import SyntheticSample
+from aucgan.face_model.regions import AU_WRINKLE_REGIONS, region_mask
 from aucgan.geometry.render import Rendering, texel_visibility
 from aucgan.losses.adversarial import discriminator_loss, generator_loss, r1_penalty
 from aucgan.losses.au_consistency import au_feature_loss, au_score_loss
@@ -220,6 +221,11 @@ class DetailTraining(StageModule):
                 self.log_dict({f"train/{name}": value.detach() for name, value in d_losses.items()})
             with self.toggled_optimizer(g_optimizer):
                 g_losses = self.generator_losses(images, coarse, aus, condition, detail, rendering)
+                if self.cfg.loss.displacement_truth > 0:
+                    g_losses["displacement_truth"] = (
+                        self.cfg.loss.displacement_truth
+                        * self.displacement_truth(detail.uv_displacement, batch.uv_displacement)
+                    )
                 self.optimise(g_optimizer, g_losses)
         g_schedule.step()
         d_schedule.step()
@@ -227,19 +233,37 @@ class DetailTraining(StageModule):
         self.log("train/g_total", sum(g_losses.values()).detach(), prog_bar=True)
         self.finish_step()
 
+    def displacement_truth(self, predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """``mean_skin |z - z_true| / max_z``: supervision from the synthetic world's ground truth."""
+        skin = self.coarse.uv_space.to(predicted.device).skin
+        return masked_l1(predicted / self.cfg.model.max_z, truth / self.cfg.model.max_z, skin)
+
     def held_out_errors(self, batch: SyntheticSample) -> dict[str, torch.Tensor]:
         """Errors against the synthetic ground truth, over the skin texels: ``displacement_mae`` (face-model
-        units), ``displacement_mae_flat`` (the same for a flat prediction, for scale) and
-        ``normal_error_deg``."""
+        units), ``normal_error_deg``, and ``normal_error_wrinkle_deg`` over the AUs' wrinkle regions (the
+        union of :data:`~aucgan.face_model.regions.AU_WRINKLE_REGIONS`); each ``*_flat`` is the same for a
+        flat prediction (zero displacement: the coarse normals), for scale."""
         coarse = self.coarse_output(batch, batch.image)
         detail = self.detail(batch.image, coarse)
         skin = self.coarse.uv_space.to(batch.image.device).skin
+        wrinkles = self.wrinkle_regions.to(skin) * skin
         count = skin.sum() * batch.image.shape[0]
+        truth, flat = batch.uv_detail_normals, coarse.surface.normals
         return {
             "displacement_mae": ((detail.uv_displacement - batch.uv_displacement).abs() * skin).sum() / count,
             "displacement_mae_flat": (batch.uv_displacement.abs() * skin).sum() / count,
-            "normal_error_deg": normal_angle_degrees(detail.uv_detail_normals, batch.uv_detail_normals, skin),
+            "normal_error_deg": normal_angle_degrees(detail.uv_detail_normals, truth, skin),
+            "normal_error_flat_deg": normal_angle_degrees(flat, truth, skin),
+            "normal_error_wrinkle_deg": normal_angle_degrees(detail.uv_detail_normals, truth, wrinkles),
+            "normal_error_wrinkle_flat_deg": normal_angle_degrees(flat, truth, wrinkles),
         }
+
+    @property
+    def wrinkle_regions(self) -> torch.Tensor:
+        """``(1, 1, S, S)`` the union of every AU's wrinkle regions on the built-in face's UV layout."""
+        size = self.cfg.render.uv_size
+        names = sorted({name for regions in AU_WRINKLE_REGIONS.values() for name in regions})
+        return torch.stack([region_mask(name, size) for name in names]).amax(0)[None, None]
 
     def validation_step(self, batch: SyntheticSample, batch_idx: int) -> None:
         errors = self.held_out_errors(batch)
