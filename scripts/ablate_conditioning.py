@@ -6,8 +6,10 @@
 Every run is the plain ``aucgan train detail`` command printed in the results, on the same written
 dataset, AU net, budget and settings; only the variant's keys and the seed differ. The coarse fit is the
 synthetic ground truth (``model.coarse_source=ground-truth``), so the comparison measures the detail stage
-alone. After training, each run is validated on held-out identities (``data.n_val``): displacement error,
-detail-normal error over the skin and over the AUs' wrinkle regions, each beside the flat prediction.
+alone. With ``--truth`` > 0 the generator is also supervised by the world's true displacement
+(``loss.displacement_truth``), which the synthetic world allows and real photos do not. After training,
+each run is validated on held-out identities (``data.n_val``): displacement error, detail-normal error
+over the skin and over the AUs' wrinkle regions, each beside the flat prediction.
 Finished runs are skipped, so an interrupted ablation continues where it stopped. Writes
 ``OUT/results.json``, ``docs/ablation.png`` and the ablation section of ``docs/RESULTS.md`` (between its
 ``<!-- ablation -->`` markers).
@@ -26,6 +28,8 @@ import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from aucgan.bench import write_results_section
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +65,8 @@ def command(args: argparse.Namespace, variant: str, seed: int) -> list[str]:
         f"trainer.steps={args.steps}", f"trainer.val_every={args.steps}",
         f"trainer.checkpoint_every={args.steps}",
         "trainer.image_every=0", "trainer.progress=false", f"optim.warmup_steps={args.warmup}",
-        f"optim.lr={args.lr}", f"loss.z_reg={args.z_reg}", f"seed={seed}", *VARIANTS[variant][1],
+        f"optim.lr={args.lr}", f"loss.z_reg={args.z_reg}", f"loss.displacement_truth={args.truth}",
+        f"seed={seed}", *VARIANTS[variant][1],
         f"trainer.out_dir={out}",
     ]  # fmt: skip
 
@@ -153,17 +158,6 @@ def plot(results: dict[str, dict[int, dict[str, float]]], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def write_section(path: Path, marker: str, body: str) -> None:
-    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-    text = path.read_text() if path.is_file() else "# Results\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a folder written by `aucgan synth`")
@@ -172,8 +166,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--z-reg", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--z-reg", type=float, default=0.005)
+    parser.add_argument(
+        "--truth", type=float, default=20.0, help="loss.displacement_truth (0 = DECA's objective)"
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--identities-per-batch", type=int, default=1)
     parser.add_argument("--n-val", type=int, default=128)
@@ -203,7 +200,7 @@ def main() -> None:
         "",
         f"```\n{example}\n```",
     ])  # fmt: skip
-    write_section(args.results, "ablation", body)
+    write_results_section(args.results, "ablation", body)
     print(table(results))
 
 

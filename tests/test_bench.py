@@ -57,9 +57,11 @@ def test_bench_measures_both_designs(tmp_path, capsys):
         assert row["flops_per_image"] > 0 and row["roofline_fraction"] > 0
         assert row["au_passes_per_image"] == 1
         assert row["peak_rss_mb"] > 100
+        assert row["profile"] and sum(op["share"] for op in row["profile"]) <= 1.0 + 1e-9
     assert rows["ours", 1]["parameters"] != rows["reference", 1]["parameters"]
     assert {row["design"] for row in data["training"]} == {"ours", "reference"}
     assert all(row["seconds"] > 0 and row["batch"] == 4 for row in data["training"])
     text = results.read_text()
     assert "<!-- bench -->" in text and "| ours | 2 |" in text and "| reference | 1 |" in text
+    assert "Where the time goes (ours, batch 2" in text
     assert "speed-up vs reference" in capsys.readouterr().out

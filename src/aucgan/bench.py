@@ -11,7 +11,8 @@ does not depend on the values):
 
 Per design and batch size (1 and 8): median latency of each inference stage (coarse, AU net, detail,
 render) and end to end (the four, as ``aucgan reconstruct`` runs them, files aside), throughput, and the
-process's peak resident memory (each design and batch runs in a fresh process, so peaks do not mix);
+process's peak resident memory, and on CUDA the peak allocated GPU memory (each design and batch runs in
+a fresh process, so peaks do not mix);
 the detail GAN's training step (D step + G step, batch of ``identities_per_batch × K`` images); FLOPs per
 image counted by :class:`torch.utils.flop_counter.FlopCounterMode` and the achieved FLOP/s as a fraction
 of a matmul peak measured in the same run (float32 on the CPU, bfloat16 on CUDA). Nothing here asserts a
@@ -26,7 +27,6 @@ import multiprocessing
 import os
 import queue as queue_module
 import resource
-import shutil
 import statistics
 import tempfile
 import time
@@ -41,6 +41,10 @@ from aucgan.config import Config, config_from_yaml, config_to_yaml
 REFERENCE_MODEL = {"detail_encoder": "conv", "detail_decoder": "concat-1x1", "discriminator": "reference-3x9"}
 DESIGNS = ("ours", "reference")
 STAGES = ("coarse", "au net", "detail", "render", "end to end")
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not be made; the message is one line."""
 
 
 def design_config(cfg: Config, design: str) -> Config:
@@ -126,7 +130,11 @@ def inference(cfg: Config, design: str, batch: int, repeats: int, device_name: s
             "render": lambda: rec.render_views(full),
             "end to end": lambda: rec.render_views(rec(images)),
         }
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         seconds = {name: median_seconds(run, device, repeats) for name, run in stages.items()}
+        peak_rss = _peak_rss_mb()  # before the FLOP counter and the profiler add their own
+        peak_gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         calls["au"] = 0
         rec(images)
         au_passes = calls["au"]
@@ -135,6 +143,7 @@ def inference(cfg: Config, design: str, batch: int, repeats: int, device_name: s
         counter = FlopCounterMode(display=False)
         with counter:
             rec.render_views(rec(images))
+        profile = operator_profile(lambda: rec.render_views(rec(images)), device)
     del code
     return {
         "design": design,
@@ -143,25 +152,49 @@ def inference(cfg: Config, design: str, batch: int, repeats: int, device_name: s
         "throughput": batch / seconds["end to end"],
         "flops_per_image": counter.get_total_flops() / batch,
         "au_passes_per_image": au_passes / batch,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
+        "peak_gpu_mb": peak_gpu,
         "parameters": sum(p.numel() for p in [*rec.coarse.parameters(), *rec.detail.parameters()]),
+        "profile": profile,
     }
 
 
+def operator_profile(run: Callable[[], object], device: torch.device, top: int = 8) -> list[dict[str, Any]]:
+    """The ``top`` operators of one ``run()`` by self time (``torch.profiler``): name, ms, share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as recorded:
+        run()
+        _synchronise(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in recorded.key_averages() if getattr(e, key) > 0]
+    total = sum(getattr(e, key) for e in events)
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [
+        {"operator": e.key, "ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total, "calls": e.count}
+        for e in events[:top]
+    ]
+
+
 def training_step(cfg: Config, design: str, repeats: int, device_name: str) -> dict[str, Any]:
-    """Median time of the detail GAN's training step of ``design`` (run in a fresh process)."""
+    """Median time (and peak memory) of the detail GAN's training step of ``design`` (run in a fresh
+    process)."""
+    with tempfile.TemporaryDirectory(prefix="aucgan-bench-") as folder:
+        return _training_step(cfg, design, repeats, device_name, Path(folder) / "au.pth")
+
+
+def _training_step(cfg: Config, design: str, repeats: int, device_name: str, au_net: Path) -> dict[str, Any]:
     import lightning as L
     from torch.utils.data import DataLoader
 
     from aucgan.data.synthetic import SyntheticWorld, collate
+    from aucgan.nets.au_net import MEFARG
     from aucgan.train.data import FaceDataModule
     from aucgan.train.detail import DetailTraining
 
     cfg = design_config(cfg, design)
-    from aucgan.nets.au_net import MEFARG
-
-    folder = Path(tempfile.mkdtemp(prefix="aucgan-bench-"))
-    au_net = folder / "au.pth"  # a fresh AU net: speed does not depend on the weights
+    # a fresh AU net: speed does not depend on the weights
     torch.save(MEFARG(cfg.model.au_backbone, cfg.model.au_stage).state_dict(), au_net)
     cfg = dataclasses.replace(
         cfg,
@@ -190,15 +223,23 @@ def training_step(cfg: Config, design: str, repeats: int, device_name: str) -> d
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[Timer()],
     )  # fmt: skip
+
     class FixedBatches(L.LightningDataModule):
         transfer_batch_to_device = FaceDataModule.transfer_batch_to_device
 
         def train_dataloader(self) -> DataLoader:
             return DataLoader([batch] * (repeats + 1), batch_size=None, collate_fn=lambda item: item)
 
+    if device_name.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, datamodule=FixedBatches())
-    shutil.rmtree(folder, ignore_errors=True)
-    return {"design": design, "batch": len(batch.image), "seconds": statistics.median(times[1:])}
+    return {
+        "design": design,
+        "batch": len(batch.image),
+        "seconds": statistics.median(times[1:]),
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device_name.startswith("cuda") else None,
+    }
 
 
 def _child(job: str, cfg_yaml: str, args: tuple, queue: Any) -> None:
@@ -223,11 +264,15 @@ def run_isolated(job: str, cfg: Config, *args: Any) -> dict[str, Any]:
             break
         except queue_module.Empty:
             if not process.is_alive():
-                status, result = "error", f"the process died (exit code {process.exitcode})"
+                try:  # it may have reported just before exiting
+                    status, result = queue.get(timeout=1.0)
+                except queue_module.Empty:
+                    status, result = "error", f"the process died (exit code {process.exitcode})"
                 break
     process.join()
     if status != "ok":
-        raise RuntimeError(f"bench {job} {args[:2]}: {result}")
+        first = str(result).strip().splitlines()[0] if str(result).strip() else "failed"
+        raise BenchError(f"bench {job} of {args[0]} (batch/steps {args[1]}): {first}")
     return result
 
 
@@ -306,6 +351,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {row['design']} | {row['batch']} | {row['seconds'] * 1e3:.0f} "
             f"| {speedup if row['design'] == 'ours' else 1.0:.2f}× |"
         )
+    ours = [row for row in rows if row["design"] == "ours"]
+    if ours and ours[-1].get("profile"):
+        row = ours[-1]
+        title = f"Where the time goes (ours, batch {row['batch']}, one end-to-end pass, self time):"
+        lines += ["", title, "", "| operator | ms | share | calls |", "|---|---|---|---|"]
+        lines += [
+            f"| `{op['operator']}` | {op['ms']:.1f} | {100 * op['share']:.0f} % | {op['calls']} |"
+            for op in row["profile"]
+        ]
     return "\n".join(lines)
 
 
@@ -333,4 +387,13 @@ def save(results: dict[str, Any], out: Path, markdown_path: Path | None, invocat
         write_results_section(markdown_path, "bench", body)
 
 
-__all__ = ["DESIGNS", "bench", "design_config", "markdown", "matmul_peak", "save", "write_results_section"]
+__all__ = [
+    "DESIGNS",
+    "BenchError",
+    "bench",
+    "design_config",
+    "markdown",
+    "matmul_peak",
+    "save",
+    "write_results_section",
+]

@@ -308,7 +308,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from aucgan.bench import bench, markdown, save
+    from aucgan.bench import BenchError, bench, markdown, save
     from aucgan.config import Config, config_from_yaml, load_config
 
     if args.repeats < 1 or args.train_repeats < 1 or min(args.batches) < 1:
@@ -323,10 +323,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         stored = stored_config_yaml(SHIPPED_WEIGHTS)
         cfg = config_from_yaml(Config, stored, str(SHIPPED_WEIGHTS), args.overrides)
-    results = bench(
-        cfg, args.device, tuple(args.batches), args.repeats, args.train_repeats,
-        progress=lambda message: log.info("bench: %s", message),
-    )  # fmt: skip
+    try:
+        results = bench(
+            cfg, args.device, tuple(args.batches), args.repeats, args.train_repeats,
+            progress=lambda message: log.info("bench: %s", message),
+        )  # fmt: skip
+    except BenchError as error:
+        raise UsageError(str(error)) from None
     invocation = " ".join(["aucgan bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "aucgan bench"
     save(results, Path(args.out), Path(args.results) if args.results else None, invocation)
     print(markdown(results))

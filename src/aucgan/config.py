@@ -166,7 +166,8 @@ class DataConfig:
         n_train: training samples used (on the fly; for a folder, at most this many, 0 = all).
         n_val: validation samples (held-out identities).
         identities_per_batch: identities in one batch; a batch holds K images of each
-            (K = ``synth.images_per_identity``), so the batch size is ``identities_per_batch * K``.
+            (K = ``synth.images_per_identity``), so the batch size is ``identities_per_batch * K`` (with
+            ``au_balance`` > 0 the AU net draws that many single images instead).
         workers: data-loading processes (0 loads in the training process).
         au_balance: AU net training only: draw training images with weight ``(1 / f)^au_balance`` of the
             rarest AU they show (``f`` its frequency), so rare AUs are seen about as often as common ones;

@@ -13,6 +13,7 @@ by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,7 +116,8 @@ def read_weights(path: str | os.PathLike[str]) -> WeightsFile:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        with open(path, "rb") as stream:
+        head = b"?"
+        with contextlib.suppress(OSError), open(path, "rb") as stream:
             head = stream.read(512)
         if not head or head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
             raise CheckpointError(

@@ -364,3 +364,52 @@ def test_mrf_is_on_with_a_vgg19_file(world, step, tmp_path, monkeypatch):
     losses["mrf"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.detail.decoder.parameters())
     assert all(p.grad is None for p in module.vgg.parameters())
+
+
+def test_displacement_truth_is_the_skin_l1_in_units_of_max_z(world, step):
+    module, cfg = world.module, world.cfg
+    detail = step.outputs[3]
+    truth = step.batch.uv_displacement
+    skin = module.coarse.uv_space.skin
+    expected = ((detail.uv_displacement - truth).abs() * skin).sum() / (skin.sum() * truth.shape[0])
+    actual = module.displacement_truth(detail.uv_displacement, truth)
+    assert float(actual) == pytest.approx(float(expected) / cfg.model.max_z, rel=1e-5)
+    assert float(module.displacement_truth(truth, truth)) == 0.0
+
+
+def test_held_out_errors_of_a_flat_prediction_equal_the_flat_baseline(world, step, monkeypatch):
+    module = world.module
+    module.eval()
+    with torch.no_grad():
+        errors = module.held_out_errors(step.batch)
+        monkeypatch.setattr(
+            module.detail.decoder,
+            "forward",
+            lambda latent, condition=None: torch.zeros(
+                latent.shape[0], 1, module.cfg.render.uv_size, module.cfg.render.uv_size
+            ),
+        )
+        zero = module.held_out_errors(step.batch)
+    module.train()
+    assert set(errors) == {
+        "displacement_mae", "displacement_mae_flat", "normal_error_deg", "normal_error_flat_deg",
+        "normal_error_wrinkle_deg", "normal_error_wrinkle_flat_deg",
+    }  # fmt: skip
+    assert float(zero["displacement_mae"]) == pytest.approx(float(zero["displacement_mae_flat"]), rel=1e-6)
+    assert float(zero["normal_error_deg"]) == pytest.approx(float(zero["normal_error_flat_deg"]), abs=1e-3)
+    assert float(zero["normal_error_wrinkle_deg"]) == pytest.approx(
+        float(zero["normal_error_wrinkle_flat_deg"]), abs=1e-3
+    )
+    wrinkles = module.wrinkle_regions
+    assert wrinkles.shape == (1, 1, module.cfg.render.uv_size, module.cfg.render.uv_size)
+    assert 0 < float(wrinkles.mean()) < 0.5
+
+
+@pytest.mark.parametrize("init", ["flat", "random"])
+def test_detail_init_is_honoured(world, init):
+    cfg = dataclasses.replace(world.cfg, model=dataclasses.replace(world.cfg.model, detail_init=init))
+    module = DetailTraining(cfg)
+    output = [m for m in module.detail.decoder.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1][
+        -1
+    ]
+    assert (output.weight.abs().sum() == 0) == (init == "flat")

@@ -623,7 +623,8 @@ def detect_faces(image: np.ndarray) -> list[FaceBox]:
 
     Returns:
         One window per face, largest first, duplicates (boxes mostly inside a larger one) and windows
-        under a quarter of the largest one's side removed; ``[]`` when no face is found.
+        under a quarter of the largest one's side removed (so in a group photo, faces far smaller than the
+        nearest one are skipped); ``[]`` when no face is found.
     """
     _check_image(image)
     cascade = _haar_cascade()

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from aucgan.atomic import atomic_path
 from aucgan.au import AU_NAMES, MAIN_AUS
 from aucgan.data.synthetic import SyntheticSample, SyntheticWorld
 from aucgan.data.wrinkles import WRINKLE_AUS, wrinkle_displacement
@@ -35,7 +36,8 @@ def contact_sheet(samples: Sequence[SyntheticSample], path: Path, columns: int =
     fig.suptitle("aucgan synthetic world: samples (identity: AU intensities)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=100)
     return path
 
 
@@ -121,5 +123,6 @@ def au_sweep_sheet(world: SyntheticWorld, path: Path, identity: int = 0) -> Path
     )
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=100)
     return path

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from aucgan.au import MAIN_AUS
 from aucgan.config import Config
 from aucgan.data.synthetic import SyntheticSample, SyntheticWorld, stable_seed
-from aucgan.loaders.common import load_strict
+from aucgan.loaders.common import CheckpointError, load_strict
 from aucgan.loaders.opengraphau import load_au_net
 from aucgan.nets.au_net import MEFARG
 from aucgan.train.augmentation import face_augmentation
@@ -57,8 +57,15 @@ class AUTraining(StageModule):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.net = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
-        if cfg.trainer.start_from:
+        if cfg.trainer.start_from and not cfg.resume:  # a resumed run's checkpoint holds the weights
             start = load_au_net(cfg.trainer.start_from)
+            wanted = (cfg.model.au_backbone, cfg.model.au_stage)
+            if (start.backbone_name, start.stage) != wanted:
+                raise CheckpointError(
+                    f"{cfg.trainer.start_from} [trainer.start_from]: an AU net of {start.backbone_name} "
+                    f"stage {start.stage}, the config builds {wanted[0]} stage {wanted[1]}; set "
+                    f"model.au_backbone={start.backbone_name} model.au_stage={start.stage}"
+                )
             load_strict(self.net, start.state_dict(), f"{cfg.trainer.start_from} [trainer.start_from]")
         frequencies = au_frequencies(cfg).clamp(min=1e-3)
         self.register_buffer(

@@ -1,5 +1,8 @@
 """Training data: synthetic samples in identity groups, in an order that is a function of the step.
 
+(The AU net with ``data.au_balance > 0`` draws ``identities_per_batch × K`` single images by AU rarity
+instead: :class:`BalancedStepSampler`.)
+
 A batch holds ``identities_per_batch`` identities × their K images (DECA's K, for the detail-consistency
 loss). Which identities make up the batch of step ``s`` on rank ``r`` is a pure function of
 ``(seed, s, r)``: groups are drawn from a seeded permutation of the split per pass over it, so a resumed

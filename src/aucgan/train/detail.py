@@ -217,7 +217,7 @@ class DetailTraining(StageModule):
             if self.cfg.loss.adversarial > 0:
                 with self.toggled_optimizer(d_optimizer):
                     d_losses = self.discriminator_losses(images, rendering.image, condition)
-                    self.optimise(d_optimizer, d_losses)
+                    self.optimise(d_optimizer, d_losses, "discriminator")
                 self.log_dict({f"train/{name}": value.detach() for name, value in d_losses.items()})
             with self.toggled_optimizer(g_optimizer):
                 g_losses = self.generator_losses(images, coarse, aus, condition, detail, rendering)
@@ -226,9 +226,10 @@ class DetailTraining(StageModule):
                         self.cfg.loss.displacement_truth
                         * self.displacement_truth(detail.uv_displacement, batch.uv_displacement)
                     )
-                self.optimise(g_optimizer, g_losses)
+                self.optimise(g_optimizer, g_losses, "generator")
         g_schedule.step()
-        d_schedule.step()
+        if self.cfg.loss.adversarial > 0:
+            d_schedule.step()
         self.log_dict({f"train/{name}": value.detach() for name, value in g_losses.items()})
         self.log("train/g_total", sum(g_losses.values()).detach(), prog_bar=True)
         self.finish_step()

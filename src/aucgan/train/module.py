@@ -76,10 +76,11 @@ class StageModule(L.LightningModule):
             set_rng_state(self._pending_rng)
             self._pending_rng = None
 
-    def optimise(self, optimizer: Any, losses: dict[str, torch.Tensor]) -> bool:
+    def optimise(self, optimizer: Any, losses: dict[str, torch.Tensor], name: str = "") -> bool:
         """Zero the gradients, back-propagate the sum of ``losses`` and step ``optimizer`` — unless a loss
-        or a gradient is NaN/inf, in which case the gradients are dropped and nothing is applied.
-        Returns whether the step was applied."""
+        or a gradient is NaN/inf, in which case the gradients are dropped and this optimiser's update is not
+        applied. ``name`` (``"generator"``, ``"discriminator"``) prefixes what is reported. Returns whether
+        the step was applied."""
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
@@ -93,7 +94,10 @@ class StageModule(L.LightningModule):
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
         if bad.item():
             optimizer.zero_grad(set_to_none=True)
-            self._bad_now.extend(problems or ["another process's losses or gradients"])
+            prefix = f"{name} " if name else ""
+            self._bad_now.extend(
+                f"{prefix}{p}" for p in problems or ["another process's losses or gradients"]
+            )
             return False
         optimizer.step()
         return True
@@ -114,8 +118,9 @@ class StageModule(L.LightningModule):
             if self.bad_in_row >= limit:
                 raise TrainingStopped(
                     f"stopped at step {self.steps_done}: {self.bad_in_row} steps in a row had non-finite "
-                    f"{', '.join(problems)} (none was applied); lower optim.lr or check the data, then "
-                    "continue from the last checkpoint with resume=true"
+                    f"{', '.join(problems)} (those updates were not applied; the last checkpoint holds the "
+                    "last good weights); check the data, or lower optim.lr (optim.lr_discriminator for the "
+                    "discriminator) in a new run (trainer.out_dir=NEW): resume=true would repeat these steps"
                 )
         else:
             self.bad_in_row = 0
