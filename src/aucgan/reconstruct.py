@@ -304,15 +304,13 @@ class Reconstructor:
         rec = reconstruction
         background = F.interpolate(rec.images, size=(size, size), mode="bilinear", align_corners=False)
         smooth = self.coarse.render(rec.coarse, background=background, image_size=size)
+        once = smooth.fragments  # the same geometry three times: rasterise it once
         detailed = self.coarse.render(
-            rec.coarse, uv_normals=rec.detail.uv_detail_normals, background=background, image_size=size
+            rec.coarse, rec.detail.uv_detail_normals, background=background, image_size=size, fragments=once
         )
         grey = dataclasses.replace(rec.coarse, uv_albedo=torch.full_like(rec.coarse.uv_albedo, 0.7))
         shading = self.coarse.render(
-            grey,
-            uv_normals=rec.detail.uv_detail_normals,
-            background=torch.ones_like(background),
-            image_size=size,
+            grey, rec.detail.uv_detail_normals, torch.ones_like(background), image_size=size, fragments=once
         )
         return {"coarse": smooth.image, "detail": detailed.image, "shading": shading.image.clamp(0, 1)}
 

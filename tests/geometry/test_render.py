@@ -371,3 +371,21 @@ def test_builtin_face_renders_a_sensible_picture(face_model):
     # Shading is lit from the given side: the lit half is brighter.
     left, right = rendering.shading[1, :, :, : size // 2], rendering.shading[1, :, :, size // 2 :]
     assert left.sum() > right.sum()
+
+
+def test_reused_fragments_shade_exactly_like_a_fresh_rasterisation():
+    first, _, _ = render_quads()
+    size = UV_SIZE
+    normal_map = torch.nn.functional.normalize(torch.rand(2, 3, size, size, dtype=torch.float64) + 0.5, dim=1)
+    background = torch.rand(2, 3, SIZE, SIZE, dtype=torch.float64)
+    fresh, _, _ = render_quads(uv_normal_map=normal_map, background=background)
+    reused, _, _ = render_quads(uv_normal_map=normal_map, background=background, fragments=first.fragments)
+    for name in ("image", "mask", "shading", "normals", "albedo"):
+        torch.testing.assert_close(getattr(reused, name), getattr(fresh, name), rtol=0, atol=0)
+    vertices, uvs = quad()
+    with pytest.raises(ValueError, match=r"fragments are \(2, .*rasterise again"):
+        render(
+            vertices[None], QUAD_FACES, uvs, QUAD_FACES, torch.tensor(CAMERAS[:1], dtype=torch.float64),
+            torch.zeros(1, 9, 3, dtype=torch.float64), affine_albedo_map(affine_albedo_coefficients())[:1],
+            SIZE, fragments=first.fragments,
+        )  # fmt: skip

@@ -66,6 +66,7 @@ def render(
     uv_normal_map: torch.Tensor | None = None,
     background: torch.Tensor | None = None,
     cull_backfaces: bool = False,
+    fragments: Fragments | None = None,
 ) -> Rendering:
     """Render a textured, SH-lit mesh with the orthographic camera.
 
@@ -82,6 +83,9 @@ def render(
         background: optional ``(B, 3, H, W)`` or ``(3,)`` colour behind the face; black by default.
         cull_backfaces: skip triangles facing away from the camera (right for an open face mask, and
             faster).
+        fragments: the :attr:`Rendering.fragments` of an earlier call with the same vertices, faces,
+            camera, ``image_size`` and culling, to shade the same geometry again (other albedo, normals,
+            light or background) without rasterising it again; checked for shape only.
 
     Returns:
         :class:`Rendering`.
@@ -101,7 +105,13 @@ def render(
             f"background must be (3,) or ({batch}, 3, {image_size}, {image_size}), "
             f"got {tuple(background.shape)}"
         )
-    fragments = rasterize(projected, faces, image_size, cull_backfaces)
+    if fragments is None:
+        fragments = rasterize(projected, faces, image_size, cull_backfaces)
+    elif fragments.face_index.shape != (batch, image_size, image_size):
+        raise ValueError(
+            f"fragments are {tuple(fragments.face_index.shape)}, this render is ({batch}, {image_size}, "
+            f"{image_size}); rasterise again (fragments=None)"
+        )
     mask = fragments.mask[:, None].to(vertices.dtype)
     uv = _to_image(interpolate(uvs.to(vertices.dtype).expand(batch, -1, -1), uv_faces, fragments))
     flat_uv = uv.permute(0, 2, 3, 1).reshape(batch, -1, 2)

@@ -16,6 +16,7 @@ from aucgan.face_model.albedo import LinearAlbedo
 from aucgan.face_model.base import FaceModel
 from aucgan.face_model.uv_space import UVSpace, UVSurface
 from aucgan.geometry.camera import orthographic_project
+from aucgan.geometry.raster import Fragments
 from aucgan.geometry.render import Rendering, render
 from aucgan.nets.coarse_encoder import CoarseCodes, CoarseEncoder, CodeLayout
 
@@ -102,13 +103,15 @@ class CoarseStage(nn.Module):
         uv_normals: torch.Tensor | None = None,
         background: torch.Tensor | None = None,
         image_size: int | None = None,
+        fragments: Fragments | None = None,
     ) -> Rendering:
         """Render the coarse faces (smooth normals), or with ``uv_normals (B, 3, S, S)`` (detail normals),
         over ``background (B, 3, H, W)`` (black if not given), at ``image_size`` (default: the stage's; the
-        camera is in NDC, so any size frames the face the same way)."""
+        camera is in NDC, so any size frames the face the same way). ``fragments`` of an earlier render of
+        the same ``coarse`` at the same size skip the rasterisation."""
         model = self.face_model
         return render(
             coarse.vertices, model.faces, model.uvs, model.uv_faces, coarse.codes.camera, coarse.codes.light,
             coarse.uv_albedo, image_size or self.image_size, uv_normal_map=uv_normals, background=background,
-            cull_backfaces=True,
+            cull_backfaces=True, fragments=fragments,
         )  # fmt: skip
