@@ -37,12 +37,6 @@ def test_shipped_weights_carry_their_config_and_provenance(reconstructor: Recons
     assert "aucgan train detail" in packed.provenance
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped detail model (800 CPU steps) has not learnt AU12's nasolabial folds: on neutral "
-    "held-out faces AU12=1 lowers the nasolabial energy by 3-8 % and moves the forehead by 19-27 % (issue 6 "
-    "note); this test turns green when weights that do are shipped",
-)
 def test_au12_edit_raises_nasolabial_detail_and_leaves_the_forehead(reconstructor, tmp_path) -> None:
     world = world_parameters(reconstructor.cfg).world()
     index = identity_in_split("test", 3) * world.images_per_identity
