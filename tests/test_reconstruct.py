@@ -20,6 +20,7 @@ from aucgan.reconstruct import (
     FACE_FILES,
     VIS_SIZE,
     FaceFolderError,
+    Reconstructor,
     edit_face,
     is_finished,
     read_face,
@@ -395,3 +396,21 @@ def test_edit_face_keeps_the_input_picture_sharp(random_reconstructor, tmp_path,
     edited = np.asarray(Image.open(target / "input.png"), dtype=float)
 
     assert np.abs(edited - original).mean() < 1.0
+
+
+def test_channels_last_matches_the_contiguous_reference(random_weights):
+    fast = Reconstructor.load(random_weights)
+    stages = Reconstructor.load(random_weights)
+    plain = Reconstructor(
+        stages.coarse.to(memory_format=torch.contiguous_format),
+        stages.detail.to(memory_format=torch.contiguous_format),
+        stages.cfg, "plain", channels_last=False,
+    )  # fmt: skip
+    convs = [m for m in fast.detail.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert all(m.weight.is_contiguous() for m in plain.detail.modules() if isinstance(m, torch.nn.Conv2d))
+    images = torch.rand(2, 3, fast.image_size, fast.image_size, generator=torch.Generator().manual_seed(4))
+    a, b = fast(images), plain(images)
+    torch.testing.assert_close(a.coarse.vertices, b.coarse.vertices, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.au.main_scores, b.au.main_scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.detail.uv_displacement, b.detail.uv_displacement, rtol=1e-4, atol=1e-6)
