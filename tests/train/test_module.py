@@ -5,14 +5,18 @@ per-step randomness that does not depend on what ran before, and the steps and R
 carries. The non-finite guard: a toy stage (one linear layer, manual optimisation through
 :meth:`StageModule.optimise`) is trained by a real Lightning trainer with NaN/inf planted in the loss or only
 in the gradient at chosen steps: those steps change no parameter, are counted and logged, and too many in a
-row stop the run with one line.
+row stop the run with one line; under gloo DDP a NaN on one rank skips the step on both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -243,3 +247,48 @@ def test_too_many_bad_steps_in_a_row_stop_with_one_line(cfg, tmp_path):
     assert module.bad_steps == 5
     assert torch.equal(module.history[-1], module.history[4])
     assert torch.isfinite(module.history[-1]).all()
+
+
+DDP_CHILD = r"""
+import json, math, os, sys
+import torch
+from torch import nn
+from aucgan.config import Config, load_config
+from aucgan.train.module import StageModule
+
+torch.distributed.init_process_group("gloo", rank=int(sys.argv[1]), world_size=2)
+module = StageModule(load_config(Config, sys.argv[2]))
+module.layer = nn.Linear(3, 1)
+torch.nn.init.constant_(module.layer.weight, 0.5)
+module.manual_backward = lambda loss: loss.backward()  # no Trainer here: the guard's verdict is the subject
+optimizer = torch.optim.SGD(module.layer.parameters(), lr=0.1)
+loss = module.layer(torch.ones(1, 3)).sum()
+if torch.distributed.get_rank() == 1:
+    loss = loss * math.nan
+applied = module.optimise(optimizer, {"fit": loss})
+print(json.dumps({"applied": applied, "weight": module.layer.weight.tolist(), "bad": module._bad_now}))
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_under_ddp_one_rank_s_nan_skips_the_step_on_every_rank(tmp_path):
+    environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", DDP_CHILD, str(rank), str(TINY)],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r["applied"] for r in results] == [False, False]
+    assert results[0]["weight"] == results[1]["weight"] == [[0.5, 0.5, 0.5]]
+    assert results[0]["bad"] == ["another process's losses or gradients"]
+    assert results[1]["bad"] == ["fit", "gradients"]
