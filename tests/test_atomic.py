@@ -1,18 +1,20 @@
 """Tests of the atomic writers (:mod:`aucgan.atomic`) and of checkpoint saving killed at random points.
 
-Each writer replaces the destination whole or leaves it alone (errors remove the temporary file). A forked
-process that saves checkpoints in a loop is killed with SIGKILL at random moments, 24 times: the last
-checkpoint always loads and holds one whole save. The same harness with a plain ``torch.save`` to the
-destination tears the file, which shows the harness can catch a non-atomic writer.
+Each writer replaces the destination whole or leaves it alone (errors remove the temporary file). A process
+(a fresh interpreter each time) that saves checkpoints in a loop with ``atomic_torch_save`` is killed with
+SIGKILL at random moments, 24 times: the last checkpoint always loads and holds one whole save. The same
+harness with a plain ``torch.save`` to the destination tears the file, which shows it can catch a
+non-atomic writer. (Fresh interpreters, not ``os.fork``: a forked child of a process whose OpenMP threads
+have run can hang in its first parallel torch call.)
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,6 @@ import pytest
 import torch
 
 from aucgan.atomic import atomic_open, atomic_path, atomic_write_bytes
-from aucgan.train.checkpointing import atomic_torch_save
 
 PAYLOAD = 4_000_000
 """float32 elements per checkpoint (16 MB): a save takes long enough for kills to land inside it."""
@@ -57,58 +58,61 @@ def test_atomic_path_keeps_the_suffix_for_writers_that_add_one(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["arrays.npz"]
 
 
-def plain_torch_save(obj: object, path: Path) -> None:
-    torch.save(obj, path)
+SAVER = r"""
+import os, sys
+import torch
+from aucgan.atomic import atomic_torch_save
+
+torch.set_num_threads(1)
+path, kind = sys.argv[1], sys.argv[2]
+payloads = [torch.full((PAYLOAD,), float(parity)) for parity in (0, 1)]
+counter = 0
+while True:
+    counter += 1
+    state = {"counter": counter, "payload": payloads[counter % 2]}
+    if kind == "atomic":
+        atomic_torch_save(state, path)
+    else:
+        torch.save(state, path)
+    if counter == 1:
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+""".replace("PAYLOAD", str(PAYLOAD))
 
 
-def save_forever(save: Callable[[object, Path], None], path: Path, ready: int) -> None:
-    """In a forked child: save checkpoints numbered 1, 2, … in a loop; signal after the first one."""
-    try:
-        counter = 0
-        while True:
-            counter += 1
-            save({"counter": counter, "payload": torch.full((PAYLOAD,), float(counter))}, path)
-            if counter == 1:
-                os.write(ready, b"1")
-    finally:
-        os._exit(0)
-
-
-def kill_during_saves(save: Callable[[object, Path], None], path: Path, trials: int, seed: int) -> list[str]:
-    """Kill a saving child at a random moment ``trials`` times; the problems found on reading back."""
+def kill_during_saves(kind: str, path: Path, trials: int, seed: int) -> list[str]:
+    """Kill a process that saves checkpoints in a loop (``kind``: ``atomic`` or ``plain`` ``torch.save``)
+    at a random moment, ``trials`` times, each a fresh interpreter; the problems found on reading back."""
     rng = random.Random(seed)
     problems = []
     for trial in range(trials):
-        read, write = os.pipe()
-        child = os.fork()
-        if child == 0:
-            os.close(read)
-            save_forever(save, path, write)
-        os.close(write)
-        assert os.read(read, 1) == b"1"
-        os.close(read)
+        child = subprocess.Popen(
+            [sys.executable, "-c", SAVER, str(path), kind],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
         time.sleep(rng.uniform(0.0, 0.4))
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
         try:
             state = torch.load(path, weights_only=True)
         except Exception as error:  # any failure to load is what the harness counts
             problems.append(f"trial {trial}: {type(error).__name__}: {error}")
             continue
-        if not (state["payload"] == state["counter"]).all():
+        if not (state["payload"] == state["counter"] % 2).all():
             problems.append(f"trial {trial}: checkpoint {state['counter']} mixes two saves")
     return problems
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_sigkill_during_checkpoint_saves_always_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
-    assert kill_during_saves(atomic_torch_save, path, trials=24, seed=0) == []
+    assert kill_during_saves("atomic", path, trials=24, seed=0) == []
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"]
     assert all(name.startswith(".last.ckpt.") and name.endswith(".tmp.ckpt") for name in leftovers)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_the_kill_harness_catches_a_plain_save(tmp_path):
-    problems = kill_during_saves(plain_torch_save, tmp_path / "last.ckpt", trials=8, seed=1)
+    problems = kill_during_saves("plain", tmp_path / "last.ckpt", trials=8, seed=1)
     assert problems, "a plain torch.save was never caught mid-write; the harness would miss torn files"

@@ -59,6 +59,15 @@ def atomic_open(path: str | os.PathLike[str], binary: bool = True) -> Iterator[I
             yield handle
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` through :func:`atomic_open`: a crash or kill at any point leaves either the old file or
+    the new one, never a torn one (training checkpoints are written with it)."""
+    import torch
+
+    with atomic_open(path) as stream:
+        torch.save(obj, stream)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
     with atomic_open(path) as handle:
@@ -66,4 +75,4 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(os.fspath(path))
 
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes"]
+__all__ = ["atomic_open", "atomic_path", "atomic_torch_save", "atomic_write_bytes"]

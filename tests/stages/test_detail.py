@@ -51,11 +51,10 @@ INTERIOR_Q90_TOLERANCE = 0.035
 
 @pytest.fixture(scope="module")
 def cfg() -> Config:
-    return load_config(
-        Config,
-        None,
-        [f"render.image_size={SIZE}", f"render.uv_size={SIZE}", f"model.n_detail={N_DETAIL}"],
-    )
+    # A random decoder (not the default flat start, whose zero output layer passes no gradient upstream at
+    # first): these tests look at what flows through the stage.
+    overrides = [f"render.image_size={SIZE}", f"render.uv_size={SIZE}", f"model.n_detail={N_DETAIL}"]
+    return load_config(Config, None, [*overrides, "model.detail_init=random"])
 
 
 def decode(

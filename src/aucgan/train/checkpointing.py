@@ -18,16 +18,9 @@ import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from aucgan.atomic import atomic_open
+from aucgan.atomic import atomic_torch_save
 
 LAST = "last.ckpt"
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` through :func:`aucgan.atomic.atomic_open`: a crash or kill at any point leaves either
-    the old file or the new one, never a torn one."""
-    with atomic_open(path) as stream:
-        torch.save(obj, stream)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
