@@ -10,19 +10,20 @@ of the outputs, in float32.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from aucgan.bench import median_seconds
 from aucgan.nets.au_net import MEFARG
 from aucgan.nets.coarse_encoder import CoarseEncoder, CodeLayout, ExpressionEncoder
 from aucgan.nets.detail_decoder import AUCondition, build_detail_decoder
 from aucgan.nets.detail_encoder import ConvDetailEncoder, ResNetDetailEncoder
 from aucgan.nets.discriminator import build_discriminator
+
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -81,16 +82,6 @@ def total(output) -> torch.Tensor:
     return sum(v.float().sum() for v in vars(output).values() if isinstance(v, torch.Tensor))
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(case: Case, batch: int, repeats: int) -> tuple[int, float, float, float]:
     net = case.build()
     parameters = sum(p.numel() for p in net.parameters())
@@ -107,7 +98,12 @@ def measure(case: Case, batch: int, repeats: int) -> tuple[int, float, float, fl
         net.zero_grad(set_to_none=True)
         total(net(*inputs)).backward()
 
-    return parameters, flops, median_seconds(forward, repeats), median_seconds(forward_backward, repeats)
+    return (
+        parameters,
+        flops,
+        median_seconds(forward, CPU, repeats),
+        median_seconds(forward_backward, CPU, repeats),
+    )
 
 
 def main() -> None:

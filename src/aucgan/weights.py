@@ -25,7 +25,7 @@ from torch import nn
 from aucgan import __version__
 from aucgan.atomic import atomic_path
 from aucgan.config import Config, ConfigError, config_from_yaml, config_to_yaml
-from aucgan.loaders.common import CheckpointError, describe_bytes, load_strict, strip_prefix
+from aucgan.loaders.common import CheckpointError, describe_bytes, is_html, load_strict, strip_prefix
 
 FORMAT = "aucgan-weights/1"
 PARTS = ("coarse", "detail")
@@ -119,7 +119,7 @@ def read_weights(path: str | os.PathLike[str]) -> WeightsFile:
         head = b"?"
         with contextlib.suppress(OSError), open(path, "rb") as stream:
             head = stream.read(512)
-        if not head or head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        if not head or is_html(head):
             raise CheckpointError(
                 f"{path}: {describe_bytes(head, 'weights file')}; give one written by `aucgan pack`"
             ) from None

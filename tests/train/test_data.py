@@ -26,6 +26,7 @@ from aucgan.train.data import (
     FaceDataModule,
     StepBatchSampler,
     au_balance_weights,
+    train_au_occurrence,
 )
 
 TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
@@ -296,7 +297,8 @@ def test_au_balance_draws_labelled_items_from_the_prior(cfg, shards):
     module = FaceDataModule(settings(cfg, source=str(shards), n_train=0, steps=3, au_balance=1.0))
     loader = module.train_dataloader()
     assert isinstance(loader.batch_sampler, BalancedStepSampler)
-    labels = module.train_au_occurrence(SHARD_TRAIN)
+    labels = train_au_occurrence(loader.dataset)
+    assert labels.shape == (SHARD_TRAIN, 27)
     for batch in loader:
         assert len(batch.index) == cfg.data.identities_per_batch * cfg.synth.images_per_identity
         k = cfg.synth.images_per_identity

@@ -340,9 +340,11 @@ def _read_with_pil(path: Path, frame: int | None) -> np.ndarray:
     try:
         image = Image.open(path)
     except UnidentifiedImageError as error:
+        from aucgan.loaders.common import is_html  # only on this error path: images.py stays torch-free
+
         with open(path, "rb") as stream:
-            head = stream.read(512).lstrip().lower()
-        if head.startswith((b"<!doctype html", b"<html")):
+            head = stream.read(512)
+        if is_html(head):
             raise InputError(
                 f"{path}: an HTML page, not an image (a download that saved the web page?); "
                 "download the image file itself"

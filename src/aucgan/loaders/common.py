@@ -26,10 +26,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; ``str()`` is one line naming the file and the problem."""
 
 
+def is_html(head: bytes) -> bool:
+    """Whether a file's first bytes are an HTML page (a download that saved the web page instead)."""
+    return head.lstrip().lower().startswith((b"<!doctype html", b"<html"))
+
+
 def describe_bytes(head: bytes, what: str = "checkpoint") -> str:
     """What the first bytes of a file that failed to load as a ``what`` say it is."""
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html")):
+    if is_html(head):
         return f"an HTML page, not a {what} (a download that saved a web page?)"
     if not head:
         return "an empty file"

@@ -41,7 +41,24 @@ class DataSettings:
     au_balance: float = 0.0
 
 
-class StepBatchSampler(Sampler[list[int]]):
+class _StepSampler(Sampler[list[int]]):
+    """The batches of steps ``start … steps - 1`` of one rank; subclasses say what :meth:`batch` holds."""
+
+    start: int
+    steps: int
+
+    def batch(self, step: int) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+class StepBatchSampler(_StepSampler):
     """Batches of whole identity groups for steps ``start … steps - 1`` of one rank.
 
     Args:
@@ -98,13 +115,6 @@ class StepBatchSampler(Sampler[list[int]]):
             items.extend(range(group * self.group_size, (group + 1) * self.group_size))
         return items
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.steps):
-            yield self.batch(step)
-
-    def __len__(self) -> int:
-        return self.steps
-
 
 def au_balance_weights(occurrence: torch.Tensor, power: float) -> torch.Tensor:
     """``(N,)`` sampling weight of each item from its AU occurrence ``(N, 27)``:
@@ -119,7 +129,7 @@ def au_balance_weights(occurrence: torch.Tensor, power: float) -> torch.Tensor:
     return torch.where(occurrence.any(1), per_au.amax(1), inverse.min())
 
 
-class BalancedStepSampler(Sampler[list[int]]):
+class BalancedStepSampler(_StepSampler):
     """Batches of ``batch_size`` items drawn by weight, without replacement within a step, for steps
     ``start … steps - 1`` of one rank. The items of step ``s`` are a pure function of ``(seed, s)``: all
     ranks' items are drawn together and each rank takes its slice, so a resumed run sees the same batches
@@ -149,12 +159,15 @@ class BalancedStepSampler(Sampler[list[int]]):
         drawn = torch.multinomial(self.weights, self.batch_size * self.world_size, False, generator=generator)
         return drawn[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.steps):
-            yield self.batch(step)
 
-    def __len__(self) -> int:
-        return self.steps
+def train_au_occurrence(dataset: Dataset) -> torch.Tensor:
+    """``(len(dataset), 27)`` AU occurrence of a training split's items (generated, written, or the first
+    ``n`` of either), from its world's prior: the same draws the samples were rendered with; nothing is
+    rendered or read."""
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    world = base.parameters
+    indices = [split_index("train", item, world.images_per_identity) for item in range(len(dataset))]
+    return drawn_expressions(world.seed, indices) > 0
 
 
 def _rank() -> tuple[int, int]:
@@ -208,7 +221,7 @@ class FaceDataModule(L.LightningDataModule):
         k = self.settings.world.images_per_identity
         sampler: Sampler[list[int]]
         if self.settings.au_balance > 0:
-            labels = self.train_au_occurrence(len(dataset))
+            labels = train_au_occurrence(dataset)
             sampler = BalancedStepSampler(
                 au_balance_weights(labels, self.settings.au_balance), self.settings.identities_per_batch * k,
                 self.settings.seed, self.settings.steps, self.start_step, rank, world_size,
@@ -219,15 +232,6 @@ class FaceDataModule(L.LightningDataModule):
                 self.settings.seed, self.settings.steps, self.start_step, rank, world_size,
             )  # fmt: skip
         return self._loader(dataset, sampler, None)
-
-    def train_au_occurrence(self, count: int) -> torch.Tensor:
-        """``(count, 27)`` AU occurrence of the first ``count`` training items, from the world's prior
-        (the same draws the samples were rendered with; nothing is rendered or read)."""
-        dataset = self.dataset("train", self.settings.n_train)
-        base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
-        world = base.parameters
-        indices = [split_index("train", item, world.images_per_identity) for item in range(count)]
-        return drawn_expressions(world.seed, indices) > 0
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset("val", self.settings.n_val)
