@@ -121,7 +121,6 @@ def inference(cfg: Config, design: str, batch: int, repeats: int, device_name: s
         coarse = rec.coarse(images)
         aus = rec.detail.read_aus(images)
         condition = au_condition(aus)
-        code = rec.detail.encoder(images)
         full = rec(images)
         stages = {
             "coarse": lambda: rec.coarse(images),
@@ -144,7 +143,6 @@ def inference(cfg: Config, design: str, batch: int, repeats: int, device_name: s
         with counter:
             rec.render_views(rec(images))
         profile = operator_profile(lambda: rec.render_views(rec(images)), device)
-    del code
     return {
         "design": design,
         "batch": batch,

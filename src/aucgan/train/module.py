@@ -84,15 +84,19 @@ class StageModule(L.LightningModule):
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        problems = [name for name, value in losses.items() if not torch.isfinite(value.detach()).all()]
+        # Every check stays on the device; one host sync (bad.item()) per optimiser step.
+        loss_finite = [torch.isfinite(value.detach()).all() for value in losses.values()]
         groups = getattr(optimizer, "optimizer", optimizer).param_groups
         gradients = [p.grad for group in groups for p in group["params"] if p.grad is not None]
-        if gradients and not torch.stack([g.isfinite().all() for g in gradients]).all():
-            problems.append("gradients")
-        bad = torch.tensor(float(bool(problems)), device=self.device)
+        gradients_finite = torch.stack([g.isfinite().all() for g in gradients]).all() if gradients else None
+        flags = [*loss_finite, *([] if gradients_finite is None else [gradients_finite])]
+        bad = (~torch.stack([f.to(self.device) for f in flags])).any().float()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
         if bad.item():
+            problems = [key for key, finite in zip(losses, loss_finite, strict=True) if not finite]
+            if gradients_finite is not None and not gradients_finite:
+                problems.append("gradients")
             optimizer.zero_grad(set_to_none=True)
             prefix = f"{name} " if name else ""
             self._bad_now.extend(
