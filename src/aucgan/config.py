@@ -221,6 +221,33 @@ class ModelConfig:
 
 
 @dataclass
+class CoarseConfig:
+    """How the coarse stage reads a photo.
+
+    Attributes:
+        backend: ``"network"`` regresses the codes with the trained coarse encoder; ``"mediapipe"`` finds
+            faces and their 468 landmarks with MediaPipe (``pip install 'aucgan[mediapipe]'``) and fits the
+            built-in face model to them (:mod:`aucgan.stages.landmark_fit`): no coarse training, real
+            photos, and real-photo datasets for ``aucgan train detail``.
+        max_faces: most faces MediaPipe looks for in one image.
+        min_confidence: MediaPipe's face-detection confidence threshold.
+        fit_iterations: Levenberg-Marquardt iterations of the landmark fit.
+        depth_weight: weight of MediaPipe's relative landmark depth against the image position.
+        shape_prior, expression_prior, jaw_prior: how strongly the fit pulls the identity code, the AU
+            intensities and the jaw rotation towards zero.
+    """
+
+    backend: str = setting("network", choices=("network", "mediapipe"))
+    max_faces: int = setting(4, low=1)
+    min_confidence: float = setting(0.5, low=0.0, high=1.0)
+    fit_iterations: int = setting(10, low=1)
+    depth_weight: float = setting(0.5, low=0.0)
+    shape_prior: float = setting(0.02, low=0.0)
+    expression_prior: float = setting(0.1, low=0.0)
+    jaw_prior: float = setting(0.05, low=0.0)
+
+
+@dataclass
 class LossConfig:
     """Loss weights (0 turns a term off) and kinds. Detail-stage weights default to DECA's.
 
@@ -401,6 +428,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

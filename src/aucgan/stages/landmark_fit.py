@@ -1,0 +1,498 @@
+"""The coarse stage without a network: fit the built-in face model to 468 dense 3D landmarks.
+
+MediaPipe's face-landmark model predicts the 468 points of its canonical face mesh, which is the built-in face
+model's topology (:mod:`aucgan.face_model.procedural`), so every landmark is one model vertex and the fit
+needs no correspondence search. Given landmarks in NDC (x right, y up, depth towards the viewer, up to an
+unknown offset), :func:`fit_geometry` finds the identity code, the AU intensities (the expression code,
+kept in [0, 1]), the global and jaw rotations and the orthographic camera by damped Gauss-Newton
+(Levenberg-Marquardt) on
+
+``E = Σ_v |P(v)_xy - l_v,xy|² + w_z² Σ_v (P(v)_z + d - l_v,z)²
++ w_s² |shape|² + w_e² |expression|² + w_j² |jaw|²``
+
+with ``P(v) = s (R X_v + (tx, ty, 0))`` (:func:`aucgan.geometry.camera.orthographic_project`), ``d`` a free
+depth offset, started from the similarity (Umeyama) that best maps the neutral template onto the landmarks.
+The Jacobian is exact and cheap: the model is linear in its codes up to the jaw's blended rotation, the head
+rotation and the camera (:func:`_jacobian`, tested against autograd). :func:`fit_appearance` then finds
+the SH light and the albedo code from the visible skin by alternating linear least squares.
+:class:`LandmarkCoarse` does both and returns a :class:`~aucgan.stages.coarse.CoarseOutput` like the
+network's.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from aucgan.config import CoarseConfig, ConfigError
+from aucgan.face_model.base import FaceModel
+from aucgan.geometry.camera import orthographic_project
+from aucgan.geometry.render import texel_visibility
+from aucgan.geometry.rotation import axis_angle_to_matrix
+from aucgan.geometry.shading import sh_basis
+from aucgan.nets.coarse_encoder import CoarseCodes
+from aucgan.stages.coarse import CoarseOutput, CoarseStage
+from aucgan.stages.detail import photo_in_uv
+
+if TYPE_CHECKING:
+    from aucgan.data.face_mesh import FaceMeshDetector
+
+DENSE_LANDMARKS = 468
+"""Landmarks of MediaPipe's face mesh: the vertices of the built-in face model, in its order."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Weights and iterations of :func:`fit_geometry` and :func:`fit_appearance`.
+
+    Attributes:
+        iterations: Levenberg-Marquardt iterations.
+        depth_weight: ``w_z``, the weight of the landmarks' depth against their image position (MediaPipe's
+            depth is relative and less certain than x, y).
+        shape_prior: ``w_s`` (identity codes are ~N(0, 1) per component).
+        expression_prior: ``w_e``, pulls AU intensities to 0 (sparse expressions).
+        jaw_prior: ``w_j``, pulls the jaw rotation to 0 (AU26/AU27 open the jaw already).
+        appearance_rounds: alternations of light and albedo least squares.
+        albedo_prior: ridge weight on the albedo code (unit-variance components), per visible texel.
+    """
+
+    iterations: int = 10
+    depth_weight: float = 0.5
+    shape_prior: float = 0.02
+    expression_prior: float = 0.1
+    jaw_prior: float = 0.05
+    appearance_rounds: int = 3
+    albedo_prior: float = 1e-3
+
+
+@dataclass(frozen=True)
+class GeometryFit:
+    """What :func:`fit_geometry` found for a batch.
+
+    Attributes:
+        shape, expression, pose, camera: codes ``(B, n_shape)``, ``(B, 27)``, ``(B, 6)``, ``(B, 3)``.
+        depth_offset: ``(B,)`` the offset between the model's and the landmarks' depth.
+        error: ``(B, 468)`` distance in NDC between each projected model vertex and its landmark (x, y).
+    """
+
+    shape: torch.Tensor
+    expression: torch.Tensor
+    pose: torch.Tensor
+    camera: torch.Tensor
+    depth_offset: torch.Tensor
+    error: torch.Tensor
+
+
+def require_dense_face_model(face_model: FaceModel) -> None:
+    """``ValueError`` unless ``face_model`` is the built-in one, whose vertices are the 468 landmarks."""
+    if not face_model.expression_is_au_rig or face_model.template.shape[0] != DENSE_LANDMARKS:
+        raise ValueError(
+            "fitting 468 landmarks needs the built-in face model (face_model.kind=procedural), whose "
+            "vertices are MediaPipe's face-mesh points"
+        )
+
+
+def _check_landmarks(face_model: FaceModel, landmarks: torch.Tensor) -> None:
+    require_dense_face_model(face_model)
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (DENSE_LANDMARKS, 3):
+        raise ValueError(f"landmarks must be (B, {DENSE_LANDMARKS}, 3), got {tuple(landmarks.shape)}")
+    if not torch.isfinite(landmarks).all():
+        raise ValueError("landmarks must be finite")
+
+
+def similarity_init(template: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rotation, scale and translation that best map ``template (V, 3)`` onto ``landmarks (B, V, 3)``
+    (Umeyama's least-squares similarity).
+
+    Returns:
+        ``rotation (B, 3, 3)`` (a proper rotation), ``scale (B,)``, ``translation (B, 3)``, with
+        ``landmarks ≈ scale * template @ rotation.T + translation``.
+    """
+    source = template.to(landmarks.dtype).expand_as(landmarks)
+    source_mean, target_mean = source.mean(1, keepdim=True), landmarks.mean(1, keepdim=True)
+    a, b = source - source_mean, landmarks - target_mean
+    covariance = b.transpose(1, 2) @ a / a.shape[1]
+    u, singular, vh = torch.linalg.svd(covariance)
+    sign = torch.ones_like(singular)
+    sign[:, 2] = torch.sign(torch.linalg.det(u @ vh))
+    rotation = u @ torch.diag_embed(sign) @ vh
+    variance = (a * a).sum((1, 2)) / a.shape[1]
+    scale = (singular * sign).sum(1) / variance
+    translation = target_mean[:, 0] - scale[:, None] * (rotation @ source_mean[:, 0, :, None])[..., 0]
+    return rotation, scale, translation
+
+
+def matrix_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
+    """Axis-angle ``(..., 3)`` of rotation matrices ``(..., 3, 3)`` with angles below π (the inverse of
+    :func:`aucgan.geometry.rotation.axis_angle_to_matrix` there)."""
+    cosine = ((rotation.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
+    angle = torch.acos(cosine)
+    axis = torch.stack(
+        [
+            rotation[..., 2, 1] - rotation[..., 1, 2],
+            rotation[..., 0, 2] - rotation[..., 2, 0],
+            rotation[..., 1, 0] - rotation[..., 0, 1],
+        ],
+        dim=-1,
+    )
+    sine = torch.sin(angle)
+    factor = torch.where(sine.abs() > 1e-6, angle / (2.0 * sine.clamp(min=1e-12)), torch.full_like(sine, 0.5))
+    return axis * factor[..., None]
+
+
+class _Layout:
+    """Where each code sits in the flat parameter vector of the fit."""
+
+    def __init__(self, n_shape: int, n_expression: int) -> None:
+        self.shape = slice(0, n_shape)
+        self.expression = slice(n_shape, n_shape + n_expression)
+        start = n_shape + n_expression
+        self.pose = slice(start, start + 6)
+        self.jaw = slice(start + 3, start + 6)
+        self.camera = slice(start + 6, start + 9)
+        self.depth = start + 9
+        self.size = start + 10
+
+
+def _residuals(
+    face_model: FaceModel,
+    layout: _Layout,
+    params: torch.Tensor,
+    landmarks: torch.Tensor,
+    settings: FitSettings,
+) -> torch.Tensor:
+    """``(N, R)`` weighted residuals of parameters ``(N, P)`` against ``landmarks (N, 468, 3)``."""
+    geometry = face_model(params[:, layout.shape], params[:, layout.expression], params[:, layout.pose])
+    projected = orthographic_project(geometry.vertices, params[:, layout.camera])
+    depth = projected[..., 2] + params[:, layout.depth, None]
+    return torch.cat(
+        [
+            (projected[..., :2] - landmarks[..., :2]).flatten(1),
+            settings.depth_weight * (depth - landmarks[..., 2]),
+            settings.shape_prior * params[:, layout.shape],
+            settings.expression_prior * params[:, layout.expression],
+            settings.jaw_prior * params[:, layout.jaw],
+        ],
+        dim=1,
+    )
+
+
+def _rotation_derivatives(axis_angle: torch.Tensor, step: float = 1e-6) -> torch.Tensor:
+    """``(B, 3, 3, 3)``: the derivative of the rotation matrix with respect to each axis-angle entry
+    (central differences of :func:`axis_angle_to_matrix`; exact to ~1e-10 in float64)."""
+    offsets = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device) * step
+    plus = axis_angle_to_matrix(axis_angle[:, None] + offsets)
+    minus = axis_angle_to_matrix(axis_angle[:, None] - offsets)
+    return (plus - minus) / (2 * step)
+
+
+def _jacobian(
+    face_model: FaceModel, layout: _Layout, params: torch.Tensor, settings: FitSettings
+) -> torch.Tensor:
+    """``(B, R, P)`` the exact Jacobian of :func:`_residuals` for the built-in face model, using its
+    structure: vertices linear in the codes, then the jaw's blended rotation, the global rotation and the
+    camera (tested against central differences of :func:`_residuals`)."""
+    batch, dtype = params.shape[0], params.dtype
+    shape, expression = params[:, layout.shape], params[:, layout.expression]
+    global_rotation, jaw = params[:, layout.pose.start : layout.pose.start + 3], params[:, layout.jaw]
+    scale, depth_weight = params[:, layout.camera.start], settings.depth_weight
+    identity, rig = face_model.identity_basis.to(dtype), face_model.au_basis.to(dtype)
+    opening = face_model.jaw_opening.to(dtype)
+    weights = face_model.jaw_weights.to(dtype)[None, :, None, None]  # (1, V, 1, 1)
+    pivot = face_model.jaw_pivot.to(dtype)
+    base = (
+        face_model.template.to(dtype)
+        + torch.einsum("bk,kvc->bvc", shape, identity)
+        + torch.einsum("bk,kvc->bvc", expression, rig)
+    )
+    angle = jaw + (expression @ opening)[:, None] * params.new_tensor([1.0, 0.0, 0.0])
+    jaw_matrix, jaw_derivative = axis_angle_to_matrix(angle), _rotation_derivatives(angle)
+    relative = base - pivot
+    blended = base + weights[..., 0] * (torch.einsum("bij,bvj->bvi", jaw_matrix, relative) + pivot - base)
+    rotation, rotation_derivative = (
+        axis_angle_to_matrix(global_rotation),
+        _rotation_derivatives(global_rotation),
+    )
+    posed = torch.einsum("bij,bvj->bvi", rotation, blended)
+
+    def through_jaw(directions: torch.Tensor) -> torch.Tensor:
+        """(B, V, 3, N) derivative of the blended vertices along code directions (N, V, 3) of the base."""
+        rotated = torch.einsum("bij,nvj->bvin", jaw_matrix, directions)
+        return (1 - weights) * directions.permute(1, 2, 0)[None] + weights * rotated
+
+    jaw_moves = torch.einsum("bnij,bvj->bvin", jaw_derivative, relative) * weights  # (B, V, 3, 3)
+    d_shape = through_jaw(identity)
+    d_expression = through_jaw(rig) + jaw_moves[..., :1] * opening
+    d_blended = torch.cat([d_shape, d_expression], dim=-1)
+    d_posed = torch.cat(
+        [
+            torch.einsum("bij,bvjn->bvin", rotation, torch.cat([d_blended, jaw_moves], dim=-1)),
+            torch.einsum("bnij,bvj->bvin", rotation_derivative, blended),
+        ],
+        dim=-1,
+    )  # (B, V, 3, n_shape + n_expression + 3 jaw + 3 global)
+    n_codes = layout.size
+    vertex = params.new_zeros(batch, posed.shape[1], 3, n_codes)
+    vertex[..., : layout.expression.stop] = (
+        scale[:, None, None, None] * d_posed[..., : layout.expression.stop]
+    )
+    jaw_columns = d_posed[..., layout.expression.stop : layout.expression.stop + 3]
+    global_columns = d_posed[..., layout.expression.stop + 3 :]
+    vertex[..., layout.pose.start : layout.pose.start + 3] = scale[:, None, None, None] * global_columns
+    vertex[..., layout.jaw] = scale[:, None, None, None] * jaw_columns
+    shifted = posed + torch.cat(
+        [params[:, None, layout.camera.start + 1 : layout.camera.stop], posed.new_zeros(batch, 1, 1)], -1
+    )
+    vertex[..., layout.camera.start] = shifted
+    vertex[:, :, 0, layout.camera.start + 1] = scale[:, None]
+    vertex[:, :, 1, layout.camera.start + 2] = scale[:, None]
+    vertex[:, :, 2, layout.depth] = 1.0
+    priors = params.new_zeros(batch, layout.expression.stop + 3, n_codes)
+    rows = torch.arange(layout.expression.stop)
+    priors[:, rows[: layout.shape.stop], rows[: layout.shape.stop]] = settings.shape_prior
+    priors[:, rows[layout.expression], rows[layout.expression]] = settings.expression_prior
+    jaw_rows = torch.arange(layout.expression.stop, layout.expression.stop + 3)
+    priors[:, jaw_rows, torch.arange(layout.jaw.start, layout.jaw.stop)] = settings.jaw_prior
+    return torch.cat([vertex[:, :, :2].flatten(1, 2), depth_weight * vertex[:, :, 2], priors], dim=1)
+
+
+def fit_geometry(
+    face_model: FaceModel, landmarks: torch.Tensor, settings: FitSettings = FitSettings()
+) -> GeometryFit:
+    """Fit shape, AU intensities, pose and camera of the built-in face model to dense landmarks.
+
+    Args:
+        face_model: the built-in face model (:class:`~aucgan.face_model.procedural.ProceduralFaceModel`).
+        landmarks: ``(B, 468, 3)`` NDC: x right and y up in [-1, 1] across the image, depth towards the
+            viewer on the x scale (any offset).
+        settings: weights and iterations.
+
+    Returns:
+        The fit (float32 codes on the landmarks' device; computed in float64).
+
+    Raises:
+        ValueError: another face model, or landmarks of the wrong shape or not finite.
+    """
+    _check_landmarks(face_model, landmarks)
+    out_dtype = landmarks.dtype
+    model = copy.deepcopy(face_model).double()
+    target = landmarks.double()
+    batch = target.shape[0]
+    layout = _Layout(model.n_shape, model.n_expression)
+    rotation, scale, translation = similarity_init(model.template, target)
+    params = target.new_zeros(batch, layout.size)
+    params[:, layout.pose.start : layout.pose.start + 3] = matrix_to_axis_angle(rotation)
+    params[:, layout.camera] = torch.stack(
+        [scale, translation[:, 0] / scale, translation[:, 1] / scale], dim=1
+    )
+    params[:, layout.depth] = translation[:, 2]
+    damping = target.new_full((batch,), 1e-3)
+
+    def residuals(p: torch.Tensor) -> torch.Tensor:
+        return _residuals(model, layout, p, target, settings)
+
+    current = residuals(params)
+    cost = (current * current).sum(1)
+    for _ in range(settings.iterations):
+        jacobian = _jacobian(model, layout, params, settings)
+        gram = jacobian.transpose(1, 2) @ jacobian
+        gradient = jacobian.transpose(1, 2) @ current[..., None]
+        diagonal = torch.diag_embed(gram.diagonal(dim1=1, dim2=2).clamp(min=1e-9))
+        delta = torch.linalg.solve(gram + damping[:, None, None] * diagonal, -gradient)[..., 0]
+        proposal = params + delta
+        proposal[:, layout.expression] = proposal[:, layout.expression].clamp(0.0, 1.0)
+        trial = residuals(proposal)
+        trial_cost = (trial * trial).sum(1)
+        better = trial_cost < cost
+        params = torch.where(better[:, None], proposal, params)
+        current = torch.where(better[:, None], trial, current)
+        cost = torch.where(better, trial_cost, cost)
+        damping = torch.where(better, damping / 3.0, damping * 4.0).clamp(1e-7, 1e7)
+    geometry = model(params[:, layout.shape], params[:, layout.expression], params[:, layout.pose])
+    projected = orthographic_project(geometry.vertices, params[:, layout.camera])
+    error = (projected[..., :2] - target[..., :2]).norm(dim=-1)
+
+    def out(value: torch.Tensor) -> torch.Tensor:
+        return value.to(out_dtype)
+
+    return GeometryFit(
+        shape=out(params[:, layout.shape]),
+        expression=out(params[:, layout.expression]),
+        pose=out(params[:, layout.pose]),
+        camera=out(params[:, layout.camera]),
+        depth_offset=out(params[:, layout.depth]),
+        error=out(error),
+    )
+
+
+def fit_appearance(
+    stage: CoarseStage,
+    images: torch.Tensor,
+    codes: CoarseCodes,
+    settings: FitSettings = FitSettings(),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SH light and albedo code of the visible skin, by alternating linear least squares.
+
+    The rendering model is ``photo(t) = albedo(t) ⊙ (sh_basis(n_t) · L)`` at every skin texel ``t`` seen in
+    the image: with the albedo fixed the light ``L (9, 3)`` is linear, with the light fixed the albedo code is
+    (ridge on the unit-variance code). Starts from the mean albedo.
+
+    Args:
+        stage: the coarse stage (face model, albedo model, UV space).
+        images: ``(B, 3, H, W)`` in [0, 1].
+        codes: the geometry's codes (shape, expression, pose, camera; albedo and light are ignored).
+
+    Returns:
+        ``light (B, 9, 3)`` and ``albedo code (B, n_albedo)``.
+    """
+    albedo_model = stage.albedo
+    batch = images.shape[0]
+    n_albedo = albedo_model.n_albedo
+    codes = CoarseCodes(
+        shape=codes.shape,
+        albedo=codes.shape.new_zeros(batch, n_albedo),
+        expression=codes.expression,
+        pose=codes.pose,
+        camera=codes.camera,
+        light=codes.shape.new_zeros(batch, 9, 3),
+    )
+    coarse = stage.decode(codes)
+    rendering = stage.render(coarse, image_size=images.shape[-1])
+    skin = stage.uv_space.to(images.device).skin
+    visible = texel_visibility(
+        coarse.surface.positions, coarse.surface.normals, codes.camera, rendering.fragments
+    )
+    weight = (visible * skin).flatten(1).double()  # (B, T)
+    photo = photo_in_uv(images, coarse).flatten(2).double()  # (B, 3, T)
+    basis = sh_basis(coarse.surface.normals.permute(0, 2, 3, 1)).flatten(1, 2).double()  # (B, T, 9)
+    mean = albedo_model.mean.flatten(1).double()  # (3, T)
+    components = albedo_model.basis.flatten(2).double()  # (K, 3, T)
+    albedo_code = photo.new_zeros(batch, n_albedo)
+    light = photo.new_zeros(batch, 9, 3)
+    count = weight.sum(1).clamp(min=1.0)
+    for _ in range(max(1, settings.appearance_rounds)):
+        albedo = (mean + torch.einsum("bk,kct->bct", albedo_code, components)).clamp(0.0, 1.0)
+        # Light: per channel, photo_c = albedo_c * (basis @ L_c).
+        design = albedo[..., None] * basis[:, None]  # (B, 3, T, 9)
+        weighted = design * weight[:, None, :, None]
+        gram = weighted.transpose(2, 3) @ design + 1e-6 * torch.eye(9, dtype=design.dtype)
+        rhs = weighted.transpose(2, 3) @ photo[..., None]
+        light = torch.linalg.solve(gram, rhs)[..., 0].transpose(1, 2)  # (B, 9, 3)
+        # Albedo code: photo - mean * shading = Σ_k code_k basis_k * shading.
+        shading = torch.einsum("btk,bkc->bct", basis, light)  # (B, 3, T)
+        residual = (photo - mean * shading).flatten(1)  # (B, 3T)
+        design = (components[None] * shading[:, None]).flatten(2)  # (B, K, 3T)
+        weights3 = weight.repeat(1, 3)
+        weighted = design * weights3[:, None]
+        ridge = settings.albedo_prior * count[:, None, None] * torch.eye(n_albedo, dtype=design.dtype)
+        gram = weighted @ design.transpose(1, 2) + ridge
+        albedo_code = torch.linalg.solve(gram, (weighted @ residual[..., None]))[..., 0]
+    return light.to(images.dtype), albedo_code.to(images.dtype)
+
+
+class LandmarkCoarse:
+    """A coarse stage driven by dense landmarks: :func:`fit_geometry`, then :func:`fit_appearance`.
+
+    Args:
+        stage: the built-in face's coarse stage (its encoder, if any, is not used).
+        settings: the fit's weights and iterations.
+    """
+
+    def __init__(self, stage: CoarseStage, settings: FitSettings = FitSettings()) -> None:
+        self.stage = stage
+        self.settings = settings
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, landmarks: torch.Tensor) -> tuple[CoarseOutput, torch.Tensor]:
+        """Fit ``images (B, 3, H, W)`` with their ``landmarks (B, 468, 3)`` NDC.
+
+        Returns:
+            The coarse output and the per-landmark image-plane error ``(B, 468)`` in NDC.
+        """
+        geometry = fit_geometry(self.stage.face_model, landmarks.float(), self.settings)
+        codes = CoarseCodes(
+            shape=geometry.shape,
+            albedo=geometry.shape.new_zeros(geometry.shape.shape[0], self.stage.albedo.n_albedo),
+            expression=geometry.expression,
+            pose=geometry.pose,
+            camera=geometry.camera,
+            light=geometry.shape.new_zeros(geometry.shape.shape[0], 9, 3),
+        )
+        light, albedo = fit_appearance(self.stage, images.float(), codes, self.settings)
+        codes = CoarseCodes(
+            shape=codes.shape,
+            albedo=albedo,
+            expression=codes.expression,
+            pose=codes.pose,
+            camera=codes.camera,
+            light=light,
+        )
+        return self.stage.decode(codes), geometry.error
+
+
+def mediapipe_backend(stage: CoarseStage, settings: CoarseConfig) -> tuple[LandmarkCoarse, FaceMeshDetector]:
+    """The landmark fit and MediaPipe's detector for ``coarse.backend=mediapipe``.
+
+    Raises:
+        ConfigError: another face model than the built-in one, or MediaPipe not installed.
+    """
+    from aucgan.data.face_mesh import FaceMeshDetector, require_mediapipe
+
+    try:
+        require_dense_face_model(stage.face_model)
+    except ValueError as error:
+        raise ConfigError(
+            f"coarse.backend=mediapipe: {error}; with FLAME use coarse.backend=network"
+        ) from None
+    require_mediapipe()
+    fit = FitSettings(
+        iterations=settings.fit_iterations,
+        depth_weight=settings.depth_weight,
+        shape_prior=settings.shape_prior,
+        expression_prior=settings.expression_prior,
+        jaw_prior=settings.jaw_prior,
+    )
+    return LandmarkCoarse(stage, fit), FaceMeshDetector(settings.max_faces, settings.min_confidence)
+
+
+def relative_landmark_error(
+    vertices: torch.Tensor, camera: torch.Tensor, landmarks: torch.Tensor
+) -> torch.Tensor:
+    """``(B,)`` median image-plane distance between the projected model vertices ``(B, 468, 3)`` and their
+    landmarks ``(B, 468, 3)`` NDC, in units of the face box: the mean side of the bounding box of the 68
+    landmarks of :data:`~aucgan.face_model.procedural.LANDMARKS_68` (how the crop is framed)."""
+    from aucgan.face_model.procedural import LANDMARKS_68
+
+    projected = orthographic_project(vertices, camera)[..., :2]
+    distance = (projected - landmarks[..., :2]).norm(dim=-1)
+    box = landmarks[:, list(LANDMARKS_68), :2]
+    side = (box.amax(1) - box.amin(1)).mean(-1)
+    return distance.median(dim=1).values / side
+
+
+def pixels_to_ndc(points: torch.Tensor, size: int) -> torch.Tensor:
+    """Landmarks ``(..., 3)`` in pixels of a ``size``² image (x right, y down, pixel centres at integers;
+    depth in pixels, smaller nearer, as MediaPipe gives it) → NDC (x right, y up, depth larger nearer)."""
+    scale = 2.0 / size
+    x = (points[..., 0] + 0.5) * scale - 1.0
+    y = 1.0 - (points[..., 1] + 0.5) * scale
+    return torch.stack([x, y, -points[..., 2] * scale], dim=-1)
+
+
+__all__ = [
+    "DENSE_LANDMARKS",
+    "FitSettings",
+    "GeometryFit",
+    "LandmarkCoarse",
+    "fit_appearance",
+    "fit_geometry",
+    "matrix_to_axis_angle",
+    "mediapipe_backend",
+    "pixels_to_ndc",
+    "relative_landmark_error",
+    "require_dense_face_model",
+    "similarity_init",
+]
