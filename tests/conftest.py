@@ -56,6 +56,24 @@ def random_weights(random_reconstructor: Reconstructor, tmp_path_factory: pytest
 
 
 @pytest.fixture(scope="session")
+def real_photos() -> dict[str, Path]:
+    """The two public real photos the MediaPipe backend is tested on: matplotlib's ``grace_hopper.jpg`` and
+    scikit-image's ``astronaut.png`` (both in pip packages of the test install)."""
+    skimage = pytest.importorskip("skimage", reason="scikit-image (the test extra) holds astronaut.png")
+    astronaut = Path(skimage.__file__).parent / "data" / "astronaut.png"
+    for path in (PHOTO, astronaut):
+        if not path.is_file():
+            pytest.skip(f"{path} is not installed here")
+    return {"grace_hopper": PHOTO, "astronaut": astronaut}
+
+
+@pytest.fixture(scope="session")
+def mediapipe_installed() -> None:
+    """Skip unless the optional MediaPipe extra is installed (CI installs it)."""
+    pytest.importorskip("mediapipe", reason="the mediapipe extra: pip install -e '.[mediapipe]'")
+
+
+@pytest.fixture(scope="session")
 def photo_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six files: the photo as RGB, grayscale and CMYK JPEG and as RGBA PNG with a partly transparent
     alpha (stems ``photo``, ``grey``, ``cmyk``, ``alpha``), a truncated JPEG (``broken.jpg``) and a text file

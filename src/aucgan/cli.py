@@ -164,12 +164,22 @@ def _reconstructor(args: argparse.Namespace):
     from aucgan.reconstruct import Reconstructor
 
     weights = args.weights
-    if weights is None and args.config is not None:
-        cfg = load_config(Config, args.config, args.overrides)
-        if cfg.face_model.kind == "flame":
+    overrides = list(args.overrides)
+    if args.config is not None:
+        cfg = load_config(Config, args.config, overrides)
+        if weights is None and cfg.face_model.kind == "flame":
             return Reconstructor.from_assets(cfg, args.device, source=f"config {args.config}")
-        weights = cfg.assets.weights or cfg.assets.detail or None
-    return Reconstructor.load(weights, device=args.device)
+        weights = weights or cfg.assets.weights or cfg.assets.detail or None
+        coarse = cfg.coarse
+    else:
+        others = [item for item in overrides if not item.startswith("coarse.")]
+        if others:
+            raise UsageError(
+                f"{others[0]}: without --config only coarse.* settings can be given (the weights hold the "
+                "rest); e.g. coarse.backend=mediapipe"
+            )
+        coarse = load_config(Config, None, overrides).coarse
+    return Reconstructor.load(weights, device=args.device, coarse_settings=coarse)
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import yaml
 from aucgan.atomic import atomic_open
 from aucgan.au import MAIN_AUS, SUB_AUS, au_index
 from aucgan.build import coarse_stage, detail_stage
-from aucgan.config import Config, ConfigError, config_from_yaml
+from aucgan.config import CoarseConfig, Config, ConfigError, config_from_yaml
 from aucgan.export import write_displacement, write_image, write_normal_map, write_obj
 from aucgan.geometry.uv import dense_mesh
 from aucgan.loaders.common import CheckpointError, read_checkpoint
@@ -33,7 +33,11 @@ from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
 from aucgan.stages.detail import DetailOutput, DetailStage, au_condition
+from aucgan.stages.landmark_fit import LandmarkCoarse, mediapipe_backend, pixels_to_ndc
 from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_part, read_weights
+
+if TYPE_CHECKING:
+    from aucgan.data.face_mesh import FaceMeshDetector
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,8 @@ class Reconstruction:
         condition: what conditions the detail decoder (AU features and the 27 main intensities; an edit
             changes the intensities).
         detail: displacement, detail normals, shading and texture in UV space.
+        landmarks: ``(B, 468, 3)`` NDC, the dense landmarks the coarse fit used
+            (``coarse.backend=mediapipe``); ``None`` with the coarse network.
     """
 
     images: torch.Tensor
@@ -77,6 +83,7 @@ class Reconstruction:
     au: AUOutput
     condition: AUCondition
     detail: DetailOutput
+    landmarks: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -125,28 +132,49 @@ class Reconstructor:
         detail: a detail stage with its AU net.
         cfg: the config the stages were built from.
         source: where the weights came from (recorded in every output's ``codes.npz``).
+        coarse_settings: how the coarse stage reads photos (default ``cfg.coarse``): with
+            ``backend="mediapipe"`` the coarse codes come from fitting MediaPipe's landmarks instead of the
+            encoder (needs the built-in face model and MediaPipe installed).
+
+    Raises:
+        ConfigError: the mediapipe backend without MediaPipe installed, or with another face model.
     """
 
     def __init__(
-        self, coarse: CoarseStage, detail: DetailStage, cfg: Config, source: str, channels_last: bool = True
+        self,
+        coarse: CoarseStage,
+        detail: DetailStage,
+        cfg: Config,
+        source: str,
+        channels_last: bool = True,
+        coarse_settings: CoarseConfig | None = None,
     ) -> None:
         if coarse.encoder is None:
             raise ValueError("the coarse stage of a Reconstructor needs its encoder")
         self.coarse = coarse.eval()
         self.detail = detail.eval()
-        self.cfg = cfg
+        self.coarse_settings = coarse_settings or cfg.coarse
+        self.cfg = dataclasses.replace(cfg, coarse=self.coarse_settings)
         self.source = source
         self.channels_last = channels_last
+        self.landmark_coarse: LandmarkCoarse | None = None
+        self.detector: FaceMeshDetector | None = None
+        if self.coarse_settings.backend == "mediapipe":
+            self.landmark_coarse, self.detector = mediapipe_backend(self.coarse, self.coarse_settings)
         if channels_last:  # NHWC convolutions: about 18 % faster end to end on a CPU (docs/RESULTS.md)
             self.coarse.to(memory_format=torch.channels_last)
             self.detail.to(memory_format=torch.channels_last)
 
     @classmethod
     def load(
-        cls, weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
+        cls,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        coarse_settings: CoarseConfig | None = None,
     ) -> Reconstructor:
         """Load a weights file (``.safetensors``), a ``aucgan train detail`` checkpoint, or (``None``) the
-        shipped synthetic-world weights.
+        shipped synthetic-world weights; ``coarse_settings`` choose the coarse backend (default: the
+        weights' config, the coarse network).
 
         Raises:
             CheckpointError: one line naming the file, if it is missing, unreadable or does not fit.
@@ -163,11 +191,15 @@ class Reconstructor:
             packed = read_weights(path)
         else:
             packed = _weights_from_detail_checkpoint(path)
-        return cls.from_weights(packed, str(path), device)
+        return cls.from_weights(packed, str(path), device, coarse_settings)
 
     @classmethod
     def from_weights(
-        cls, packed: WeightsFile, source: str, device: str | torch.device = "cpu"
+        cls,
+        packed: WeightsFile,
+        source: str,
+        device: str | torch.device = "cpu",
+        coarse_settings: CoarseConfig | None = None,
     ) -> Reconstructor:
         cfg = packed.config
         coarse = coarse_stage(cfg, with_encoder=True)
@@ -175,7 +207,7 @@ class Reconstructor:
         au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
         detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
         load_part(detail, packed, "detail", source)
-        return cls(coarse.to(device), detail.to(device), cfg, source)
+        return cls(coarse.to(device), detail.to(device), cfg, source, coarse_settings=coarse_settings)
 
     @classmethod
     def from_assets(
@@ -260,20 +292,51 @@ class Reconstructor:
         return self.coarse.image_size
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> Reconstruction:
-        """Reconstruct ``images (B, 3, H, W)`` in [0, 1] (resized to the network's input size if needed)."""
+    def __call__(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> Reconstruction:
+        """Reconstruct ``images (B, 3, H, W)`` in [0, 1] (resized to the network's input size if needed).
+
+        With the mediapipe backend, ``landmarks (B, 468, 3)`` NDC are the faces' dense landmarks (as
+        :func:`aucgan.stages.landmark_fit.pixels_to_ndc` makes them); when not given, MediaPipe finds them
+        in the images (the largest face of each).
+
+        Raises:
+            ValueError: images of the wrong shape; with the mediapipe backend, an image with no face.
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         images = images.to(self.device, torch.float32)
+        if self.landmark_coarse is not None and landmarks is None:
+            landmarks = self.find_landmarks(images)
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="area")
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        coarse = self.coarse(images)
+        if self.landmark_coarse is not None:
+            landmarks = landmarks.to(self.device, torch.float32)
+            coarse, _ = self.landmark_coarse(images, landmarks)
+        else:
+            coarse, landmarks = self.coarse(images), None
         au = self.detail.read_aus(images)
         condition = au_condition(au)
         detail = self.detail.decode(coarse, self.detail.encoder(images), condition)
-        return Reconstruction(images, coarse, au, condition, detail)
+        return Reconstruction(images, coarse, au, condition, detail, landmarks)
+
+    def find_landmarks(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 468, 3)`` NDC landmarks of the largest face MediaPipe finds in each of ``images`` (square).
+
+        Raises:
+            ValueError: an image in which MediaPipe finds no face.
+        """
+        if self.detector is None:
+            raise ValueError("find_landmarks needs coarse.backend=mediapipe")
+        found = []
+        for index, image in enumerate(images):
+            pixels = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
+            faces = self.detector(pixels)
+            if not faces:
+                raise ValueError(f"MediaPipe finds no face in image {index} of the batch")
+            found.append(pixels_to_ndc(torch.from_numpy(faces[0]), pixels.shape[1]))
+        return torch.stack(found).float().to(images.device)
 
     @torch.inference_mode()
     def redecode(
@@ -384,6 +447,8 @@ def face_codes(reconstruction: Reconstruction, index: int) -> dict[str, np.ndarr
     arrays["au_scores"] = rec.au.scores[index]
     arrays["au_features"] = rec.condition.features[index]
     arrays["au_intensities"] = rec.condition.intensities[index]
+    if rec.landmarks is not None:
+        arrays["landmarks"] = rec.landmarks[index]
     return {name: value.detach().float().cpu().numpy() for name, value in arrays.items()}
 
 
@@ -560,13 +625,16 @@ def reconstruct_inputs(
         on_total(len(items))
     report = BatchReport(inputs=len(items))
     pending: list[tuple[str, torch.Tensor, dict[str, str]]] = []
+    pending_landmarks: list[torch.Tensor] = []
 
     def flush() -> None:
         if not pending:
             return
         inputs = torch.stack([image for _, image, _ in pending])
+        landmarks = torch.stack(pending_landmarks) if pending_landmarks else None
+        pending_landmarks.clear()
         try:
-            rec = reconstructor(inputs)
+            rec = reconstructor(inputs, landmarks)
             views = reconstructor.render_views(rec)
         except (RuntimeError, ValueError) as error:
             first = str(error).splitlines()[0]
@@ -587,7 +655,7 @@ def reconstruct_inputs(
             report.skipped.append(item.name)
         else:
             try:
-                faces = prepare_faces(item, VIS_SIZE, crop=crop)
+                faces = prepare_faces(item, VIS_SIZE, crop=crop, detector=reconstructor.detector)
             except InputError as error:
                 report.failed.append((str(item.path), str(error)))
                 faces = []
@@ -599,6 +667,10 @@ def reconstruct_inputs(
                     )
                 image = torch.from_numpy(np.array(face.image, copy=True)).permute(2, 0, 1).float() / 255
                 pending.append((face.name, image, record))
+                if face.landmarks is not None:
+                    pending_landmarks.append(
+                        pixels_to_ndc(torch.from_numpy(face.landmarks), VIS_SIZE).float()
+                    )
                 if len(pending) >= batch_size:
                     flush()
         if progress is not None:

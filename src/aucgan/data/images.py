@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -138,6 +138,8 @@ class PreparedFace:
         box: the crop window in the source image; ``None`` when not cropped to a face.
         source: the file.
         frame: the frame index, as in :class:`InputItem`.
+        landmarks: ``(468, 3)`` the face's dense landmarks in ``image``'s pixels (depth on the x scale,
+            smaller nearer) when a dense-landmark detector framed it (MediaPipe); else ``None``.
     """
 
     name: str
@@ -145,6 +147,7 @@ class PreparedFace:
     box: FaceBox | None
     source: Path
     frame: int | None
+    landmarks: np.ndarray | None = None
 
 
 # Collecting inputs ---------------------------------------------------------------------------------------
@@ -694,12 +697,79 @@ def crop_face(image: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
 # Preparing faces -----------------------------------------------------------------------------------------
 
 
-def prepare_faces(item: InputItem, size: int, crop: bool = True) -> list[PreparedFace]:
+def landmarks_in_crop(points: np.ndarray, box: FaceBox, size: int) -> np.ndarray:
+    """Pixel points ``(N, 2 or 3)`` of a source image → the same points in ``crop_face(image, box, size)``
+    (a third column, depth on the x scale, is scaled like x)."""
+    factor = size / box.size
+    moved = np.array(points, dtype=np.float64, copy=True)
+    moved[:, 0] = (moved[:, 0] - (box.centre_x - box.size / 2.0)) * factor - 0.5
+    moved[:, 1] = (moved[:, 1] - (box.centre_y - box.size / 2.0)) * factor - 0.5
+    if moved.shape[1] > 2:
+        moved[:, 2:] *= factor
+    return moved
+
+
+def faces_from_landmarks(
+    item: InputItem,
+    image: np.ndarray,
+    size: int,
+    detector: Callable[[np.ndarray], list],
+    crop: bool = True,
+) -> list[PreparedFace]:
+    """The faces a dense-landmark ``detector`` finds in ``image`` (``item``'s pixels), each framed from its
+    68 landmarks of :data:`aucgan.face_model.procedural.LANDMARKS_68` and carrying its 468 landmarks moved
+    into its crop; with ``crop=False`` the image's centre square and the largest face in it.
+
+    Raises:
+        InputError: no face found (one line naming the file).
+    """
+    from aucgan.face_model.procedural import LANDMARKS_68
+
+    height, width = image.shape[:2]
+    where = item.path if item.frame is None else f"{item.path} (frame {item.frame})"
+    if not crop:
+        square = FaceBox((width - 1) / 2.0, (height - 1) / 2.0, float(min(height, width)))
+        face = crop_face(image, square, size)
+        found = detector(face)
+        if not found:
+            raise InputError(
+                f"{where}: MediaPipe finds no face in this crop; give a photo with a visible face"
+            )
+        return [PreparedFace(item.name, face, None, item.path, item.frame, found[0])]
+    found = detector(image)
+    if not found:
+        raise InputError(
+            f"{where}: MediaPipe finds no face; give a photo with a visible, roughly frontal face"
+        )
+    faces = []
+    for k, points in enumerate(found, start=1):
+        box = box_from_landmarks(points[list(LANDMARKS_68), :2])
+        faces.append(
+            PreparedFace(
+                item.name if len(found) == 1 else f"{item.name}_face{k}",
+                crop_face(image, box, size),
+                box,
+                item.path,
+                item.frame,
+                landmarks_in_crop(points, box, size),
+            )
+        )
+    return faces
+
+
+def prepare_faces(
+    item: InputItem,
+    size: int,
+    crop: bool = True,
+    detector: Callable[[np.ndarray], list] | None = None,
+) -> list[PreparedFace]:
     """Load an item and make the network's inputs from it.
 
     With ``crop=False`` the whole image, centre-cropped to a square, is resized. With ``crop=True`` the
     face is framed from the landmarks beside the image when present (one face), else from each face that
-    :func:`detect_faces` finds.
+    :func:`detect_faces` finds. With a dense-landmark ``detector`` (``image → [(468, 3) pixel landmarks]``,
+    e.g. :class:`aucgan.data.face_mesh.FaceMeshDetector`) every face it finds is framed from its landmarks
+    (the 68 of :data:`aucgan.face_model.procedural.LANDMARKS_68`) and carries them, moved into its crop.
 
     Args:
         item: what to load.
@@ -716,6 +786,8 @@ def prepare_faces(item: InputItem, size: int, crop: bool = True) -> list[Prepare
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     image = load_image(item.path, item.frame)
+    if detector is not None:
+        return faces_from_landmarks(item, image, size, detector, crop)
     height, width = image.shape[:2]
     where = item.path if item.frame is None else f"{item.path} (frame {item.frame})"
     if not crop:
