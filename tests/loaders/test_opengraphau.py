@@ -118,3 +118,28 @@ def test_missing_unexpected_and_misshaped_keys(tmp_path):
     assert load_au_net(tmp_path / "b.pth", strict=False).frozen
     wrong = dict(state, **{"module.head.main_sc": torch.zeros(27, 64)})
     assert "wrong shape" in one_line_error(saved(tmp_path, {"state_dict": wrong}, "c.pth"), strict=False)
+
+
+def test_a_weights_file_gives_its_detail_stages_au_net(random_weights, random_reconstructor):
+    net = load_au_net(random_weights)
+    reference = random_reconstructor.detail.au_net.state_dict()
+    loaded = net.state_dict()
+    assert loaded.keys() == reference.keys()
+    for key, value in reference.items():
+        torch.testing.assert_close(loaded[key], value.to(loaded[key].dtype), atol=2e-3, rtol=2e-3)  # float16
+
+
+def test_a_weights_file_without_an_au_net_is_refused_in_one_line(tmp_path, tiny_config):
+    import dataclasses
+
+    from aucgan.build import coarse_stage, detail_stage
+    from aucgan.weights import save_weights
+
+    cfg = dataclasses.replace(
+        tiny_config, model=dataclasses.replace(tiny_config.model, detail_decoder="none")
+    )
+    coarse = coarse_stage(cfg)
+    detail = detail_stage(cfg, coarse.uv_space, None, coarse.face_model.n_expression)
+    path = save_weights(tmp_path / "deca-like.safetensors", {"coarse": coarse, "detail": detail}, cfg)
+    with pytest.raises(CheckpointError, match="without an AU net"):
+        load_au_net(path)

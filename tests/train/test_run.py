@@ -207,3 +207,56 @@ def test_a_run_that_keeps_producing_nan_stops_with_one_line_and_an_intact_checkp
     )
     rows = read_metrics(out)
     assert max(series(rows, "train/bad_steps").values()) >= 1
+
+
+def test_detail_trains_on_real_photos_with_the_mediapipe_backend(
+    mediapipe_installed, real_photos, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in real_photos.values():
+        shutil.copy(path, photos / path.name)
+    run = tmp_path / "run"
+    shipped = REPO / "src" / "aucgan" / "pretrained" / "synthetic.safetensors"
+    overrides = [
+        "coarse.backend=mediapipe", f"data.source={photos}", f"assets.au_net={shipped}",
+        f"trainer.out_dir={run}", "data.identities_per_batch=1", "trainer.steps=4", "trainer.val_every=4",
+        "trainer.image_every=4", *QUIET,
+    ]  # fmt: skip
+    assert main(["train", "detail", str(TINY), *overrides]) == 0
+    cfg = load_config(Config, TINY, overrides)
+    rows = read_metrics(run)
+    for name in expected_detail_losses(cfg):
+        values = series(rows, f"train/{name}")
+        assert len(values) == 4 and all(torch.isfinite(torch.tensor(list(values.values())))), name
+    assert series(rows, "val/photo_detail_l1") and series(rows, "val/photo_flat_l1")
+    assert (run / "real_faces.npz").is_file() and sorted((run / "images").glob("step-*.png"))
+
+
+@pytest.mark.parametrize(
+    ("stage", "overrides", "message"),
+    [
+        ("au", ["data.source=photos"], "trains the detail stage on photos"),
+        ("detail", [], "set data.source=FOLDER"),
+        ("detail", ["data.source={dataset}"], "is a synthetic dataset"),
+        ("detail", ["data.source=photos", "loss.displacement_truth=1"], "needs synthetic ground truth"),
+    ],
+)
+def test_mediapipe_training_settings_that_cannot_work_are_one_line(
+    tmp_path, capsys, stage, overrides, message
+):
+    dataset = tmp_path / "synth"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text("{}")
+    items = [item.format(dataset=dataset) for item in overrides]
+    args = [
+        "train",
+        stage,
+        str(TINY),
+        "coarse.backend=mediapipe",
+        f"trainer.out_dir={tmp_path / 'run'}",
+        *items,
+    ]
+    assert main([*args, *QUIET]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

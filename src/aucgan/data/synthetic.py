@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,11 +130,11 @@ class SyntheticSample:
         )
 
 
-def collate(samples: list[SyntheticSample]) -> SyntheticSample:
-    """Stack samples into a batch (a ``collate_fn`` for ``DataLoader``)."""
-    return SyntheticSample(
-        **{f.name: torch.stack([getattr(s, f.name) for s in samples]) for f in fields(SyntheticSample)}
-    )
+def collate(samples: list) -> Any:
+    """Stack samples (of one dataclass of tensors: :class:`SyntheticSample` or
+    :class:`~aucgan.data.real.RealSample`) into a batch (a ``collate_fn`` for ``DataLoader``)."""
+    kind = type(samples[0])
+    return kind(**{f.name: torch.stack([getattr(s, f.name) for s in samples]) for f in fields(kind)})
 
 
 @dataclass(frozen=True)

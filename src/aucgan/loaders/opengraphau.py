@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
@@ -47,6 +48,18 @@ def _state_dict(data: Mapping, source: str) -> dict[str, torch.Tensor]:
             )
         return stripped
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _weights_file_au_net(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    from aucgan.weights import read_weights
+
+    detail = read_weights(Path(path)).states.get("detail", {})
+    state = strip_prefix(detail, "au_net.")
+    if not state:
+        raise CheckpointError(
+            f"{path}: a weights file without an AU net (no 'au_net.*' keys in its detail stage)"
+        )
+    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
 
 
 def _describe_keys(state: Mapping) -> str:
@@ -96,8 +109,9 @@ def detect_architecture(state: Mapping[str, torch.Tensor], source: str = "checkp
 def load_au_net(path: str | os.PathLike[str], strict: bool = True) -> MEFARG:
     """Build the :class:`~aucgan.nets.au_net.MEFARG` an OpenGraphAU file describes, load it, freeze it.
 
-    Accepts ``{'state_dict': {...}}`` with or without ``module.`` prefixes, a bare state dict, or a
-    checkpoint of ``aucgan train au`` (its ``last.ckpt`` / ``best.ckpt``).
+    Accepts ``{'state_dict': {...}}`` with or without ``module.`` prefixes, a bare state dict, a
+    checkpoint of ``aucgan train au`` (its ``last.ckpt`` / ``best.ckpt``), or a weights file of
+    ``aucgan pack`` (``.safetensors``, e.g. the shipped one: its detail stage's AU net).
 
     Args:
         strict: refuse missing or unexpected keys (mis-shaped tensors are always refused).
@@ -110,7 +124,10 @@ def load_au_net(path: str | os.PathLike[str], strict: bool = True) -> MEFARG:
             unsupported backbone, missing/unexpected/mis-shaped keys).
     """
     source = str(path)
-    state = _state_dict(read_checkpoint(path), source)
+    if str(path).lower().endswith(".safetensors"):
+        state = _weights_file_au_net(path)
+    else:
+        state = _state_dict(read_checkpoint(path), source)
     backbone, stage = detect_architecture(state, source)
     net = MEFARG(backbone=backbone, stage=stage)
     load_strict(net, state, f"{source} [state_dict, {backbone} stage {stage}]", strict=strict)

@@ -19,8 +19,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from aucgan.data.real import RealFaces, RealSettings
 from aucgan.data.shards import ShardedFaces, SyntheticFaces, WorldParameters, split_index
-from aucgan.data.synthetic import SyntheticSample, collate, drawn_expressions, stable_seed
+from aucgan.data.synthetic import collate, drawn_expressions, stable_seed
 
 SHARD_CACHE = 64
 """Decoded shards a training reader keeps (batches draw identities from all over the split)."""
@@ -39,6 +40,7 @@ class DataSettings:
     seed: int
     steps: int
     au_balance: float = 0.0
+    real: RealSettings | None = None
 
 
 class _StepSampler(Sampler[list[int]]):
@@ -189,6 +191,9 @@ class FaceDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, count: int) -> Dataset:
         source = self.settings.source
+        if self.settings.real is not None:
+            faces = RealFaces(self.settings.real.cache, split, self.settings.world.images_per_identity)
+            return torch.utils.data.Subset(faces, range(count)) if 0 < count < len(faces) else faces
         if source:
             faces = ShardedFaces(source, split, cache_shards=SHARD_CACHE)
             if faces.parameters.images_per_identity != self.settings.world.images_per_identity:
@@ -241,5 +246,5 @@ class FaceDataModule(L.LightningDataModule):
         batch = self.settings.identities_per_batch * self.settings.world.images_per_identity
         return self._loader(dataset, None, batch)
 
-    def transfer_batch_to_device(self, batch: SyntheticSample, device: torch.device, dataloader_idx: int):
-        return SyntheticSample(**{name: value.to(device) for name, value in batch.to_dict().items()})
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        return type(batch)(**{name: value.to(device) for name, value in batch.to_dict().items()})

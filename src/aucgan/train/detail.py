@@ -30,9 +30,11 @@ from aucgan.build import (
     require_asset,
 )
 from aucgan.config import Config
+from aucgan.data.real import RealSample
 from aucgan.data.synthetic import SyntheticSample
 from aucgan.face_model.regions import AU_WRINKLE_REGIONS, region_mask
 from aucgan.geometry.render import Rendering, texel_visibility
+from aucgan.geometry.shading import sh_shading
 from aucgan.losses.adversarial import discriminator_loss, generator_loss, r1_penalty
 from aucgan.losses.au_consistency import au_feature_loss, au_score_loss
 from aucgan.losses.mrf import id_mrf
@@ -74,7 +76,8 @@ class DetailTraining(StageModule):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        network_coarse = cfg.model.coarse_source == "network"
+        # Photos with coarse.backend=mediapipe carry their cached fits, as synthetic samples their truth.
+        network_coarse = cfg.model.coarse_source == "network" and cfg.coarse.backend == "network"
         self.coarse = coarse_stage(cfg, with_encoder=network_coarse)
         if network_coarse:
             load_coarse(
@@ -105,7 +108,7 @@ class DetailTraining(StageModule):
 
     # The pipeline -------------------------------------------------------------------------------------
 
-    def coarse_output(self, batch: SyntheticSample, images: torch.Tensor) -> CoarseOutput:
+    def coarse_output(self, batch: SyntheticSample | RealSample, images: torch.Tensor) -> CoarseOutput:
         """The frozen coarse stage on ``images``, or the ground truth (``model.coarse_source``)."""
         with torch.no_grad():
             if self.coarse.encoder is not None:
@@ -114,7 +117,7 @@ class DetailTraining(StageModule):
             return self.coarse.decode(codes, uv_albedo=batch.uv_albedo)
 
     def run_detail(
-        self, batch: SyntheticSample, images: torch.Tensor
+        self, batch: SyntheticSample | RealSample, images: torch.Tensor
     ) -> tuple[CoarseOutput, AUOutput, AUCondition, DetailOutput, Rendering]:
         coarse = self.coarse_output(batch, images)
         with torch.no_grad():
@@ -207,7 +210,7 @@ class DetailTraining(StageModule):
 
     # Lightning ----------------------------------------------------------------------------------------
 
-    def training_step(self, batch: SyntheticSample, batch_idx: int) -> None:
+    def training_step(self, batch: SyntheticSample | RealSample, batch_idx: int) -> None:
         g_optimizer, d_optimizer = self.optimizers()
         g_schedule, d_schedule = self.lr_schedulers()
         with self.step_randomness():
@@ -266,11 +269,34 @@ class DetailTraining(StageModule):
         names = sorted({name for regions in AU_WRINKLE_REGIONS.values() for name in regions})
         return torch.stack([region_mask(name, size) for name in names]).amax(0)[None, None]
 
-    def validation_step(self, batch: SyntheticSample, batch_idx: int) -> None:
+    def photo_errors(self, batch: RealSample) -> dict[str, torch.Tensor]:
+        """Photos have no true displacement: ``photo_detail_l1``, the mean absolute difference between the
+        detail-shaded texture and the photo over the visible skin texels, and ``photo_flat_l1`` for the
+        coarse (flat) shading, for scale."""
+        coarse, _, _, detail, rendering = self.run_detail(batch, batch.image)
+        skin = self.coarse.uv_space.to(batch.image.device).skin
+        visible = (
+            texel_visibility(
+                coarse.surface.positions, coarse.surface.normals, coarse.codes.camera, rendering.fragments
+            )
+            * skin
+        )
+        photo = photo_in_uv(batch.image, coarse)
+        flat = coarse.uv_albedo * sh_shading(coarse.surface.normals, coarse.codes.light)
+        return {
+            "photo_detail_l1": masked_l1(detail.uv_texture, photo, visible),
+            "photo_flat_l1": masked_l1(flat, photo, visible),
+        }
+
+    def validation_step(self, batch: SyntheticSample | RealSample, batch_idx: int) -> None:
+        if isinstance(batch, RealSample):
+            errors = self.photo_errors(batch)
+            self.log_dict({f"val/{name}": value for name, value in errors.items()}, sync_dist=True)
+            return
         errors = self.held_out_errors(batch)
         self.log_dict({f"val/{name}": value for name, value in errors.items()}, sync_dist=True)
 
-    def visuals(self, batch: SyntheticSample) -> list[torch.Tensor]:
+    def visuals(self, batch: SyntheticSample | RealSample) -> list[torch.Tensor]:
         """Columns of the image grid: input | coarse | detail shading | displacement | detail normals."""
         coarse = self.coarse_output(batch, batch.image)
         detail = self.detail(batch.image, coarse)

@@ -18,6 +18,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from aucgan.build import world_parameters
 from aucgan.config import Config, ConfigError, save_config
+from aucgan.data.real import RealSettings, build_real_cache
 from aucgan.train.au import AUTraining
 from aucgan.train.callbacks import ImageGrid
 from aucgan.train.checkpointing import LAST, AtomicCheckpointIO, PeriodicCheckpoint
@@ -61,6 +62,43 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+def real_settings(cfg: Config, stage: str, out: Path) -> RealSettings | None:
+    """With ``coarse.backend=mediapipe``: the real-photo dataset of ``data.source`` (detail stage only),
+    cached in the run folder; ``None`` otherwise.
+
+    Raises:
+        ConfigError: another stage, no source, or a source that is a synthetic dataset (one line).
+    """
+    if cfg.coarse.backend != "mediapipe":
+        return None
+    if stage != "detail":
+        raise ConfigError(
+            f"coarse.backend=mediapipe trains the detail stage on photos; `aucgan train {stage}` needs the "
+            "synthetic world's labels: use coarse.backend=network"
+        )
+    source = cfg.data.source
+    if not source:
+        raise ConfigError(
+            "coarse.backend=mediapipe trains on photos: set data.source=FOLDER (or a video, or a list)"
+        )
+    if (Path(source) / "manifest.json").is_file():
+        raise ConfigError(
+            f"data.source={source} is a synthetic dataset written by `aucgan synth`; train on it with "
+            "coarse.backend=network, or give a folder of photos"
+        )
+    if cfg.loss.displacement_truth > 0:
+        raise ConfigError("loss.displacement_truth needs synthetic ground truth; set it to 0 for photos")
+    return RealSettings(
+        source=source,
+        cache=out / "real_faces.npz",
+        image_size=cfg.render.image_size,
+        images_per_identity=cfg.synth.images_per_identity,
+        coarse=cfg.coarse,
+        augment=cfg.augment,
+        seed=cfg.seed,
+    )
+
+
 def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> TrainResult:
     """Train ``stage`` (``"au"``, ``"coarse"`` or ``"detail"``) as ``cfg`` says; returns where it went.
 
@@ -80,10 +118,13 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
         )
     if cfg.trainer.start_from and stage != "au":
         raise ConfigError(f"trainer.start_from is for `aucgan train au` only, not {stage}; leave it empty")
+    real = real_settings(cfg, stage, out)
     _quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer_cfg = cfg.trainer
     module = STAGES[stage](cfg)
+    if real is not None:
+        build_real_cache(real, module.coarse)
     datamodule = FaceDataModule(
         DataSettings(
             world=world_parameters(cfg),
@@ -95,6 +136,7 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
             seed=cfg.seed,
             steps=trainer_cfg.steps,
             au_balance=cfg.data.au_balance if stage == "au" else 0.0,
+            real=real,
         )
     )
     callbacks: list[L.Callback] = [

@@ -1,0 +1,309 @@
+"""Real face photos for ``aucgan train detail``: a folder, list or video → cached coarse fits → samples.
+
+With ``coarse.backend=mediapipe`` a training source that is not a dataset written by ``aucgan synth`` is read
+as photos (:func:`aucgan.data.images.collect_inputs`: an image, a folder, a ``.txt`` list or a video). Each
+photo's largest face is one identity; its K images (``synth.images_per_identity``, DECA's K for the
+detail-consistency loss) are the photo itself and K - 1 augmented copies of it (flip, rotation, scale, shift
+and colour, within ``augment.*``), each found and fitted again by MediaPipe and
+:class:`~aucgan.stages.landmark_fit.LandmarkCoarse` so that its coarse fit matches its pixels. Fits are
+computed once and cached in one ``.npz`` (no pickle) keyed by the files (path, size, modification time) and
+the settings; a changed folder or setting refits.
+
+A split holds whole identities: with 10 or more, identities whose name hashes to 9 (mod 10) are validation
+ones; with fewer there is no held-out face and validation reuses the training faces (said in the log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+from torch.utils.data import Dataset
+
+from aucgan.atomic import atomic_open
+from aucgan.config import AugmentConfig, CoarseConfig
+from aucgan.data.images import InputError, InputItem, collect_inputs, faces_from_landmarks, load_image
+from aucgan.data.shards import DatasetError
+from aucgan.data.synthetic import stable_seed
+from aucgan.nets.coarse_encoder import CoarseCodes
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+FIT_BATCH = 16
+"""Faces fitted together."""
+
+
+@dataclass(frozen=True)
+class RealSample:
+    """One real face image and its coarse fit (or a batch: every field then gains a leading ``B``).
+
+    Attributes:
+        index: item index in the split. identity: identity index (a face of one photo).
+        image: ``(3, H, W)`` in [0, 1].
+        landmarks: ``(468, 3)`` MediaPipe's landmarks, NDC.
+        shape, albedo, expression, pose, camera: the fitted codes; light ``(9, 3)`` SH.
+    """
+
+    index: torch.Tensor
+    identity: torch.Tensor
+    image: torch.Tensor
+    landmarks: torch.Tensor
+    shape: torch.Tensor
+    albedo: torch.Tensor
+    expression: torch.Tensor
+    pose: torch.Tensor
+    camera: torch.Tensor
+    light: torch.Tensor
+
+    uv_albedo = None
+    """No albedo map: the coarse stage draws it from the fitted albedo code."""
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def coarse_codes(self, n_albedo: int) -> CoarseCodes:
+        """The fitted coarse codes of a batch."""
+        if self.albedo.shape[-1] != n_albedo:
+            raise ValueError(
+                f"the cached fits have {self.albedo.shape[-1]} albedo components, not {n_albedo}"
+            )
+        return CoarseCodes(
+            shape=self.shape,
+            albedo=self.albedo,
+            expression=self.expression,
+            pose=self.pose,
+            camera=self.camera,
+            light=self.light,
+        )
+
+
+@dataclass(frozen=True)
+class RealSettings:
+    """What a real-photo dataset depends on (all of it enters the cache key).
+
+    Attributes:
+        source: the photos (image, folder, list file or video).
+        cache: the ``.npz`` file of the fits.
+        image_size: side of the crops.
+        images_per_identity: K.
+        coarse: MediaPipe and fit settings.
+        augment: ranges of the augmented copies.
+        seed: seeds the augmentations.
+        every: video: every N-th frame.
+    """
+
+    source: str
+    cache: Path
+    image_size: int
+    images_per_identity: int
+    coarse: CoarseConfig
+    augment: AugmentConfig
+    seed: int
+    every: int = 1
+
+    def key(self, items: list[InputItem]) -> str:
+        files = sorted({str(item.path) for item in items})
+        stats = [(name, Path(name).stat().st_size, Path(name).stat().st_mtime_ns) for name in files]
+        frames = [(item.name, item.frame) for item in items]
+        payload = {
+            "version": CACHE_VERSION,
+            "files": stats,
+            "frames": frames,
+            "size": self.image_size,
+            "k": self.images_per_identity,
+            "coarse": vars(self.coarse),
+            "augment": vars(self.augment),
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def augmented_copy(image: np.ndarray, augment: AugmentConfig, seed: int) -> np.ndarray:
+    """A random flip, rotation (± ``augment.rotation_degrees``), scale, shift and brightness / contrast /
+    saturation change of ``image (H, W, 3)`` uint8 (edges repeat into uncovered corners)."""
+    rng = np.random.default_rng(seed)
+    picture = Image.fromarray(image)
+    if rng.random() < 0.5:
+        picture = ImageOps.mirror(picture)
+    width, height = picture.size
+    angle = rng.uniform(-augment.rotation_degrees, augment.rotation_degrees)
+    scale = rng.uniform(*augment.scale)
+    shift = rng.uniform(-augment.translate, augment.translate, size=2) * np.array([width, height])
+    # PIL's affine maps each output pixel to the input pixel it shows: p ↦ C + M⁻¹ (p - C - t), with
+    # M = scale · rotation(angle) about the centre C; the input is padded by repeating its edges.
+    a = math.cos(math.radians(angle)) / scale
+    b = math.sin(math.radians(angle)) / scale
+    cx, cy = width / 2.0, height / 2.0
+    pad = max(width, height) // 2
+    c = cx - a * (cx + shift[0]) - b * (cy + shift[1]) + pad
+    f = cy + b * (cx + shift[0]) - a * (cy + shift[1]) + pad
+    edges = Image.fromarray(np.pad(np.asarray(picture), ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+    picture = edges.transform(
+        (width, height), Image.Transform.AFFINE, (a, b, c, -b, a, f), resample=Image.Resampling.BILINEAR
+    )
+    for enhance, strength in (
+        (ImageEnhance.Brightness, augment.brightness),
+        (ImageEnhance.Contrast, augment.contrast),
+        (ImageEnhance.Color, augment.saturation),
+    ):
+        picture = enhance(picture).enhance(1.0 + rng.uniform(-strength, strength))
+    return np.asarray(picture.convert("RGB"), dtype=np.uint8)
+
+
+def _largest_face(item: InputItem, image: np.ndarray, settings: RealSettings, detector) -> tuple | None:
+    faces = faces_from_landmarks(item, image, settings.image_size, detector)
+    face = faces[0] if faces else None
+    return None if face is None else (face.image, face.landmarks)
+
+
+def build_real_cache(settings: RealSettings, stage) -> Path:
+    """Find, crop and fit every photo of ``settings.source`` (the largest face of each) and its augmented
+    copies; write the cache unless one with the same key is there. ``stage`` is the built-in face's coarse
+    stage (:class:`~aucgan.stages.coarse.CoarseStage`).
+
+    Raises:
+        DatasetError: the source holds no readable photo with a face (one line).
+        ConfigError: MediaPipe is not installed, or the face model is not the built-in one.
+    """
+    from tqdm import tqdm
+
+    from aucgan.data.face_mesh import FaceMeshDetector
+    from aucgan.stages.landmark_fit import mediapipe_backend, pixels_to_ndc
+
+    try:
+        items = collect_inputs(settings.source, settings.every)
+    except InputError as error:
+        raise DatasetError(str(error)) from None
+    key = settings.key(items)
+    if settings.cache.is_file():
+        with np.load(settings.cache, allow_pickle=False) as data:
+            if "key" in data.files and str(data["key"]) == key:
+                return settings.cache
+    fitter, _ = mediapipe_backend(stage, settings.coarse)
+    detector = FaceMeshDetector(1, settings.coarse.min_confidence)
+    crops: list[np.ndarray] = []
+    landmarks: list[torch.Tensor] = []
+    names: list[str] = []
+    problems: list[str] = []
+    k_views = settings.images_per_identity
+    for item in tqdm(items, desc="find and frame faces", unit="photo", disable=len(items) < 4):
+        try:
+            image = load_image(item.path, item.frame)
+            first = _largest_face(item, image, settings, detector)
+        except InputError as error:
+            problems.append(str(error))
+            continue
+        views = [first]
+        for k in range(1, k_views):
+            view = None
+            for attempt in range(3):
+                seed = stable_seed("aucgan-real-augment", settings.seed, item.name, k, attempt)
+                try:
+                    view = _largest_face(
+                        item, augmented_copy(image, settings.augment, seed), settings, detector
+                    )
+                except InputError:
+                    view = None
+                if view is not None:
+                    break
+            views.append(view or first)
+        for crop, points in views:
+            crops.append(crop)
+            landmarks.append(pixels_to_ndc(torch.from_numpy(points), settings.image_size).float())
+        names.append(item.name)
+    for problem in problems:
+        log.warning("skipped: %s", problem)
+    if not names:
+        raise DatasetError(
+            f"{settings.source}: no photo with a face MediaPipe can find"
+            + (f" ({problems[0]})" if problems else "")
+        )
+    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+    points = torch.stack(landmarks)
+    codes = []
+    for start in tqdm(range(0, len(images), FIT_BATCH), desc="fit faces", disable=len(images) <= FIT_BATCH):
+        coarse, _ = fitter(images[start : start + FIT_BATCH], points[start : start + FIT_BATCH])
+        codes.append(coarse.codes)
+    arrays = {
+        name: torch.cat([getattr(c, name) for c in codes]).numpy()
+        for name in ("shape", "albedo", "expression", "pose", "camera", "light")
+    }
+    with atomic_open(settings.cache, binary=True) as handle:
+        np.savez(
+            handle,
+            key=np.array(key),
+            images=np.stack(crops),
+            landmarks=points.numpy(),
+            names=np.array(names),
+            **arrays,
+        )
+    log.info("fitted %d faces x %d views; cached in %s", len(names), k_views, settings.cache)
+    return settings.cache
+
+
+def split_identities(names: list[str], split: str) -> list[int]:
+    """Identity indices of ``split`` (``"train"`` or ``"val"``): see the module docstring."""
+    if split not in ("train", "val"):
+        raise ValueError(f"real photos have train and val splits, not {split!r}")
+    if len(names) < 10:
+        return list(range(len(names)))
+    held_out = [stable_seed("aucgan-real-split", name) % 10 == 9 for name in names]
+    if not any(held_out) or all(held_out):
+        return list(range(len(names)))
+    return [i for i, out in enumerate(held_out) if out == (split == "val")]
+
+
+class RealFaces(Dataset):
+    """The cached real faces of one split, identity-major (item ``i`` is view ``i % K`` of the split's
+    identity ``i // K``), read into memory from the cache of :func:`build_real_cache`."""
+
+    def __init__(self, cache: Path, split: str, images_per_identity: int) -> None:
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"{cache}: unreadable real-face cache ({error}); delete it to refit") from None
+        names = [str(name) for name in arrays["names"]]
+        k = images_per_identity
+        if len(arrays["images"]) != len(names) * k:
+            raise DatasetError(f"{cache}: holds {len(arrays['images'])} images, not {len(names)} x K={k}")
+        identities = split_identities(names, split)
+        if split == "val" and len(names) < 10:
+            log.info("%d faces (< 10): validation reuses the training faces (no held-out face)", len(names))
+        rows = [identity * k + view for identity in identities for view in range(k)]
+        self.names = [names[i] for i in identities]
+        self.identity = torch.tensor([identity for identity in identities for _ in range(k)])
+        self.images = torch.from_numpy(arrays["images"][rows]).permute(0, 3, 1, 2).contiguous()
+        self.codes = {
+            name: torch.from_numpy(arrays[name][rows]).float()
+            for name in ("landmarks", "shape", "albedo", "expression", "pose", "camera", "light")
+        }
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> RealSample:
+        return RealSample(
+            index=torch.tensor(index),
+            identity=self.identity[index],
+            image=self.images[index].float() / 255,
+            **{name: values[index] for name, values in self.codes.items()},
+        )
+
+
+__all__ = [
+    "RealFaces",
+    "RealSample",
+    "RealSettings",
+    "augmented_copy",
+    "build_real_cache",
+    "split_identities",
+]

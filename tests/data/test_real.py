@@ -1,0 +1,112 @@
+"""Real-photo datasets for ``aucgan train detail`` with ``coarse.backend=mediapipe``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aucgan import build
+from aucgan.config import AugmentConfig, CoarseConfig, Config, load_config
+from aucgan.data.real import (
+    RealFaces,
+    RealSample,
+    RealSettings,
+    augmented_copy,
+    build_real_cache,
+    split_identities,
+)
+from aucgan.data.shards import DatasetError
+from aucgan.data.synthetic import collate
+
+TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic-tiny.yaml"
+
+
+def test_augmented_copy_is_a_function_of_its_seed_and_changes_the_photo():
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    augment = AugmentConfig()
+    first, again = augmented_copy(image, augment, 7), augmented_copy(image, augment, 7)
+    assert first.shape == image.shape and first.dtype == np.uint8
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, augmented_copy(image, augment, 8))
+
+
+def test_augmented_copy_with_no_range_is_the_photo_or_its_mirror():
+    image = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    still = AugmentConfig(
+        rotation_degrees=0.0, scale=(1.0, 1.0), translate=0.0, brightness=0.0, contrast=0.0, saturation=0.0
+    )
+    for seed in range(6):
+        copy = augmented_copy(image, still, seed).astype(int)
+        assert min(np.abs(copy - image).max(), np.abs(copy - image[:, ::-1]).max()) <= 1
+
+
+def test_split_holds_out_whole_identities_from_ten_on():
+    few = [f"photo{i}" for i in range(4)]
+    assert split_identities(few, "train") == split_identities(few, "val") == [0, 1, 2, 3]
+    many = [f"photo{i}" for i in range(60)]
+    train, val = set(split_identities(many, "train")), set(split_identities(many, "val"))
+    assert train and val and not train & val and train | val == set(range(60))
+    with pytest.raises(ValueError, match="train and val"):
+        split_identities(many, "test")
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Config:
+    return load_config(Config, TINY_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def stage(cfg):
+    return build.coarse_stage(cfg, with_encoder=False)
+
+
+def settings_for(cfg: Config, source: Path, cache: Path) -> RealSettings:
+    return RealSettings(
+        source=str(source), cache=cache, image_size=cfg.render.image_size,
+        images_per_identity=cfg.synth.images_per_identity, coarse=CoarseConfig(backend="mediapipe"),
+        augment=cfg.augment, seed=0,
+    )  # fmt: skip
+
+
+def test_cache_holds_k_fitted_views_per_photo_and_is_reused(
+    mediapipe_installed, real_photos, cfg, stage, tmp_path
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in real_photos.values():
+        shutil.copy(path, folder / path.name)
+    (folder / "notes.txt").write_text("not a photo")
+    settings = settings_for(cfg, folder, tmp_path / "cache.npz")
+    cache = build_real_cache(settings, stage)
+    faces = RealFaces(cache, "train", cfg.synth.images_per_identity)
+    k = cfg.synth.images_per_identity
+    assert len(faces) == 2 * k and sorted(faces.names) == ["astronaut", "grace_hopper"]
+    batch = collate([faces[i] for i in range(len(faces))])
+    assert isinstance(batch, RealSample) and batch.image.shape == (2 * k, 3, 64, 64)
+    assert torch.equal(batch.identity, torch.arange(2).repeat_interleave(k))
+    assert not torch.equal(batch.image[0], batch.image[1]), "the second view is an augmented copy"
+    codes = batch.coarse_codes(stage.albedo.n_albedo)
+    coarse = stage.decode(codes)
+    from aucgan.stages.landmark_fit import relative_landmark_error
+
+    assert relative_landmark_error(coarse.vertices, codes.camera, batch.landmarks).max() < 0.03
+    stamp = os.stat(cache).st_mtime_ns
+    build_real_cache(settings, stage)
+    assert os.stat(cache).st_mtime_ns == stamp, "an unchanged folder is not refitted"
+    Image.open(real_photos["grace_hopper"]).save(folder / "grace_hopper.jpg", quality=70)
+    build_real_cache(settings, stage)
+    assert os.stat(cache).st_mtime_ns != stamp, "a changed photo is refitted"
+
+
+def test_a_folder_without_faces_is_one_line(mediapipe_installed, cfg, stage, tmp_path):
+    folder = tmp_path / "walls"
+    folder.mkdir()
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(folder / "wall.png")
+    with pytest.raises(DatasetError, match=r"no photo with a face MediaPipe can find \(.*wall\.png"):
+        build_real_cache(settings_for(cfg, folder, tmp_path / "c.npz"), stage)
