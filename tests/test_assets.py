@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import pickle
 import re
@@ -476,3 +477,19 @@ def test_from_assets_on_cuda_matches_cpu(fake_assets):
     torch.testing.assert_close(
         on_gpu.detail.uv_displacement.cpu(), on_cpu.detail.uv_displacement, atol=1e-4, rtol=1e-2
     )
+
+
+def test_doctor_says_whether_the_mediapipe_extra_is_there(monkeypatch):
+    from aucgan.assets import check_tools
+
+    def mediapipe_check():
+        return next(check for check in check_tools() if check.name == "MediaPipe face mesh")
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    missing = mediapipe_check()
+    assert (
+        not missing.ok and "[mediapipe]" in missing.obtain and "coarse.backend=mediapipe" in missing.unlocks
+    )
+    monkeypatch.delitem(sys.modules, "mediapipe")
+    if importlib.util.find_spec("mediapipe") is not None:
+        assert mediapipe_check().ok

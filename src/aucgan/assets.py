@@ -448,9 +448,25 @@ def _ffmpeg() -> Check:
     return Check(name, AVAILABLE, executable, "", unlocks, obtain)
 
 
+def _mediapipe() -> Check:
+    from aucgan.data.face_mesh import INSTALL_HINT, MediaPipeMissing, require_mediapipe
+
+    unlocks = (
+        "coarse.backend=mediapipe: real photos without a coarse network or FLAME, training on your photos"
+    )
+    try:
+        module = require_mediapipe()
+    except MediaPipeMissing:
+        return Check("MediaPipe face mesh", UNAVAILABLE, "", "not installed", unlocks, INSTALL_HINT)
+    return Check(
+        "MediaPipe face mesh", AVAILABLE, "", f"mediapipe {module.__version__}", unlocks, INSTALL_HINT
+    )
+
+
 def check_tools() -> list[Check]:
-    """Optional tools: OpenCV's face detector, Chromium for report screenshots, imageio-ffmpeg for video."""
-    return [_opencv(), _chromium(), _ffmpeg()]
+    """Optional tools: OpenCV's face detector, MediaPipe's face mesh, Chromium for report screenshots,
+    imageio-ffmpeg for video."""
+    return [_opencv(), _mediapipe(), _chromium(), _ffmpeg()]
 
 
 READY_FLAME = ("flame_model", "flame_landmarks", "head_template", "uv_face_mask", "flame_albedo")

@@ -110,3 +110,13 @@ def test_a_folder_without_faces_is_one_line(mediapipe_installed, cfg, stage, tmp
     Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(folder / "wall.png")
     with pytest.raises(DatasetError, match=r"no photo with a face MediaPipe can find \(.*wall\.png"):
         build_real_cache(settings_for(cfg, folder, tmp_path / "c.npz"), stage)
+
+
+def test_a_list_file_names_the_photos(mediapipe_installed, real_photos, cfg, stage, tmp_path):
+    listing = tmp_path / "photos.txt"
+    listing.write_text("# my photos\n" + "\n".join(str(path) for path in real_photos.values()) + "\n")
+    cache = build_real_cache(settings_for(cfg, listing, tmp_path / "cache.npz"), stage)
+    assert sorted(RealFaces(cache, "val", cfg.synth.images_per_identity).names) == [
+        "astronaut",
+        "grace_hopper",
+    ]
