@@ -43,28 +43,36 @@ if TYPE_CHECKING:
 DENSE_LANDMARKS = 468
 """Landmarks of MediaPipe's face mesh: the vertices of the built-in face model, in its order."""
 
+VISIBILITY_SIZE = 128
+"""Largest side at which :func:`fit_appearance` rasterises the face to find its visible texels."""
+
 
 @dataclass(frozen=True)
 class FitSettings:
     """Weights and iterations of :func:`fit_geometry` and :func:`fit_appearance`.
 
     Attributes:
-        iterations: Levenberg-Marquardt iterations.
+        iterations: most Levenberg-Marquardt iterations.
+        tolerance: stop earlier once no face's cost falls by more than this fraction in a step.
         depth_weight: ``w_z``, the weight of the landmarks' depth against their image position (MediaPipe's
             depth is relative and less certain than x, y).
         shape_prior: ``w_s`` (identity codes are ~N(0, 1) per component).
         expression_prior: ``w_e``, pulls AU intensities to 0 (sparse expressions).
         jaw_prior: ``w_j``, pulls the jaw rotation to 0 (AU26/AU27 open the jaw already).
         appearance_rounds: alternations of light and albedo least squares.
+        appearance_texels: the least squares use every ``uv_size // appearance_texels``-th texel of the UV
+            maps in each direction.
         albedo_prior: ridge weight on the albedo code (unit-variance components), per visible texel.
     """
 
     iterations: int = 10
+    tolerance: float = 1e-4
     depth_weight: float = 0.5
     shape_prior: float = 0.02
     expression_prior: float = 0.1
     jaw_prior: float = 0.05
     appearance_rounds: int = 3
+    appearance_texels: int = 64
     albedo_prior: float = 1e-3
 
 
@@ -170,7 +178,7 @@ def _residuals(
     depth = projected[..., 2] + params[:, layout.depth, None]
     return torch.cat(
         [
-            (projected[..., :2] - landmarks[..., :2]).flatten(1),
+            (projected[..., :2] - landmarks[..., :2]).transpose(1, 2).flatten(1),  # all x, then all y
             settings.depth_weight * (depth - landmarks[..., 2]),
             settings.shape_prior * params[:, layout.shape],
             settings.expression_prior * params[:, layout.expression],
@@ -194,15 +202,18 @@ def _jacobian(
 ) -> torch.Tensor:
     """``(B, R, P)`` the exact Jacobian of :func:`_residuals` for the built-in face model, using its
     structure: vertices linear in the codes, then the jaw's blended rotation, the global rotation and the
-    camera (tested against central differences of :func:`_residuals`)."""
+    camera (tested against autograd of :func:`_residuals`). Derivatives are kept coordinate-major,
+    ``(B, 3, V, n)``, so that each rotation applies to all of them in one matrix product."""
     batch, dtype = params.shape[0], params.dtype
+    n_codes, n_linear = layout.size, layout.expression.stop
     shape, expression = params[:, layout.shape], params[:, layout.expression]
     global_rotation, jaw = params[:, layout.pose.start : layout.pose.start + 3], params[:, layout.jaw]
-    scale, depth_weight = params[:, layout.camera.start], settings.depth_weight
+    scale = params[:, layout.camera.start, None, None, None]
     identity, rig = face_model.identity_basis.to(dtype), face_model.au_basis.to(dtype)
     opening = face_model.jaw_opening.to(dtype)
-    weights = face_model.jaw_weights.to(dtype)[None, :, None, None]  # (1, V, 1, 1)
+    weights = face_model.jaw_weights.to(dtype)  # (V,)
     pivot = face_model.jaw_pivot.to(dtype)
+    n_vertices = weights.shape[0]
     base = (
         face_model.template.to(dtype)
         + torch.einsum("bk,kvc->bvc", shape, identity)
@@ -210,53 +221,48 @@ def _jacobian(
     )
     angle = jaw + (expression @ opening)[:, None] * params.new_tensor([1.0, 0.0, 0.0])
     jaw_matrix, jaw_derivative = axis_angle_to_matrix(angle), _rotation_derivatives(angle)
-    relative = base - pivot
-    blended = base + weights[..., 0] * (torch.einsum("bij,bvj->bvi", jaw_matrix, relative) + pivot - base)
     rotation, rotation_derivative = (
         axis_angle_to_matrix(global_rotation),
         _rotation_derivatives(global_rotation),
     )
-    posed = torch.einsum("bij,bvj->bvi", rotation, blended)
+    relative = (base - pivot).transpose(1, 2)  # (B, 3, V)
+    base_t = base.transpose(1, 2)
+    blended = base_t + weights * (jaw_matrix @ relative + pivot[:, None] - base_t)  # (B, 3, V)
+    posed = rotation @ blended
 
-    def through_jaw(directions: torch.Tensor) -> torch.Tensor:
-        """(B, V, 3, N) derivative of the blended vertices along code directions (N, V, 3) of the base."""
-        rotated = torch.einsum("bij,nvj->bvin", jaw_matrix, directions)
-        return (1 - weights) * directions.permute(1, 2, 0)[None] + weights * rotated
+    def rotate_each(derivatives: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """(B, 3, V, 3): the derivative matrices (B, 3 [entry], 3, 3) applied to points (B, 3, V)."""
+        moved = derivatives.reshape(batch, 9, 3) @ points  # (B, entry * 3 + i, V)
+        return moved.reshape(batch, 3, 3, n_vertices).permute(0, 2, 3, 1)
 
-    jaw_moves = torch.einsum("bnij,bvj->bvin", jaw_derivative, relative) * weights  # (B, V, 3, 3)
-    d_shape = through_jaw(identity)
-    d_expression = through_jaw(rig) + jaw_moves[..., :1] * opening
-    d_blended = torch.cat([d_shape, d_expression], dim=-1)
-    d_posed = torch.cat(
-        [
-            torch.einsum("bij,bvjn->bvin", rotation, torch.cat([d_blended, jaw_moves], dim=-1)),
-            torch.einsum("bnij,bvj->bvin", rotation_derivative, blended),
-        ],
-        dim=-1,
-    )  # (B, V, 3, n_shape + n_expression + 3 jaw + 3 global)
-    n_codes = layout.size
-    vertex = params.new_zeros(batch, posed.shape[1], 3, n_codes)
-    vertex[..., : layout.expression.stop] = (
-        scale[:, None, None, None] * d_posed[..., : layout.expression.stop]
+    directions = torch.cat([identity, rig]).permute(2, 1, 0)  # (3, V, n_linear)
+    rotated = (jaw_matrix @ directions.reshape(3, -1)).reshape(batch, 3, n_vertices, n_linear)
+    keep = (1 - weights)[:, None]
+    d_blended = torch.empty(batch, 3, n_vertices, n_linear + 3, dtype=dtype, device=params.device)
+    jaw_moves = rotate_each(jaw_derivative, relative) * weights[:, None]  # (B, 3, V, 3)
+    d_blended[..., :n_linear] = keep * directions + weights[:, None] * rotated
+    d_blended[..., layout.expression] += jaw_moves[..., :1] * opening
+    d_blended[..., n_linear:] = jaw_moves
+    d_posed = (rotation @ d_blended.reshape(batch, 3, -1)).reshape(batch, 3, n_vertices, n_linear + 3)
+    vertex = params.new_zeros(batch, 3, n_vertices, n_codes)
+    vertex[..., :n_linear] = scale * d_posed[..., :n_linear]
+    vertex[..., layout.jaw] = scale * d_posed[..., n_linear:]
+    vertex[..., layout.pose.start : layout.pose.start + 3] = scale * rotate_each(rotation_derivative, blended)
+    vertex[:, :2, :, layout.camera.start] = (
+        posed[:, :2] + params[:, layout.camera.start + 1 : layout.camera.stop, None]
     )
-    jaw_columns = d_posed[..., layout.expression.stop : layout.expression.stop + 3]
-    global_columns = d_posed[..., layout.expression.stop + 3 :]
-    vertex[..., layout.pose.start : layout.pose.start + 3] = scale[:, None, None, None] * global_columns
-    vertex[..., layout.jaw] = scale[:, None, None, None] * jaw_columns
-    shifted = posed + torch.cat(
-        [params[:, None, layout.camera.start + 1 : layout.camera.stop], posed.new_zeros(batch, 1, 1)], -1
-    )
-    vertex[..., layout.camera.start] = shifted
-    vertex[:, :, 0, layout.camera.start + 1] = scale[:, None]
-    vertex[:, :, 1, layout.camera.start + 2] = scale[:, None]
-    vertex[:, :, 2, layout.depth] = 1.0
-    priors = params.new_zeros(batch, layout.expression.stop + 3, n_codes)
-    rows = torch.arange(layout.expression.stop)
-    priors[:, rows[: layout.shape.stop], rows[: layout.shape.stop]] = settings.shape_prior
+    vertex[:, 2, :, layout.camera.start] = posed[:, 2]
+    vertex[:, 0, :, layout.camera.start + 1] = scale[:, 0, 0]
+    vertex[:, 1, :, layout.camera.start + 2] = scale[:, 0, 0]
+    vertex[:, 2, :, layout.depth] = 1.0
+    priors = params.new_zeros(batch, n_linear + 3, n_codes)
+    rows = torch.arange(n_linear)
+    priors[:, rows[layout.shape], rows[layout.shape]] = settings.shape_prior
     priors[:, rows[layout.expression], rows[layout.expression]] = settings.expression_prior
-    jaw_rows = torch.arange(layout.expression.stop, layout.expression.stop + 3)
-    priors[:, jaw_rows, torch.arange(layout.jaw.start, layout.jaw.stop)] = settings.jaw_prior
-    return torch.cat([vertex[:, :, :2].flatten(1, 2), depth_weight * vertex[:, :, 2], priors], dim=1)
+    priors[:, torch.arange(n_linear, n_linear + 3), torch.arange(layout.jaw.start, layout.jaw.stop)] = (
+        settings.jaw_prior
+    )
+    return torch.cat([vertex[:, :2].flatten(1, 2), settings.depth_weight * vertex[:, 2], priors], dim=1)
 
 
 def fit_geometry(
@@ -307,10 +313,13 @@ def fit_geometry(
         trial = residuals(proposal)
         trial_cost = (trial * trial).sum(1)
         better = trial_cost < cost
+        settled = bool(((cost - trial_cost) <= settings.tolerance * cost).all())
         params = torch.where(better[:, None], proposal, params)
         current = torch.where(better[:, None], trial, current)
         cost = torch.where(better, trial_cost, cost)
         damping = torch.where(better, damping / 3.0, damping * 4.0).clamp(1e-7, 1e7)
+        if settled:  # no face gains more than the tolerance from another step
+            break
     geometry = model(params[:, layout.shape], params[:, layout.expression], params[:, layout.pose])
     projected = orthographic_project(geometry.vertices, params[:, layout.camera])
     error = (projected[..., :2] - target[..., :2]).norm(dim=-1)
@@ -360,16 +369,20 @@ def fit_appearance(
         light=codes.shape.new_zeros(batch, 9, 3),
     )
     coarse = stage.decode(codes)
-    rendering = stage.render(coarse, image_size=images.shape[-1])
+    rendering = stage.render(coarse, image_size=min(images.shape[-1], VISIBILITY_SIZE))
     skin = stage.uv_space.to(images.device).skin
     visible = texel_visibility(
         coarse.surface.positions, coarse.surface.normals, codes.camera, rendering.fragments
     )
-    weight = (visible * skin).flatten(1).double()  # (B, T)
-    photo = photo_in_uv(images, coarse).flatten(2).double()  # (B, 3, T)
-    basis = sh_basis(coarse.surface.normals.permute(0, 2, 3, 1)).flatten(1, 2).double()  # (B, T, 9)
-    mean = albedo_model.mean.flatten(1).double()  # (3, T)
-    components = albedo_model.basis.flatten(2).double()  # (K, 3, T)
+    # Every step-th texel in each direction (about 64² of them) holds ample equations for 27 + K unknowns.
+    step = max(1, stage.uv_space.size // settings.appearance_texels)
+    grid = (..., slice(None, None, step), slice(None, None, step))
+    weight = (visible * skin)[grid].flatten(1).double()  # (B, T)
+    photo = photo_in_uv(images, coarse)[grid].flatten(2).double()  # (B, 3, T)
+    normals = coarse.surface.normals[grid]
+    basis = sh_basis(normals.permute(0, 2, 3, 1)).flatten(1, 2).double()  # (B, T, 9)
+    mean = albedo_model.mean[grid].flatten(1).double()  # (3, T)
+    components = albedo_model.basis[grid].flatten(2).double()  # (K, 3, T)
     albedo_code = photo.new_zeros(batch, n_albedo)
     light = photo.new_zeros(batch, 9, 3)
     count = weight.sum(1).clamp(min=1.0)
