@@ -23,7 +23,7 @@ from aucgan.bench import median_seconds
 from aucgan.config import CoarseConfig
 from aucgan.data.images import InputItem, load_image, prepare_faces
 from aucgan.reconstruct import VIS_SIZE, Reconstructor
-from aucgan.stages.landmark_fit import fit_geometry, pixels_to_ndc
+from aucgan.stages.landmark_fit import fit_geometry, landmarks_to_ndc
 
 CPU = torch.device("cpu")
 
@@ -52,7 +52,7 @@ def main() -> None:
         print(f"| {path.name} | {image.shape[1]}×{image.shape[0]} | {1000 * seconds:.1f} |")
         face = prepare_faces(InputItem(path.stem, path), VIS_SIZE, detector=detector)[0]
         crops.append(torch.from_numpy(np.array(face.image)).permute(2, 0, 1).float() / 255)
-        landmarks.append(pixels_to_ndc(torch.from_numpy(face.landmarks), VIS_SIZE).float())
+        landmarks.append(landmarks_to_ndc(torch.from_numpy(face.landmarks), VIS_SIZE).float())
     size = reconstructor.image_size
     print("\n| batch | geometry fit (ms per face) | geometry + light + albedo (ms per face) |\n|---|---|---|")
     for batch in args.batches:

@@ -20,7 +20,7 @@ from aucgan.config import CoarseConfig
 from aucgan.data.images import InputItem, prepare_faces
 from aucgan.geometry.camera import ndc_to_pixels, orthographic_project
 from aucgan.reconstruct import VIS_SIZE, Reconstructor
-from aucgan.stages.landmark_fit import pixels_to_ndc, relative_landmark_error
+from aucgan.stages.landmark_fit import landmarks_to_ndc, relative_landmark_error
 
 
 def photos() -> dict[str, Path]:
@@ -49,7 +49,7 @@ def main() -> None:
     for title, path in photos().items():
         face = prepare_faces(InputItem(path.stem, path), VIS_SIZE, detector=reconstructor.detector)[0]
         image = torch.from_numpy(np.array(face.image)).permute(2, 0, 1)[None].float() / 255
-        landmarks = pixels_to_ndc(torch.from_numpy(face.landmarks), VIS_SIZE).float()[None]
+        landmarks = landmarks_to_ndc(torch.from_numpy(face.landmarks), VIS_SIZE).float()[None]
         rec = reconstructor(image, landmarks)
         edited = reconstructor.edit(rec, {"AU12": 1.0})
         views, after = reconstructor.render_views(rec), reconstructor.render_views(edited)

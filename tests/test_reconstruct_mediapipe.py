@@ -61,6 +61,7 @@ def test_an_au12_edit_of_a_real_photo_regenerates_the_face(reconstructed):
         index = list(before["au_names"]).index("AU12")
         assert after["au_intensities"][index] == 1.0
         assert after["expression"][index] == 1.0
+        np.testing.assert_array_equal(after["landmarks"], before["landmarks"])
 
 
 def test_library_call_finds_the_landmarks_itself(mediapipe_installed, real_photos):

@@ -178,7 +178,7 @@ def _reconstructor(args: argparse.Namespace):
                 f"{others[0]}: without --config only coarse.* settings can be given (the weights hold the "
                 "rest); e.g. coarse.backend=mediapipe"
             )
-        coarse = load_config(Config, None, overrides).coarse
+        coarse = load_config(Config, None, overrides).coarse if overrides else None
     return Reconstructor.load(weights, device=args.device, coarse_settings=coarse)
 
 

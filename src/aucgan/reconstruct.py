@@ -33,7 +33,7 @@ from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
 from aucgan.stages.detail import DetailOutput, DetailStage, au_condition
-from aucgan.stages.landmark_fit import LandmarkCoarse, mediapipe_backend, pixels_to_ndc
+from aucgan.stages.landmark_fit import LandmarkCoarse, landmarks_to_ndc, mediapipe_backend
 from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_part, read_weights
 
 if TYPE_CHECKING:
@@ -149,11 +149,14 @@ class Reconstructor:
         channels_last: bool = True,
         coarse_settings: CoarseConfig | None = None,
     ) -> None:
-        if coarse.encoder is None:
-            raise ValueError("the coarse stage of a Reconstructor needs its encoder")
+        self.coarse_settings = coarse_settings or cfg.coarse
+        if coarse.encoder is None and self.coarse_settings.backend != "mediapipe":
+            raise ValueError(
+                f"{source}: has no coarse encoder (trained with coarse.backend=mediapipe); reconstruct with "
+                "coarse.backend=mediapipe"
+            )
         self.coarse = coarse.eval()
         self.detail = detail.eval()
-        self.coarse_settings = coarse_settings or cfg.coarse
         self.cfg = dataclasses.replace(cfg, coarse=self.coarse_settings)
         self.source = source
         self.channels_last = channels_last
@@ -202,12 +205,16 @@ class Reconstructor:
         coarse_settings: CoarseConfig | None = None,
     ) -> Reconstructor:
         cfg = packed.config
-        coarse = coarse_stage(cfg, with_encoder=True)
+        # A detail stage trained on photos with coarse.backend=mediapipe comes without a coarse encoder.
+        coarse = coarse_stage(cfg, with_encoder=cfg.coarse.backend == "network")
         load_part(coarse, packed, "coarse", source)
         au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
         detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
         load_part(detail, packed, "detail", source)
-        return cls(coarse.to(device), detail.to(device), cfg, source, coarse_settings=coarse_settings)
+        try:
+            return cls(coarse.to(device), detail.to(device), cfg, source, coarse_settings=coarse_settings)
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
 
     @classmethod
     def from_assets(
@@ -296,7 +303,7 @@ class Reconstructor:
         """Reconstruct ``images (B, 3, H, W)`` in [0, 1] (resized to the network's input size if needed).
 
         With the mediapipe backend, ``landmarks (B, 468, 3)`` NDC are the faces' dense landmarks (as
-        :func:`aucgan.stages.landmark_fit.pixels_to_ndc` makes them); when not given, MediaPipe finds them
+        :func:`aucgan.stages.landmark_fit.landmarks_to_ndc` makes them); when not given, MediaPipe finds them
         in the images (the largest face of each).
 
         Raises:
@@ -305,10 +312,10 @@ class Reconstructor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         images = images.to(self.device, torch.float32)
-        if self.landmark_coarse is not None and landmarks is None:
-            landmarks = self.find_landmarks(images)
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="area")
+        if self.landmark_coarse is not None and landmarks is None:
+            landmarks = self.find_landmarks(images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.landmark_coarse is not None:
@@ -322,20 +329,23 @@ class Reconstructor:
         return Reconstruction(images, coarse, au, condition, detail, landmarks)
 
     def find_landmarks(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, 468, 3)`` NDC landmarks of the largest face MediaPipe finds in each of ``images`` (square).
+        """``(B, 468, 3)`` NDC landmarks of the largest face MediaPipe finds in each of the square
+        ``images (B, 3, S, S)``.
 
         Raises:
             ValueError: an image in which MediaPipe finds no face.
         """
         if self.detector is None:
             raise ValueError("find_landmarks needs coarse.backend=mediapipe")
+        if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"find_landmarks needs square images (B, 3, S, S), got {tuple(images.shape)}")
         found = []
         for index, image in enumerate(images):
             pixels = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
             faces = self.detector(pixels)
             if not faces:
                 raise ValueError(f"MediaPipe finds no face in image {index} of the batch")
-            found.append(pixels_to_ndc(torch.from_numpy(faces[0]), pixels.shape[1]))
+            found.append(landmarks_to_ndc(torch.from_numpy(faces[0]), images.shape[-1]))
         return torch.stack(found).float().to(images.device)
 
     @torch.inference_mode()
@@ -393,7 +403,7 @@ def _weights_from_detail_checkpoint(path: Path) -> WeightsFile:
     if not isinstance(stored, Mapping):
         raise CheckpointError(f"{path}: has no stored config; is it from `aucgan train detail`?")
     cfg = _config_from_mapping(stored, str(path))
-    if cfg.model.coarse_source != "network":
+    if cfg.model.coarse_source != "network" and cfg.coarse.backend != "mediapipe":
         raise CheckpointError(
             f"{path}: trained with model.coarse_source={cfg.model.coarse_source}, so it holds no coarse "
             "encoder to reconstruct images with; train the detail stage with model.coarse_source=network"
@@ -575,7 +585,8 @@ def read_face(folder: Path, reconstructor: Reconstructor) -> tuple[Reconstructio
             f"({record.get('weights', 'unknown')})"
         ) from None
     images = _read_png(folder / "input.png", reconstructor.image_size, device)
-    return Reconstruction(images, coarse, au, condition, detail), record
+    landmarks = tensor("landmarks") if "landmarks" in arrays else None
+    return Reconstruction(images, coarse, au, condition, detail, landmarks), record
 
 
 def _read_png(path: Path, size: int, device: torch.device) -> torch.Tensor:
@@ -669,7 +680,7 @@ def reconstruct_inputs(
                 pending.append((face.name, image, record))
                 if face.landmarks is not None:
                     pending_landmarks.append(
-                        pixels_to_ndc(torch.from_numpy(face.landmarks), VIS_SIZE).float()
+                        landmarks_to_ndc(torch.from_numpy(face.landmarks), VIS_SIZE).float()
                     )
                 if len(pending) >= batch_size:
                     flush()

@@ -120,3 +120,25 @@ def test_a_list_file_names_the_photos(mediapipe_installed, real_photos, cfg, sta
         "astronaut",
         "grace_hopper",
     ]
+
+
+def test_without_augmentation_the_k_images_are_the_photo(
+    mediapipe_installed, real_photos, cfg, stage, tmp_path
+):
+    import dataclasses
+
+    settings = dataclasses.replace(
+        settings_for(cfg, real_photos["grace_hopper"], tmp_path / "cache.npz"),
+        augment=dataclasses.replace(cfg.augment, enabled=False),
+    )
+    faces = RealFaces(build_real_cache(settings, stage), "train", cfg.synth.images_per_identity)
+    assert len(faces) == cfg.synth.images_per_identity
+    assert all(torch.equal(faces[0].image, faces[i].image) for i in range(len(faces)))
+
+
+def test_frames_of_one_source_stay_on_one_side_of_the_split():
+    sources = [f"video{i // 5}.mp4" for i in range(60)]  # 12 videos x 5 frames
+    val = split_identities(sources, "val")
+    assert val and {sources[i] for i in val}.isdisjoint(
+        {sources[i] for i in split_identities(sources, "train")}
+    )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from aucgan.geometry.rotation import axis_angle_to_matrix
+from aucgan.geometry.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 
 
 def random_rotvecs(count: int, angles: list[float], seed: int) -> np.ndarray:
@@ -116,3 +116,15 @@ def test_float32_jacobian_is_accurate_near_zero(angle):
 def test_shape_error_quotes_the_shape():
     with pytest.raises(ValueError, match=r"\(2, 4\)"):
         axis_angle_to_matrix(torch.zeros(2, 4))
+
+
+def test_matrix_to_axis_angle_inverts_axis_angle_to_matrix():
+    generator = torch.Generator().manual_seed(4)
+    directions = torch.nn.functional.normalize(
+        torch.randn(64, 3, generator=generator, dtype=torch.float64), dim=1
+    )
+    angles = torch.linspace(0.0, 3.0, 64, dtype=torch.float64)[:, None]
+    axis_angle = directions * angles
+    torch.testing.assert_close(
+        matrix_to_axis_angle(axis_angle_to_matrix(axis_angle)), axis_angle, atol=1e-7, rtol=0
+    )

@@ -22,8 +22,7 @@ from aucgan.stages.landmark_fit import (
     _residuals,
     fit_appearance,
     fit_geometry,
-    matrix_to_axis_angle,
-    pixels_to_ndc,
+    landmarks_to_ndc,
     relative_landmark_error,
     similarity_init,
 )
@@ -142,23 +141,11 @@ def test_similarity_init_recovers_a_similarity(model):
     torch.testing.assert_close(found_translation, translation, atol=1e-9, rtol=0)
 
 
-def test_matrix_to_axis_angle_inverts_axis_angle_to_matrix():
-    generator = torch.Generator().manual_seed(4)
-    directions = torch.nn.functional.normalize(
-        torch.randn(64, 3, generator=generator, dtype=torch.float64), dim=1
-    )
-    angles = torch.linspace(0.0, 3.0, 64, dtype=torch.float64)[:, None]
-    axis_angle = directions * angles
-    torch.testing.assert_close(
-        matrix_to_axis_angle(axis_angle_to_matrix(axis_angle)), axis_angle, atol=1e-7, rtol=0
-    )
-
-
-def test_pixels_to_ndc_inverts_ndc_to_pixels():
+def test_landmarks_to_ndc_inverts_ndc_to_pixels():
     ndc = torch.tensor([[[-0.5, 0.25, 0.1], [0.9, -0.9, -0.2]]])
     pixels = ndc_to_pixels(ndc, 128, 128)
     depth = -ndc[..., 2:] * 128 / 2
-    torch.testing.assert_close(pixels_to_ndc(torch.cat([pixels, depth], -1), 128), ndc)
+    torch.testing.assert_close(landmarks_to_ndc(torch.cat([pixels, depth], -1), 128), ndc)
 
 
 def test_relative_landmark_error_is_the_median_distance_over_the_face_box(model):
@@ -210,3 +197,25 @@ def test_landmark_coarse_returns_a_decoded_coarse_output(coarse_stage):
         coarse_stage.albedo.n_albedo,
     )
     assert error.shape == (2, 468) and error.median() < 0.01
+
+
+def test_a_face_fits_the_same_alone_and_in_a_batch(model):
+    faces = known_faces(model, 4, seed=8)
+    noisy = faces["landmarks"] + 0.004 * torch.randn(
+        faces["landmarks"].shape, generator=torch.Generator().manual_seed(9)
+    )
+    together = fit_geometry(model, noisy)
+    alone = fit_geometry(model, noisy[2:3])
+    torch.testing.assert_close(alone.expression[0], together.expression[2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(alone.camera[0], together.camera[2], atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_landmark_coarse_runs_on_cuda_like_on_the_cpu(coarse_stage):
+    faces = known_faces(coarse_stage.face_model, 2, seed=10)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+    on_cpu, _ = LandmarkCoarse(coarse_stage)(images, faces["landmarks"])
+    stage = copy.deepcopy(coarse_stage).cuda()
+    on_gpu, _ = LandmarkCoarse(stage)(images.cuda(), faces["landmarks"].cuda())
+    torch.testing.assert_close(on_gpu.vertices.cpu(), on_cpu.vertices, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(on_gpu.codes.light.cpu(), on_cpu.codes.light, atol=1e-2, rtol=1e-2)

@@ -231,6 +231,47 @@ def test_detail_trains_on_real_photos_with_the_mediapipe_backend(
         assert len(values) == 4 and all(torch.isfinite(torch.tensor(list(values.values())))), name
     assert series(rows, "val/photo_detail_l1") and series(rows, "val/photo_flat_l1")
     assert (run / "real_faces.npz").is_file() and sorted((run / "images").glob("step-*.png"))
+    # What was trained on photos reconstructs photos (it has no coarse encoder: the backend comes with it).
+    checkpoint = run / "checkpoints" / LAST
+    out = tmp_path / "faces"
+    assert (
+        main(["reconstruct", str(real_photos["astronaut"]), "--out", str(out), "--weights", str(checkpoint)])
+        == 0
+    )
+    assert (out / "astronaut" / "codes.npz").is_file()
+    packed = tmp_path / "mine.safetensors"
+    assert (
+        main(
+            [
+                "pack",
+                str(TINY),
+                "coarse.backend=mediapipe",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(packed),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["reconstruct", str(real_photos["grace_hopper"]), "--out", str(out), "--weights", str(packed)])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(real_photos["grace_hopper"]),
+                "--out",
+                str(tmp_path / "x"),
+                "--weights",
+                str(packed),
+                "coarse.backend=network",
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,22 +37,33 @@ def require_mediapipe() -> ModuleType:
         raise MediaPipeMissing(
             f"coarse.backend=mediapipe needs MediaPipe, which is not installed ({error}); {INSTALL_HINT}"
         ) from None
+    except Exception as error:  # a broken install (protobuf or numpy mismatch) fails in many ways
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MediaPipeMissing(
+            f"coarse.backend=mediapipe: MediaPipe is installed but does not import ({first}); reinstall it: "
+            f"{INSTALL_HINT}"
+        ) from None
     return mediapipe
+
+
+_STDERR_LOCK = threading.Lock()
 
 
 @contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
     """Silence what native code writes to file descriptor 2 (MediaPipe's TFLite and absl log lines, which
-    ignore Python's logging) for the duration; Python exceptions still propagate."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    ignore Python's logging) for the duration; Python exceptions still propagate. Process-wide, so one
+    thread at a time (MediaPipe's graph is not thread-safe either)."""
+    with _STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @lru_cache(maxsize=4)

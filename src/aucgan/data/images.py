@@ -727,16 +727,23 @@ def faces_from_landmarks(
 
     height, width = image.shape[:2]
     where = item.path if item.frame is None else f"{item.path} (frame {item.frame})"
+
+    def detect(picture: np.ndarray) -> list:
+        try:
+            return detector(picture)
+        except RuntimeError as error:  # MediaPipe's graph reports its failures as RuntimeError
+            raise InputError(f"{where}: MediaPipe failed on it ({str(error).splitlines()[0]})") from None
+
     if not crop:
         square = FaceBox((width - 1) / 2.0, (height - 1) / 2.0, float(min(height, width)))
         face = crop_face(image, square, size)
-        found = detector(face)
+        found = detect(face)
         if not found:
             raise InputError(
                 f"{where}: MediaPipe finds no face in this crop; give a photo with a visible face"
             )
         return [PreparedFace(item.name, face, None, item.path, item.frame, found[0])]
-    found = detector(image)
+    found = detect(image)
     if not found:
         raise InputError(
             f"{where}: MediaPipe finds no face; give a photo with a visible, roughly frontal face"

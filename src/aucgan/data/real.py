@@ -3,14 +3,17 @@
 With ``coarse.backend=mediapipe`` a training source that is not a dataset written by ``aucgan synth`` is read
 as photos (:func:`aucgan.data.images.collect_inputs`: an image, a folder, a ``.txt`` list or a video). Each
 photo's largest face is one identity; its K images (``synth.images_per_identity``, DECA's K for the
-detail-consistency loss) are the photo itself and K - 1 augmented copies of it (flip, rotation, scale, shift
-and colour, within ``augment.*``), each found and fitted again by MediaPipe and
+detail-consistency loss) are the photo itself and K - 1 augmented copies of it (flip, rotation, brightness,
+contrast and saturation within ``augment.*``; the copies are scaled and shifted too, but framing each copy
+from its own landmarks undoes that; with ``augment.enabled=false`` the K images are the photo itself), each
+found and fitted again by MediaPipe and
 :class:`~aucgan.stages.landmark_fit.LandmarkCoarse` so that its coarse fit matches its pixels. Fits are
 computed once and cached in one ``.npz`` (no pickle) keyed by the files (path, size, modification time) and
 the settings; a changed folder or setting refits.
 
-A split holds whole identities: with 10 or more, identities whose name hashes to 9 (mod 10) are validation
-ones; with fewer there is no held-out face and validation reuses the training faces (said in the log).
+A split holds whole sources: with 10 or more faces, the faces of the files whose path hashes to 9 (mod 10)
+are validation ones (all frames of a video stay on one side); with fewer there is no held-out face and
+validation reuses the training faces (said in the log).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from aucgan.nets.coarse_encoder import CoarseCodes
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FIT_BATCH = 16
 """Faces fitted together."""
 
@@ -97,6 +100,7 @@ class RealSettings:
         coarse: MediaPipe and fit settings.
         augment: ranges of the augmented copies.
         seed: seeds the augmentations.
+        model: what the fits depend on besides these (face model, albedo model, UV size), as text.
         every: video: every N-th frame.
     """
 
@@ -107,6 +111,7 @@ class RealSettings:
     coarse: CoarseConfig
     augment: AugmentConfig
     seed: int
+    model: str = ""
     every: int = 1
 
     def key(self, items: list[InputItem]) -> str:
@@ -122,6 +127,7 @@ class RealSettings:
             "coarse": vars(self.coarse),
             "augment": vars(self.augment),
             "seed": self.seed,
+            "model": self.model,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -175,8 +181,7 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
     """
     from tqdm import tqdm
 
-    from aucgan.data.face_mesh import FaceMeshDetector
-    from aucgan.stages.landmark_fit import mediapipe_backend, pixels_to_ndc
+    from aucgan.stages.landmark_fit import landmarks_to_ndc, mediapipe_backend
 
     try:
         items = collect_inputs(settings.source, settings.every)
@@ -187,11 +192,11 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
         with np.load(settings.cache, allow_pickle=False) as data:
             if "key" in data.files and str(data["key"]) == key:
                 return settings.cache
-    fitter, _ = mediapipe_backend(stage, settings.coarse)
-    detector = FaceMeshDetector(1, settings.coarse.min_confidence)
+    fitter, detector = mediapipe_backend(stage, settings.coarse)
     crops: list[np.ndarray] = []
     landmarks: list[torch.Tensor] = []
     names: list[str] = []
+    sources: list[str] = []
     problems: list[str] = []
     k_views = settings.images_per_identity
     for item in tqdm(items, desc="find and frame faces", unit="photo", disable=len(items) < 4):
@@ -202,7 +207,7 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
             problems.append(str(error))
             continue
         views = [first]
-        for k in range(1, k_views):
+        for k in range(1, k_views if settings.augment.enabled else 1):
             view = None
             for attempt in range(3):
                 seed = stable_seed("aucgan-real-augment", settings.seed, item.name, k, attempt)
@@ -215,10 +220,12 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
                 if view is not None:
                     break
             views.append(view or first)
+        views += [first] * (k_views - len(views))
         for crop, points in views:
             crops.append(crop)
-            landmarks.append(pixels_to_ndc(torch.from_numpy(points), settings.image_size).float())
+            landmarks.append(landmarks_to_ndc(torch.from_numpy(points), settings.image_size).float())
         names.append(item.name)
+        sources.append(str(item.path))
     for problem in problems:
         log.warning("skipped: %s", problem)
     if not names:
@@ -243,21 +250,23 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
             images=np.stack(crops),
             landmarks=points.numpy(),
             names=np.array(names),
+            sources=np.array(sources),
             **arrays,
         )
     log.info("fitted %d faces x %d views; cached in %s", len(names), k_views, settings.cache)
     return settings.cache
 
 
-def split_identities(names: list[str], split: str) -> list[int]:
-    """Identity indices of ``split`` (``"train"`` or ``"val"``): see the module docstring."""
+def split_identities(sources: list[str], split: str) -> list[int]:
+    """Identity indices of ``split`` (``"train"`` or ``"val"``) given each identity's source file: see the
+    module docstring."""
     if split not in ("train", "val"):
         raise ValueError(f"real photos have train and val splits, not {split!r}")
-    if len(names) < 10:
-        return list(range(len(names)))
-    held_out = [stable_seed("aucgan-real-split", name) % 10 == 9 for name in names]
+    if len(sources) < 10:
+        return list(range(len(sources)))
+    held_out = [stable_seed("aucgan-real-split", source) % 10 == 9 for source in sources]
     if not any(held_out) or all(held_out):
-        return list(range(len(names)))
+        return list(range(len(sources)))
     return [i for i, out in enumerate(held_out) if out == (split == "val")]
 
 
@@ -272,10 +281,11 @@ class RealFaces(Dataset):
         except (OSError, ValueError) as error:
             raise DatasetError(f"{cache}: unreadable real-face cache ({error}); delete it to refit") from None
         names = [str(name) for name in arrays["names"]]
+        sources = [str(source) for source in arrays.get("sources", arrays["names"])]
         k = images_per_identity
         if len(arrays["images"]) != len(names) * k:
             raise DatasetError(f"{cache}: holds {len(arrays['images'])} images, not {len(names)} x K={k}")
-        identities = split_identities(names, split)
+        identities = split_identities(sources, split)
         if split == "val" and len(names) < 10:
             log.info("%d faces (< 10): validation reuses the training faces (no held-out face)", len(names))
         rows = [identity * k + view for identity in identities for view in range(k)]

@@ -1,4 +1,4 @@
-"""Rotations: axis-angle vectors to matrices (Rodrigues' formula), smooth at zero angle."""
+"""Rotations: axis-angle vectors to matrices (Rodrigues' formula), smooth at zero angle, and back."""
 
 from __future__ import annotations
 
@@ -30,3 +30,21 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*axis_angle.shape[:-1], 3, 3)
     eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(skew)
     return eye + a * skew + b * (skew @ skew)
+
+
+def matrix_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
+    """Axis-angle ``(..., 3)`` of rotation matrices ``(..., 3, 3)`` with angles below π (the inverse of
+    :func:`aucgan.geometry.rotation.axis_angle_to_matrix` there)."""
+    cosine = ((rotation.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
+    angle = torch.acos(cosine)
+    axis = torch.stack(
+        [
+            rotation[..., 2, 1] - rotation[..., 1, 2],
+            rotation[..., 0, 2] - rotation[..., 2, 0],
+            rotation[..., 1, 0] - rotation[..., 0, 1],
+        ],
+        dim=-1,
+    )
+    sine = torch.sin(angle)
+    factor = torch.where(sine.abs() > 1e-6, angle / (2.0 * sine.clamp(min=1e-12)), torch.full_like(sine, 0.5))
+    return axis * factor[..., None]

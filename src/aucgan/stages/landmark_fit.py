@@ -31,7 +31,7 @@ from aucgan.config import CoarseConfig, ConfigError
 from aucgan.face_model.base import FaceModel
 from aucgan.geometry.camera import orthographic_project
 from aucgan.geometry.render import texel_visibility
-from aucgan.geometry.rotation import axis_angle_to_matrix
+from aucgan.geometry.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from aucgan.geometry.shading import sh_basis
 from aucgan.nets.coarse_encoder import CoarseCodes
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
@@ -53,7 +53,8 @@ class FitSettings:
 
     Attributes:
         iterations: most Levenberg-Marquardt iterations.
-        tolerance: stop earlier once no face's cost falls by more than this fraction in a step.
+        tolerance: stop earlier once every face has taken an accepted step that lowered its cost by less
+            than this fraction (faces keep their last accepted parameters meanwhile).
         depth_weight: ``w_z``, the weight of the landmarks' depth against their image position (MediaPipe's
             depth is relative and less certain than x, y).
         shape_prior: ``w_s`` (identity codes are ~N(0, 1) per component).
@@ -131,24 +132,6 @@ def similarity_init(template: torch.Tensor, landmarks: torch.Tensor) -> tuple[to
     scale = (singular * sign).sum(1) / variance
     translation = target_mean[:, 0] - scale[:, None] * (rotation @ source_mean[:, 0, :, None])[..., 0]
     return rotation, scale, translation
-
-
-def matrix_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
-    """Axis-angle ``(..., 3)`` of rotation matrices ``(..., 3, 3)`` with angles below π (the inverse of
-    :func:`aucgan.geometry.rotation.axis_angle_to_matrix` there)."""
-    cosine = ((rotation.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
-    angle = torch.acos(cosine)
-    axis = torch.stack(
-        [
-            rotation[..., 2, 1] - rotation[..., 1, 2],
-            rotation[..., 0, 2] - rotation[..., 2, 0],
-            rotation[..., 1, 0] - rotation[..., 0, 1],
-        ],
-        dim=-1,
-    )
-    sine = torch.sin(angle)
-    factor = torch.where(sine.abs() > 1e-6, angle / (2.0 * sine.clamp(min=1e-12)), torch.full_like(sine, 0.5))
-    return axis * factor[..., None]
 
 
 class _Layout:
@@ -296,6 +279,7 @@ def fit_geometry(
     )
     params[:, layout.depth] = translation[:, 2]
     damping = target.new_full((batch,), 1e-3)
+    done = torch.zeros(batch, dtype=torch.bool, device=target.device)
 
     def residuals(p: torch.Tensor) -> torch.Tensor:
         return _residuals(model, layout, p, target, settings)
@@ -312,13 +296,18 @@ def fit_geometry(
         proposal[:, layout.expression] = proposal[:, layout.expression].clamp(0.0, 1.0)
         trial = residuals(proposal)
         trial_cost = (trial * trial).sum(1)
-        better = trial_cost < cost
-        settled = bool(((cost - trial_cost) <= settings.tolerance * cost).all())
+        better = (trial_cost < cost) & ~done  # a face that is done keeps its parameters
+        # A face is done when an accepted step gained less than the tolerance, or its damping is at the
+        # ceiling (no step helps); a rejected step only raises the damping.
+        done |= better & (cost - trial_cost <= settings.tolerance * cost)
         params = torch.where(better[:, None], proposal, params)
         current = torch.where(better[:, None], trial, current)
         cost = torch.where(better, trial_cost, cost)
-        damping = torch.where(better, damping / 3.0, damping * 4.0).clamp(1e-7, 1e7)
-        if settled:  # no face gains more than the tolerance from another step
+        damping = torch.where(
+            done, damping, torch.where(better, damping / 3.0, damping * 4.0).clamp(1e-7, 1e7)
+        )
+        done |= damping >= 1e7
+        if bool(done.all()):
             break
     geometry = model(params[:, layout.shape], params[:, layout.expression], params[:, layout.pose])
     projected = orthographic_project(geometry.vertices, params[:, layout.camera])
@@ -391,7 +380,9 @@ def fit_appearance(
         # Light: per channel, photo_c = albedo_c * (basis @ L_c).
         design = albedo[..., None] * basis[:, None]  # (B, 3, T, 9)
         weighted = design * weight[:, None, :, None]
-        gram = weighted.transpose(2, 3) @ design + 1e-6 * torch.eye(9, dtype=design.dtype)
+        gram = weighted.transpose(2, 3) @ design + 1e-6 * torch.eye(
+            9, dtype=design.dtype, device=design.device
+        )
         rhs = weighted.transpose(2, 3) @ photo[..., None]
         light = torch.linalg.solve(gram, rhs)[..., 0].transpose(1, 2)  # (B, 9, 3)
         # Albedo code: photo - mean * shading = Σ_k code_k basis_k * shading.
@@ -400,7 +391,11 @@ def fit_appearance(
         design = (components[None] * shading[:, None]).flatten(2)  # (B, K, 3T)
         weights3 = weight.repeat(1, 3)
         weighted = design * weights3[:, None]
-        ridge = settings.albedo_prior * count[:, None, None] * torch.eye(n_albedo, dtype=design.dtype)
+        ridge = (
+            settings.albedo_prior
+            * count[:, None, None]
+            * torch.eye(n_albedo, dtype=design.dtype, device=design.device)
+        )
         gram = weighted @ design.transpose(1, 2) + ridge
         albedo_code = torch.linalg.solve(gram, (weighted @ residual[..., None]))[..., 0]
     return light.to(images.dtype), albedo_code.to(images.dtype)
@@ -486,13 +481,13 @@ def relative_landmark_error(
     return distance.median(dim=1).values / side
 
 
-def pixels_to_ndc(points: torch.Tensor, size: int) -> torch.Tensor:
+def landmarks_to_ndc(points: torch.Tensor, size: int) -> torch.Tensor:
     """Landmarks ``(..., 3)`` in pixels of a ``size``² image (x right, y down, pixel centres at integers;
-    depth in pixels, smaller nearer, as MediaPipe gives it) → NDC (x right, y up, depth larger nearer)."""
-    scale = 2.0 / size
-    x = (points[..., 0] + 0.5) * scale - 1.0
-    y = 1.0 - (points[..., 1] + 0.5) * scale
-    return torch.stack([x, y, -points[..., 2] * scale], dim=-1)
+    depth in pixels, smaller nearer, as MediaPipe gives it) → NDC (x right, y up, depth larger nearer, on
+    the x scale)."""
+    from aucgan.data.augment import pixels_to_ndc
+
+    return torch.cat([pixels_to_ndc(points[..., :2], size, size), points[..., 2:] * (-2.0 / size)], dim=-1)
 
 
 __all__ = [
@@ -502,9 +497,8 @@ __all__ = [
     "LandmarkCoarse",
     "fit_appearance",
     "fit_geometry",
-    "matrix_to_axis_angle",
+    "landmarks_to_ndc",
     "mediapipe_backend",
-    "pixels_to_ndc",
     "relative_landmark_error",
     "require_dense_face_model",
     "similarity_init",

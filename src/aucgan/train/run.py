@@ -96,6 +96,7 @@ def real_settings(cfg: Config, stage: str, out: Path) -> RealSettings | None:
         coarse=cfg.coarse,
         augment=cfg.augment,
         seed=cfg.seed,
+        model=f"{cfg.face_model} n_albedo={cfg.model.n_albedo} uv_size={cfg.render.uv_size}",
     )
 
 
