@@ -485,11 +485,10 @@ def test_doctor_says_whether_the_mediapipe_extra_is_there(monkeypatch):
     def mediapipe_check():
         return next(check for check in check_tools() if check.name == "MediaPipe face mesh")
 
-    monkeypatch.setitem(sys.modules, "mediapipe", None)
-    missing = mediapipe_check()
-    assert (
-        not missing.ok and "[mediapipe]" in missing.obtain and "coarse.backend=mediapipe" in missing.unlocks
-    )
-    monkeypatch.delitem(sys.modules, "mediapipe")
+    with monkeypatch.context() as hidden:  # puts sys.modules back as it was (mediapipe is not re-imported)
+        hidden.setitem(sys.modules, "mediapipe", None)
+        missing = mediapipe_check()
+    assert not missing.ok and "[mediapipe]" in missing.obtain
+    assert "coarse.backend=mediapipe" in missing.unlocks
     if importlib.util.find_spec("mediapipe") is not None:
         assert mediapipe_check().ok
