@@ -22,6 +22,7 @@ network's.
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,7 +68,7 @@ class FitSettings:
     """
 
     iterations: int = 10
-    tolerance: float = 1e-4
+    tolerance: float = 1e-3
     depth_weight: float = 0.5
     shape_prior: float = 0.02
     expression_prior: float = 0.1
@@ -248,6 +249,20 @@ def _jacobian(
     return torch.cat([vertex[:, :2].flatten(1, 2), settings.depth_weight * vertex[:, 2], priors], dim=1)
 
 
+_FLOAT64_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _float64_copy(face_model: FaceModel) -> FaceModel:
+    """A float64 copy of ``face_model`` on its device, made once per model and device (copying the built-in
+    model takes ~20 ms, more than fitting one face); the model's buffers are constants."""
+    device = face_model.template.device
+    cached = _FLOAT64_COPIES.get(face_model)
+    if cached is None or cached.template.device != device:
+        cached = copy.deepcopy(face_model).double()
+        _FLOAT64_COPIES[face_model] = cached
+    return cached
+
+
 def fit_geometry(
     face_model: FaceModel, landmarks: torch.Tensor, settings: FitSettings = FitSettings()
 ) -> GeometryFit:
@@ -267,7 +282,7 @@ def fit_geometry(
     """
     _check_landmarks(face_model, landmarks)
     out_dtype = landmarks.dtype
-    model = copy.deepcopy(face_model).double()
+    model = _float64_copy(face_model)
     target = landmarks.double()
     batch = target.shape[0]
     layout = _Layout(model.n_shape, model.n_expression)
@@ -290,6 +305,14 @@ def fit_geometry(
         jacobian = _jacobian(model, layout, params, settings)
         gram = jacobian.transpose(1, 2) @ jacobian
         gradient = jacobian.transpose(1, 2) @ current[..., None]
+        # Active set: an AU intensity at 0 (or 1) that the gradient pushes further out stays where it is, and
+        # the step is solved for the others (clamping a free step instead makes it zigzag).
+        expression, pull = params[:, layout.expression], gradient[:, layout.expression, 0]
+        held = ((expression <= 0.0) & (pull > 0)) | ((expression >= 1.0) & (pull < 0))
+        free = torch.ones_like(params)
+        free[:, layout.expression] = (~held).to(params.dtype)
+        gram = gram * free[:, :, None] * free[:, None, :] + torch.diag_embed(1.0 - free)
+        gradient = gradient * free[..., None]
         diagonal = torch.diag_embed(gram.diagonal(dim1=1, dim2=2).clamp(min=1e-9))
         delta = torch.linalg.solve(gram + damping[:, None, None] * diagonal, -gradient)[..., 0]
         proposal = params + delta
