@@ -285,3 +285,15 @@ def test_overrides_may_follow_options_and_other_extras_are_refused(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["demo", "--n", "1", "seed=3"])
     assert "unrecognized arguments: seed=3" in capsys.readouterr().err
+
+
+def test_evaluate_reports_a_face_it_cannot_fit_in_one_line(tmp_path, monkeypatch, capsys):
+    import aucgan.evaluate.run
+
+    def no_face(*args, **kwargs):
+        raise ValueError("MediaPipe finds no face in image 3 of the batch\nmore detail")
+
+    monkeypatch.setattr(aucgan.evaluate.run, "evaluate", no_face)
+    assert main(["evaluate", "--out", str(tmp_path / "report"), "--n", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["aucgan evaluate: MediaPipe finds no face in image 3 of the batch"]

@@ -274,7 +274,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
-    result = evaluate(_reconstructor(args), Path(args.out), n_faces=args.n, batch_size=args.batch_size)
+    try:
+        result = evaluate(_reconstructor(args), Path(args.out), n_faces=args.n, batch_size=args.batch_size)
+    except ValueError as error:  # e.g. MediaPipe finds no face in a test render (coarse.backend=mediapipe)
+        raise UsageError(str(error).splitlines()[0]) from None
     m = result.metrics
     log.info(
         "displacement MAE %.4f mm (flat %.4f), normal error %.2f° (flat %.2f°), AU-consistency F1 %.3f",
