@@ -142,3 +142,13 @@ def test_frames_of_one_source_stay_on_one_side_of_the_split():
     assert val and {sources[i] for i in val}.isdisjoint(
         {sources[i] for i in split_identities(sources, "train")}
     )
+
+
+def test_animation_frames_are_faces_of_one_source(mediapipe_installed, real_photos, cfg, stage, tmp_path):
+    photo = Image.open(real_photos["grace_hopper"]).convert("RGB")
+    frames = [photo.rotate(angle, resample=Image.Resampling.BILINEAR) for angle in (0, 5, -5)]
+    clip = tmp_path / "clip.gif"
+    frames[0].save(clip, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    cache = build_real_cache(settings_for(cfg, clip, tmp_path / "cache.npz"), stage)
+    with np.load(cache) as data:
+        assert len(data["names"]) == 3 and set(data["sources"]) == {str(clip)}
