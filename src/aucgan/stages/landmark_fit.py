@@ -12,8 +12,10 @@ kept in [0, 1]), the global and jaw rotations and the orthographic camera by dam
 
 with ``P(v) = s (R X_v + (tx, ty, 0))`` (:func:`aucgan.geometry.camera.orthographic_project`), ``d`` a free
 depth offset, started from the similarity (Umeyama) that best maps the neutral template onto the landmarks.
-The Jacobian is exact and cheap: the model is linear in its codes up to the jaw's blended rotation, the head
-rotation and the camera (:func:`_jacobian`, tested against autograd). :func:`fit_appearance` then finds
+The Jacobian is analytic and cheap: the model is linear in its codes up to the jaw's blended rotation, the
+head rotation and the camera; only the 3x3 rotation matrices' derivatives are central differences, good to
+~1e-10 (:func:`_jacobian`, tested against autograd). AU intensities held at 0 or 1 by the gradient form an
+active set that the step leaves out. :func:`fit_appearance` then finds
 the SH light and the albedo code from the visible skin by alternating linear least squares.
 :class:`LandmarkCoarse` does both and returns a :class:`~aucgan.stages.coarse.CoarseOutput` like the
 network's.
