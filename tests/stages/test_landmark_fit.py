@@ -173,7 +173,7 @@ def test_appearance_least_squares_recovers_light_and_albedo(cfg, coarse_stage):
     )  # fmt: skip
     truth = coarse_stage.decode(codes)
     image = coarse_stage.render(truth, image_size=128).image
-    found_light, found_albedo = fit_appearance(coarse_stage, image, codes, FitSettings(appearance_rounds=6))
+    found_light, found_albedo = fit_appearance(coarse_stage, image, truth, FitSettings(appearance_rounds=6))
     fitted = coarse_stage.render(
         coarse_stage.decode(CoarseCodes(**{**vars(codes), "light": found_light, "albedo": found_albedo})),
         image_size=128,

@@ -24,6 +24,7 @@ network's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -354,7 +355,7 @@ def fit_geometry(
 def fit_appearance(
     stage: CoarseStage,
     images: torch.Tensor,
-    codes: CoarseCodes,
+    coarse: CoarseOutput,
     settings: FitSettings = FitSettings(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SH light and albedo code of the visible skin, by alternating linear least squares.
@@ -366,7 +367,7 @@ def fit_appearance(
     Args:
         stage: the coarse stage (face model, albedo model, UV space).
         images: ``(B, 3, H, W)`` in [0, 1].
-        codes: the geometry's codes (shape, expression, pose, camera; albedo and light are ignored).
+        coarse: the fitted geometry, decoded (its albedo and light are not used).
 
     Returns:
         ``light (B, 9, 3)`` and ``albedo code (B, n_albedo)``.
@@ -374,19 +375,10 @@ def fit_appearance(
     albedo_model = stage.albedo
     batch = images.shape[0]
     n_albedo = albedo_model.n_albedo
-    codes = CoarseCodes(
-        shape=codes.shape,
-        albedo=codes.shape.new_zeros(batch, n_albedo),
-        expression=codes.expression,
-        pose=codes.pose,
-        camera=codes.camera,
-        light=codes.shape.new_zeros(batch, 9, 3),
-    )
-    coarse = stage.decode(codes)
     rendering = stage.render(coarse, image_size=min(images.shape[-1], VISIBILITY_SIZE))
     skin = stage.uv_space.to(images.device).skin
     visible = texel_visibility(
-        coarse.surface.positions, coarse.surface.normals, codes.camera, rendering.fragments
+        coarse.surface.positions, coarse.surface.normals, coarse.codes.camera, rendering.fragments
     )
     # Every step-th texel in each direction (about 64² of them) holds ample equations for 27 + K unknowns.
     step = max(1, stage.uv_space.size // settings.appearance_texels)
@@ -402,7 +394,7 @@ def fit_appearance(
     count = weight.sum(1).clamp(min=1.0)
     for _ in range(max(1, settings.appearance_rounds)):
         albedo = (mean + torch.einsum("bk,kct->bct", albedo_code, components)).clamp(0.0, 1.0)
-        # Light: per channel, photo_c = albedo_c * (basis @ L_c).
+        # Light, per colour channel: the photo is the albedo times the SH basis applied to the light.
         design = albedo[..., None] * basis[:, None]  # (B, 3, T, 9)
         weighted = design * weight[:, None, :, None]
         gram = weighted.transpose(2, 3) @ design + 1e-6 * torch.eye(
@@ -410,7 +402,7 @@ def fit_appearance(
         )
         rhs = weighted.transpose(2, 3) @ photo[..., None]
         light = torch.linalg.solve(gram, rhs)[..., 0].transpose(1, 2)  # (B, 9, 3)
-        # Albedo code: photo - mean * shading = Σ_k code_k basis_k * shading.
+        # Albedo code: what the mean albedo's shading leaves of the photo is the code's components, shaded.
         shading = torch.einsum("btk,bkc->bct", basis, light)  # (B, 3, T)
         residual = (photo - mean * shading).flatten(1)  # (B, 3T)
         design = (components[None] * shading[:, None]).flatten(2)  # (B, K, 3T)
@@ -446,24 +438,23 @@ class LandmarkCoarse:
             The coarse output and the per-landmark image-plane error ``(B, 468)`` in NDC.
         """
         geometry = fit_geometry(self.stage.face_model, landmarks.float(), self.settings)
+        batch = geometry.shape.shape[0]
         codes = CoarseCodes(
             shape=geometry.shape,
-            albedo=geometry.shape.new_zeros(geometry.shape.shape[0], self.stage.albedo.n_albedo),
+            albedo=geometry.shape.new_zeros(batch, self.stage.albedo.n_albedo),
             expression=geometry.expression,
             pose=geometry.pose,
             camera=geometry.camera,
-            light=geometry.shape.new_zeros(geometry.shape.shape[0], 9, 3),
+            light=geometry.shape.new_zeros(batch, 9, 3),
         )
-        light, albedo = fit_appearance(self.stage, images.float(), codes, self.settings)
-        codes = CoarseCodes(
-            shape=codes.shape,
-            albedo=albedo,
-            expression=codes.expression,
-            pose=codes.pose,
-            camera=codes.camera,
-            light=light,
-        )
-        return self.stage.decode(codes), geometry.error
+        coarse = self.stage.decode(codes)
+        light, albedo = fit_appearance(self.stage, images.float(), coarse, self.settings)
+        # The geometry is decoded once: only the albedo map and the codes change.
+        return dataclasses.replace(
+            coarse,
+            codes=dataclasses.replace(codes, light=light, albedo=albedo),
+            uv_albedo=self.stage.albedo(albedo),
+        ), geometry.error
 
 
 def mediapipe_backend(stage: CoarseStage, settings: CoarseConfig) -> tuple[LandmarkCoarse, FaceMeshDetector]:
