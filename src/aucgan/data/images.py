@@ -310,7 +310,7 @@ def load_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
             or the frame index is out of range.
     """
     path = Path(path)
-    where = path if frame is None else f"{path} (frame {frame})"
+    where = _where(path, frame)
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path (a list file's paths are relative to it)")
     if path.is_dir():
@@ -725,8 +725,7 @@ def faces_from_landmarks(
     """
     from aucgan.face_model.procedural import LANDMARKS_68
 
-    height, width = image.shape[:2]
-    where = item.path if item.frame is None else f"{item.path} (frame {item.frame})"
+    where = _where(item.path, item.frame)
 
     def detect(picture: np.ndarray) -> list:
         try:
@@ -735,8 +734,7 @@ def faces_from_landmarks(
             raise InputError(f"{where}: MediaPipe failed on it ({str(error).splitlines()[0]})") from None
 
     if not crop:
-        square = FaceBox((width - 1) / 2.0, (height - 1) / 2.0, float(min(height, width)))
-        face = crop_face(image, square, size)
+        face = crop_face(image, _centre_square(image), size)
         found = detect(face)
         if not found:
             raise InputError(
@@ -748,20 +746,41 @@ def faces_from_landmarks(
         raise InputError(
             f"{where}: MediaPipe finds no face; give a photo with a visible, roughly frontal face"
         )
-    faces = []
-    for k, points in enumerate(found, start=1):
-        box = box_from_landmarks(points[list(LANDMARKS_68), :2])
-        faces.append(
-            PreparedFace(
-                item.name if len(found) == 1 else f"{item.name}_face{k}",
-                crop_face(image, box, size),
-                box,
-                item.path,
-                item.frame,
-                landmarks_in_crop(points, box, size),
-            )
+    boxes = [box_from_landmarks(points[list(LANDMARKS_68), :2]) for points in found]
+    return _framed_faces(item, image, boxes, size, found)
+
+
+def _where(path: str | os.PathLike | Path, frame: int | None) -> str:
+    """How messages name an input: its file, and the frame of a video or animation."""
+    return str(path) if frame is None else f"{path} (frame {frame})"
+
+
+def _centre_square(image: np.ndarray) -> FaceBox:
+    """The largest centred square window of ``image``."""
+    height, width = image.shape[:2]
+    return FaceBox((width - 1) / 2.0, (height - 1) / 2.0, float(min(height, width)))
+
+
+def _framed_faces(
+    item: InputItem,
+    image: np.ndarray,
+    boxes: list[FaceBox],
+    size: int,
+    landmarks: list[np.ndarray] | None = None,
+) -> list[PreparedFace]:
+    """One :class:`PreparedFace` per window (named ``_face1``, ``_face2``, ... when there are several),
+    each carrying its ``landmarks`` (source pixels) moved into its crop when given."""
+    return [
+        PreparedFace(
+            item.name if len(boxes) == 1 else f"{item.name}_face{k}",
+            crop_face(image, box, size),
+            box,
+            item.path,
+            item.frame,
+            None if landmarks is None else landmarks_in_crop(landmarks[k - 1], box, size),
         )
-    return faces
+        for k, box in enumerate(boxes, start=1)
+    ]
 
 
 def prepare_faces(
@@ -796,10 +815,13 @@ def prepare_faces(
     if detector is not None:
         return faces_from_landmarks(item, image, size, detector, crop)
     height, width = image.shape[:2]
-    where = item.path if item.frame is None else f"{item.path} (frame {item.frame})"
+    where = _where(item.path, item.frame)
     if not crop:
-        square = FaceBox((width - 1) / 2.0, (height - 1) / 2.0, float(min(height, width)))
-        return [PreparedFace(item.name, crop_face(image, square, size), None, item.path, item.frame)]
+        return [
+            PreparedFace(
+                item.name, crop_face(image, _centre_square(image), size), None, item.path, item.frame
+            )
+        ]
     landmarks = landmarks_beside(item.path) if item.frame is None else None
     if landmarks is not None:
         centre = (landmarks.min(axis=0) + landmarks.max(axis=0)) / 2.0
@@ -809,18 +831,8 @@ def prepare_faces(
                 f"{where}: its landmarks (centre {centre[0]:.1f}, {centre[1]:.1f}) do not lie on the "
                 f"{width}x{height} image; give them in pixels (x right, y down)"
             )
-        box = box_from_landmarks(landmarks)
-        return [PreparedFace(item.name, crop_face(image, box, size), box, item.path, item.frame)]
+        return _framed_faces(item, image, [box_from_landmarks(landmarks)], size)
     boxes = detect_faces(image)
     if not boxes:
         raise InputError(f"{where}: no face found; if it is already a face crop pass --no-crop")
-    return [
-        PreparedFace(
-            item.name if len(boxes) == 1 else f"{item.name}_face{k}",
-            crop_face(image, box, size),
-            box,
-            item.path,
-            item.frame,
-        )
-        for k, box in enumerate(boxes, start=1)
-    ]
+    return _framed_faces(item, image, boxes, size)

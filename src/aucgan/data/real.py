@@ -35,7 +35,7 @@ from aucgan.config import AugmentConfig, CoarseConfig
 from aucgan.data.images import InputError, InputItem, collect_inputs, faces_from_landmarks, load_image
 from aucgan.data.shards import DatasetError
 from aucgan.data.synthetic import stable_seed
-from aucgan.nets.coarse_encoder import CoarseCodes
+from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,7 @@ class RealSample:
             raise ValueError(
                 f"the cached fits have {self.albedo.shape[-1]} albedo components, not {n_albedo}"
             )
-        return CoarseCodes(
-            shape=self.shape,
-            albedo=self.albedo,
-            expression=self.expression,
-            pose=self.pose,
-            camera=self.camera,
-            light=self.light,
-        )
+        return CoarseCodes(**{name: getattr(self, name) for name in CODE_NAMES})
 
 
 @dataclass(frozen=True)
@@ -239,10 +232,7 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
     for start in tqdm(range(0, len(images), FIT_BATCH), desc="fit faces", disable=len(images) <= FIT_BATCH):
         coarse, _ = fitter(images[start : start + FIT_BATCH], points[start : start + FIT_BATCH])
         codes.append(coarse.codes)
-    arrays = {
-        name: torch.cat([getattr(c, name) for c in codes]).numpy()
-        for name in ("shape", "albedo", "expression", "pose", "camera", "light")
-    }
+    arrays = {name: torch.cat([getattr(c, name) for c in codes]).numpy() for name in CODE_NAMES}
     with atomic_open(settings.cache, binary=True) as handle:
         np.savez(
             handle,
@@ -293,8 +283,7 @@ class RealFaces(Dataset):
         self.identity = torch.tensor([identity for identity in identities for _ in range(k)])
         self.images = torch.from_numpy(arrays["images"][rows]).permute(0, 3, 1, 2).contiguous()
         self.codes = {
-            name: torch.from_numpy(arrays[name][rows]).float()
-            for name in ("landmarks", "shape", "albedo", "expression", "pose", "camera", "light")
+            name: torch.from_numpy(arrays[name][rows]).float() for name in ("landmarks", *CODE_NAMES)
         }
 
     def __len__(self) -> int:

@@ -127,6 +127,14 @@ class DetailTraining(StageModule):
         rendering = self.coarse.render(coarse, uv_normals=detail.uv_detail_normals, background=images)
         return coarse, aus, condition, detail, rendering
 
+    def visible_skin(self, coarse: CoarseOutput, rendering: Rendering) -> torch.Tensor:
+        """``(B, 1, S, S)`` the skin texels seen in the image (where photometric losses and errors look)."""
+        skin = self.coarse.uv_space.to(coarse.surface.positions.device).skin
+        seen = texel_visibility(
+            coarse.surface.positions, coarse.surface.normals, coarse.codes.camera, rendering.fragments
+        )
+        return seen * skin
+
     def discriminate(self, images: torch.Tensor, condition: AUCondition) -> torch.Tensor:
         """The one way images reach the discriminator: the same augmentation for reals and fakes."""
         return self.discriminator(self.augment(images).images, condition)
@@ -163,12 +171,7 @@ class DetailTraining(StageModule):
     ) -> dict[str, torch.Tensor]:
         weights = self.cfg.loss
         skin = self.coarse.uv_space.to(images.device).skin
-        visible = (
-            texel_visibility(
-                coarse.surface.positions, coarse.surface.normals, coarse.codes.camera, rendering.fragments
-            )
-            * skin
-        )
+        visible = self.visible_skin(coarse, rendering)
         photo = photo_in_uv(images, coarse)
         losses: dict[str, torch.Tensor] = {}
         if weights.photo_detail > 0:
@@ -274,13 +277,7 @@ class DetailTraining(StageModule):
         detail-shaded texture and the photo over the visible skin texels, and ``photo_flat_l1`` for the
         coarse (flat) shading, for scale."""
         coarse, _, _, detail, rendering = self.run_detail(batch, batch.image)
-        skin = self.coarse.uv_space.to(batch.image.device).skin
-        visible = (
-            texel_visibility(
-                coarse.surface.positions, coarse.surface.normals, coarse.codes.camera, rendering.fragments
-            )
-            * skin
-        )
+        visible = self.visible_skin(coarse, rendering)
         photo = photo_in_uv(batch.image, coarse)
         flat = coarse.uv_albedo * sh_shading(coarse.surface.normals, coarse.codes.light)
         return {
