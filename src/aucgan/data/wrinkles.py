@@ -69,17 +69,20 @@ FOLDS: dict[str, tuple[Fold, ...]] = {
     "AU7": _both("lower_lid", kind="lines", depth=0.02, angle=0.0, spacing=0.014, curvature=6.0),
     "AU9": (Fold("nose_bridge", "lines", 0.035, angle=0.0, spacing=0.016, curvature=4.0),),
     "AU10": _both("nasolabial", kind="furrow", depth=0.05),
-    "AU11": _both("nasolabial", kind="furrow", depth=0.04),
+    "AU11": _both("nasolabial", kind="furrow", depth=0.12),
     "AU12": _both("nasolabial", kind="furrow", depth=0.09),
-    "AU14": _both("mouth_corner", kind="pit", depth=0.07),
+    "AU14": _both("mouth_corner", kind="pit", depth=0.12),
     "AU15": _both("below_mouth_corner", kind="lines", depth=0.025, angle=80.0, spacing=0.014),
     "AU17": (
         Fold("chin", "bumps", 0.025),
         Fold("chin", "lines", 0.03, angle=0.0, spacing=0.05, curvature=-5.0),
     ),
     "AU20": _both("mouth_corner", kind="lines", depth=0.03, angle=90.0, spacing=0.014),
-    "AU23": (Fold("perioral", "lines", 0.02, angle=90.0, spacing=0.014),),
-    "AU24": (Fold("perioral", "lines", 0.025, angle=90.0, spacing=0.015),),
+    "AU23": (Fold("perioral", "lines", 0.08, angle=90.0, spacing=0.014),),
+    "AU24": (Fold("perioral", "lines", 0.05, angle=90.0, spacing=0.015),),
+    "AU32": (Fold("chin", "lines", 0.1, angle=0.0, spacing=0.04, curvature=-5.0),),
+    "AU38": _both("nose_wing", kind="furrow", depth=0.12),
+    "AU39": _both("nose_wing", kind="lines", depth=0.1, angle=90.0, spacing=0.016),
 }
 
 # Cells across the UV square of the noise behind chin bumps and pores: fixed, so that one identity has the

@@ -8,7 +8,9 @@ with the package (see NOTICE). On top of it this module builds, with plain numpy
 * an **AU rig**: one displacement field per OpenGraphAU main AU (27, order of :data:`aucgan.au.MAIN_AUS`)
   at intensity 1, built from anatomical handles (brows up for AU1/AU2, brows down and together for AU4,
   cheeks up for AU6, lip corners up and out for AU12, ...) with smooth Gaussian falloff, gated so that
-  upper-lip handles never move the lower lip (and eyelid handles one lid only);
+  upper-lip handles never move the lower lip (and eyelid handles one lid only). Offsets are exaggerated
+  over anatomy where a true-to-life movement would be under a pixel at the AU net's 128 px (lids, lips,
+  nose wings): each AU must be visible for the world to teach AU recognition;
 * a **jaw**: lower-face skinning weights from a harmonic interpolation over the open mesh (so the mouth
   opening separates the lips), rotating about a hinge behind the face. AU26 (jaw drop) and AU27 (mouth
   stretch) open the jaw through this rotation rather than through a linear blendshape;
@@ -118,57 +120,60 @@ AU_HANDLES: dict[str, tuple[Handle, ...]] = {
         Handle(BROW_INNER, (0.35, -0.5, 0.1), 1.1, "above_eye"),
         Handle(BROW_MID, (0.1, -0.3, 0), 1.2, "above_eye"),
     ),
-    "AU5": (Handle(UPPER_LID, (0.0, 0.22, 0.0), 0.7, "above_eye"),),
+    "AU5": (Handle(UPPER_LID, (0, 0.88, 0), 0.7, "above_eye"),),
     "AU6": (
-        Handle(CHEEK, (0.0, 0.45, 0.2), 1.5, "below_eye"),
-        Handle(LOWER_LID, (0, 0.15, 0), 0.6, "below_eye"),
+        Handle(CHEEK, (0, 1.35, 0.6), 1.5, "below_eye"),
+        Handle(LOWER_LID, (0, 0.45, 0), 0.6, "below_eye"),
     ),
-    "AU7": (Handle(LOWER_LID, (0.05, 0.2, 0.05), 0.7, "below_eye"),),
+    "AU7": (Handle(LOWER_LID, (0.2, 0.8, 0.2), 0.7, "below_eye"),),
     "AU9": (
-        Handle(NOSE_SIDE, (0.05, 0.25, 0.05), 0.9, "upper_face"),
-        Handle(NOSE_WING, (0.0, 0.2, 0.0), 0.8, "upper_face"),
-        Handle(BROW_INNER, (0.1, -0.15, 0.0), 0.9, "above_eye"),
+        Handle(NOSE_SIDE, (0.15, 0.75, 0.15), 0.9, "upper_face"),
+        Handle(NOSE_WING, (0, 0.6, 0), 0.8, "upper_face"),
+        Handle(BROW_INNER, (0.3, -0.45, 0), 0.9, "above_eye"),
     ),
-    "AU10": (Handle(UPPER_LIP, (0.0, 0.35, 0.08), 1.0, "upper_face"),),
-    "AU11": (Handle((92, 165, 206), (-0.05, 0.12, -0.1), 0.8, "upper_face"),),
+    "AU10": (Handle(UPPER_LIP, (0, 1.4, 0.32), 1.0, "upper_face"),),
+    "AU11": (Handle((92, 165, 206), (-0.4, 0.96, -0.8), 0.8, "upper_face"),),
     "AU12": (Handle(LIP_CORNER, (-0.5, 0.7, -0.3), 1.3),),
     "AU13": (
-        Handle(LIP_CORNER, (-0.15, 0.55, 0.1), 0.9),
-        Handle((205, 36), (0, 0.15, 0.2), 1.2, "upper_face"),
+        Handle(LIP_CORNER, (-0.45, 1.65, 0.3), 0.9),
+        Handle((205, 36), (0, 0.45, 0.6), 1.2, "upper_face"),
     ),
-    "AU14": (Handle(LIP_CORNER, (0.2, 0.0, -0.35), 0.8),),
-    "AU15": (Handle(LIP_CORNER, (0.05, -0.45, 0.0), 1.1),),
-    "AU16": (Handle(LOWER_LIP, (0.0, -0.4, 0.1), 0.9, "lower_face"),),
+    "AU14": (Handle(LIP_CORNER, (0.6, 0, -1.05), 0.8),),
+    "AU15": (Handle(LIP_CORNER, (0.15, -1.35, 0), 1.1),),
+    "AU16": (Handle(LOWER_LIP, (0, -1.2, 0.3), 0.9, "lower_face"),),
     "AU17": (
-        Handle(CHIN, (0.0, 0.45, 0.2), 1.6, "lower_face"),
-        Handle(LOWER_LIP, (0, 0.25, 0.15), 0.9, "lower_face"),
+        Handle(CHIN, (0, 1.35, 0.6), 1.6, "lower_face"),
+        Handle(LOWER_LIP, (0, 0.75, 0.45), 0.9, "lower_face"),
     ),
-    "AU18": (Handle(LIP_CORNER, (0.55, 0.0, 0.25), 1.1), Handle(UPPER_LIP + LOWER_LIP, (0, 0, 0.35), 1.0)),
-    "AU19": (Handle(LOWER_LIP, (0.0, -0.2, 0.05), 0.9, "lower_face"),),
-    "AU20": (Handle(LIP_CORNER, (-0.55, -0.1, -0.1), 1.2),),
+    "AU18": (Handle(LIP_CORNER, (1.65, 0, 0.75), 1.1), Handle(UPPER_LIP + LOWER_LIP, (0, 0, 1.05), 1.0)),
+    "AU19": (
+        Handle(LOWER_LIP, (0, -0.8, 0.9), 0.9, "lower_face"),
+        Handle(UPPER_LIP, (0, 0.3, 0.5), 0.7, "upper_face"),
+    ),
+    "AU20": (Handle(LIP_CORNER, (-1.65, -0.3, -0.3), 1.2),),
     "AU22": (
-        Handle(UPPER_LIP, (0.0, 0.15, 0.35), 0.9, "upper_face"),
-        Handle(LOWER_LIP, (0.0, -0.15, 0.35), 0.9, "lower_face"),
-        Handle(LIP_CORNER, (0.3, 0.0, 0.1), 0.8),
+        Handle(UPPER_LIP, (0, 0.45, 1.05), 0.9, "upper_face"),
+        Handle(LOWER_LIP, (0, -0.45, 1.05), 0.9, "lower_face"),
+        Handle(LIP_CORNER, (0.9, 0, 0.3), 0.8),
     ),
     "AU23": (
-        Handle((0, 37, 267), (0.0, -0.12, -0.05), 0.6, "upper_face"),
-        Handle((17, 84, 314), (0.0, 0.12, -0.05), 0.6, "lower_face"),
-        Handle(LIP_CORNER, (0.15, 0.0, 0.0), 0.7),
+        Handle((0, 37, 267), (0, -0.6, -0.25), 0.6, "upper_face"),
+        Handle((17, 84, 314), (0, 0.6, -0.25), 0.6, "lower_face"),
+        Handle(LIP_CORNER, (0.75, 0, 0), 0.7),
     ),
     "AU24": (
-        Handle(UPPER_LIP, (0.0, -0.1, -0.15), 0.8, "upper_face"),
-        Handle(LOWER_LIP, (0.0, 0.12, -0.15), 0.8, "lower_face"),
+        Handle(UPPER_LIP, (0, -0.5, -0.75), 0.8, "upper_face"),
+        Handle(LOWER_LIP, (0, 0.6, -0.75), 0.8, "lower_face"),
     ),
     "AU25": (
-        Handle(LOWER_LIP, (0.0, -0.25, 0.0), 0.8, "lower_face"),
-        Handle(UPPER_LIP, (0, 0.1, 0), 0.7, "upper_face"),
+        Handle(LOWER_LIP, (0, -1.0, 0), 0.8, "lower_face"),
+        Handle(UPPER_LIP, (0, 0.4, 0), 0.7, "upper_face"),
     ),
     "AU26": (),
     "AU27": (Handle(LIP_CORNER, (0.25, -0.1, 0.0), 1.0),),
-    "AU32": (Handle(LOWER_LIP, (0.0, 0.15, -0.35), 0.8, "lower_face"),),
-    "AU38": (Handle(NOSE_WING, (-0.18, 0.02, 0.0), 0.6, "upper_face"),),
-    "AU39": (Handle(NOSE_WING, (0.15, 0.0, 0.0), 0.6, "upper_face"),),
+    "AU32": (Handle(LOWER_LIP, (0, 0.45, -1.05), 0.8, "lower_face"),),
+    "AU38": (Handle(NOSE_WING, (-1.08, 0.12, 0), 0.6, "upper_face"),),
+    "AU39": (Handle(NOSE_WING, (0.9, 0, 0), 0.6, "upper_face"),),
 }
 
 

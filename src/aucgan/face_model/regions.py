@@ -37,6 +37,7 @@ _RIGHT_AND_MIDLINE: dict[str, Ellipse] = {
     "lower_lid_right": Ellipse((0.35, 0.572), (0.06, 0.018)),
     "nose_bridge": Ellipse((0.5, 0.565), (0.035, 0.04)),
     "nasolabial_right": Ellipse((0.378, 0.372), (0.075, 0.018), 70.0),
+    "nose_wing_right": Ellipse((0.415, 0.452), (0.026, 0.036)),
     "perioral": Ellipse((0.5, 0.305), (0.13, 0.062)),
     "mouth_corner_right": Ellipse((0.352, 0.302), (0.024, 0.03)),
     "below_mouth_corner_right": Ellipse((0.38, 0.245), (0.02, 0.04), 80.0),
@@ -66,6 +67,9 @@ AU_WRINKLE_REGIONS: dict[str, tuple[str, ...]] = {
     "AU20": ("mouth_corner_right", "mouth_corner_left"),
     "AU23": ("perioral",),
     "AU24": ("perioral",),
+    "AU32": ("chin",),
+    "AU38": ("nose_wing_right", "nose_wing_left"),
+    "AU39": ("nose_wing_right", "nose_wing_left"),
 }
 
 

@@ -18,7 +18,6 @@ from aucgan.train.data import au_balance_weights
 from aucgan.train.module import StageModule
 
 FREQUENCY_DRAWS = 4000
-MAX_POSITIVE_WEIGHT = 10.0
 
 
 def au_frequencies(cfg: Config, draws: int = FREQUENCY_DRAWS) -> torch.Tensor:
@@ -70,7 +69,7 @@ class AUTraining(StageModule):
         frequencies = au_frequencies(cfg).clamp(min=1e-3)
         self.register_buffer(
             "positive_weight",
-            ((1 - frequencies) / frequencies).clamp(1.0, MAX_POSITIVE_WEIGHT),
+            ((1 - frequencies) / frequencies).clamp(1.0, cfg.loss.au_positive_weight),
             persistent=False,
         )
         self.augment = face_augmentation(cfg.augment)

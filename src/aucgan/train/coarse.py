@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from aucgan.build import coarse_stage
+from aucgan.build import coarse_stage, load_coarse_encoder
 from aucgan.config import Config
 from aucgan.data.synthetic import SyntheticSample
 from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
@@ -35,11 +35,14 @@ CODE_SCALES = {"shape": 1.0, "albedo": 1.0, "expression": 0.3, "pose": 0.2, "cam
 
 
 class CoarseTraining(StageModule):
-    """The coarse encoder regressing the built-in face's codes (albedo: its linear model's code)."""
+    """The coarse encoder regressing the built-in face's codes (albedo: its linear model's code); it starts
+    from the encoder of ``trainer.start_from`` (a coarse checkpoint) when that is set, else from scratch."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.stage = coarse_stage(cfg)
+        if cfg.trainer.start_from and not cfg.resume:  # a resumed run's checkpoint holds the weights
+            load_coarse_encoder(self.stage, cfg.trainer.start_from, "trainer.start_from")
         self.augment = face_augmentation(cfg.augment, geometric=False)
 
     def target_codes(self, batch: SyntheticSample) -> CoarseCodes:

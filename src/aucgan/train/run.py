@@ -117,8 +117,10 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
         raise ConfigError(
             f"{out} already holds a run; pass resume=true to continue it, or trainer.out_dir=NEW_FOLDER"
         )
-    if cfg.trainer.start_from and stage != "au":
-        raise ConfigError(f"trainer.start_from is for `aucgan train au` only, not {stage}; leave it empty")
+    if cfg.trainer.start_from and stage == "detail":
+        raise ConfigError(
+            "trainer.start_from is for `aucgan train au|coarse` only, not detail; leave it empty"
+        )
     real = real_settings(cfg, stage, out)
     _quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
