@@ -257,7 +257,7 @@ def test_evaluate_writes_the_report(random_weights, tmp_path, monkeypatch):
     def one_au(reconstructor, reconstructions, aus, progress=None):
         return every_au(reconstructor, reconstructions, ("AU12",), progress=progress)
 
-    monkeypatch.setattr(evaluate_run, "edit_metrics", one_au)  # 1 edited AU of 15 keeps it fast
+    monkeypatch.setattr(evaluate_run, "edit_metrics", one_au)  # 1 edited AU of 18 keeps it fast
     result = run_cli(
         "evaluate", "--out", tmp_path, "--n", "1", "--batch-size", "1", "--weights", random_weights
     )

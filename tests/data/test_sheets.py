@@ -90,5 +90,5 @@ def test_au_sweep_sheet_has_a_row_per_wrinkle_au(world, tmp_path):
     height, width = pixels.shape[:2]
     columns = len(SWEEP_INTENSITIES) + 1
     assert width >= columns * 100 and height >= len(WRINKLE_AUS) * 100
-    assert height > width  # 15 rows of 6 columns
+    assert height > width  # 18 rows of 6 columns
     assert pixels.std() > 20

@@ -22,7 +22,7 @@ from aucgan.data.synthetic import drawn_expressions
 from aucgan.loaders.common import CheckpointError
 from aucgan.nets.au_net import MEFARG
 from aucgan.train import au as au_training
-from aucgan.train.au import AUTraining, au_frequencies, f1_scores, weighted_bce
+from aucgan.train.au import AUTraining, au_frequencies, f1_scores, f1_thresholds, weighted_bce
 from aucgan.train.data import BalancedStepSampler, au_balance_weights
 
 TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
@@ -68,6 +68,28 @@ def test_f1_scores_take_integer_labels():
     labels = torch.tensor([[1, 0], [0, 0], [1, 0]])
     expected = torch.tensor(reference_f1(predicted.bool().tolist(), labels.bool().tolist()))
     torch.testing.assert_close(f1_scores(predicted, labels), expected, equal_nan=True)
+
+
+def test_f1_thresholds_pick_the_best_candidate_of_a_plain_search():
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.rand(60, 27, generator=generator) < 0.2
+    scores = (0.35 * labels + 0.6 * torch.rand(60, 27, generator=generator)).clamp(0, 1)
+    labels[:, 5] = False  # no positive: the default 0.5
+    candidates = [0.05 * i for i in range(1, 20)]
+    thresholds = f1_thresholds(scores, labels)
+    for k in range(27):
+        if k == 5:
+            assert thresholds[k] == 0.5
+            continue
+        f1_of = {
+            t: reference_f1((scores[:, k : k + 1] > t).tolist(), labels[:, k : k + 1].tolist())[0]
+            for t in candidates
+        }
+        best = max(f1_of.values())
+        chosen = min(candidates, key=lambda t: abs(t - float(thresholds[k])))
+        assert f1_of[chosen] == pytest.approx(best), k
+        # the first best candidate, as argmax returns
+        assert chosen == pytest.approx(next(t for t in candidates if f1_of[t] == pytest.approx(best))), k
 
 
 def reference_bce(probabilities: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> float:

@@ -49,6 +49,20 @@ def f1_scores(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, 2 * true_positive / denominator.clamp(min=1), torch.nan)
 
 
+def f1_thresholds(
+    scores: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(K,)`` for each AU, the score threshold among ``candidates`` (default 0.05, 0.10, ..., 0.95) whose
+    predictions ``scores > t`` have the highest F1 against ``labels`` ``(N, K)``; 0.5 for an AU with no
+    positive label. Choose them on one held-out split and report F1 on another."""
+    if candidates is None:
+        candidates = torch.linspace(0.05, 0.95, 19)
+    labels = labels.bool()
+    f1 = torch.stack([f1_scores(scores > t, labels).nan_to_num(-1.0) for t in candidates.tolist()])
+    best = candidates.to(scores)[f1.argmax(0)]
+    return torch.where(labels.any(0), best, torch.full_like(best, 0.5))
+
+
 class AUTraining(StageModule):
     """MEFARG trained with weighted BCE on the 27 main AUs' occurrence (synthetic labels); it starts from
     ``trainer.start_from`` when that is set (fine-tuning ours or OpenGraphAU's), else from scratch."""
