@@ -155,7 +155,9 @@ def test_au_training_positive_weights(cfg, monkeypatch):
     frequencies = torch.linspace(0.0, 1.0, 27)
     monkeypatch.setattr(au_training, "au_frequencies", lambda _: frequencies.clone())
     module = AUTraining(cfg)
-    expected = [min(max(1.0, (1 - f) / max(f, 1e-3))) for f in frequencies.tolist()]
+    expected = [
+        min(cfg.loss.au_positive_weight, max(1.0, (1 - f) / max(f, 1e-3))) for f in frequencies.tolist()
+    ]
     assert module.positive_weight.tolist() == pytest.approx(expected, rel=1e-6)
     assert (
         module.positive_weight[0] == cfg.loss.au_positive_weight == 10.0 and module.positive_weight[-1] == 1.0

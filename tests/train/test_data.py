@@ -165,8 +165,8 @@ def test_balancing_raises_the_rarest_au_of_the_synthetic_prior():
     weights = au_balance_weights(occurrence, 1.0)
     plain = occurrence.float().mean(0)
     balanced = (weights[:, None] * occurrence).sum(0) / weights.sum()
-    assert plain.min() < 0.025 and balanced.min() > 2 * plain.min()
-    assert balanced.max() / balanced.min() < 0.5 * plain.max() / plain.min()
+    assert plain.min() < 0.07 and balanced.min() > 1.5 * plain.min()
+    assert balanced.max() / balanced.min() < 0.6 * plain.max() / plain.min()
 
 
 def test_balanced_batches_follow_weights_and_steps():
