@@ -85,27 +85,29 @@ def coarse_stage(cfg: Config, with_encoder: bool = True) -> CoarseStage:
     return CoarseStage(world.model, albedo, world.uv_space, encoder, cfg.render.image_size)
 
 
-def load_coarse(stage: CoarseStage, path: str | Path) -> CoarseStage:
-    """Load a checkpoint of ``aucgan train coarse`` into ``stage`` (strict; one-line CheckpointError)."""
+def _coarse_checkpoint_state(path: str | Path, where: str) -> dict[str, torch.Tensor]:
+    """The coarse stage's state dict inside a checkpoint of ``aucgan train coarse`` (``where`` names the
+    file in errors)."""
     data = read_checkpoint(path)
     if "aucgan" not in data or "state_dict" not in data:
-        raise CheckpointError(f"{path}: not a checkpoint of `aucgan train coarse`")
-    load_strict(stage, strip_prefix(data["state_dict"], COARSE_PREFIX), f"{path} [coarse stage]")
+        raise CheckpointError(f"{where}: not a checkpoint of `aucgan train coarse`")
+    return strip_prefix(data["state_dict"], COARSE_PREFIX)
+
+
+def load_coarse(stage: CoarseStage, path: str | Path) -> CoarseStage:
+    """Load a checkpoint of ``aucgan train coarse`` into ``stage`` (strict; one-line CheckpointError)."""
+    load_strict(stage, _coarse_checkpoint_state(path, str(path)), f"{path} [coarse stage]")
     return stage
 
 
 def load_coarse_encoder(stage: CoarseStage, path: str | Path, source: str) -> CoarseStage:
     """Load only the encoder of a checkpoint of ``aucgan train coarse`` into ``stage`` (strict), keeping
     ``stage``'s own face and albedo models: a run that fine-tunes a coarse encoder on a changed world."""
-    data = read_checkpoint(path)
-    if "aucgan" not in data or "state_dict" not in data:
-        raise CheckpointError(f"{path} [{source}]: not a checkpoint of `aucgan train coarse`")
-    state = strip_prefix(data["state_dict"], f"{COARSE_PREFIX}encoder.")
+    where = f"{path} [{source}]"
+    state = strip_prefix(_coarse_checkpoint_state(path, where), "encoder.")
     if not state:
-        raise CheckpointError(
-            f"{path} [{source}]: holds no coarse encoder; give a `aucgan train coarse` checkpoint"
-        )
-    load_strict(stage.encoder, state, f"{path} [{source}]")
+        raise CheckpointError(f"{where}: holds no coarse encoder; give an `aucgan train coarse` checkpoint")
+    load_strict(stage.encoder, state, where)
     return stage
 
 
