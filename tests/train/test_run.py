@@ -18,7 +18,7 @@ import torch
 
 from aucgan.build import world_parameters
 from aucgan.cli import main
-from aucgan.config import Config, LossConfig, load_config
+from aucgan.config import Config, ConfigError, LossConfig, load_config
 from aucgan.train.checkpointing import LAST
 from aucgan.train.data import DataSettings, FaceDataModule
 from aucgan.train.detail import DetailTraining
@@ -144,6 +144,35 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_runs: Path, tmp_path: Path
             assert value == pytest.approx(expected[step], abs=1e-5, rel=1e-5), (name, step)
             compared += 1
     assert compared == 4 * (cfg.trainer.steps - half)
+
+
+def test_resume_refuses_a_finished_run_and_a_changed_length(tiny_runs: Path, tmp_path: Path) -> None:
+    assets = [
+        f"assets.au_net={tiny_runs / 'au/checkpoints/last.ckpt'}",
+        f"assets.coarse={tiny_runs / 'coarse/checkpoints/last.ckpt'}",
+    ]
+    cfg = load_config(Config, TINY)
+    steps, half = cfg.trainer.steps, cfg.trainer.checkpoint_every
+    finished, interrupted = tmp_path / "finished", tmp_path / "interrupted"
+    for run, checkpoint in ((finished, LAST), (interrupted, f"step-{half:07d}.ckpt")):
+        (run / "checkpoints").mkdir(parents=True)
+        shutil.copy(tiny_runs / "detail" / "checkpoints" / checkpoint, run / "checkpoints" / LAST)
+    longer = [*QUIET, *assets, "resume=true", f"trainer.steps={2 * steps}"]
+    with pytest.raises(ConfigError, match=f"finished all its {steps} steps.*trainer.out_dir=NEW_FOLDER"):
+        train("detail", load_config(Config, TINY, [*longer, f"trainer.out_dir={finished}"]))
+    with pytest.raises(ConfigError, match=f"started with trainer.steps={steps}.*resume it with"):
+        train("detail", load_config(Config, TINY, [*longer, f"trainer.out_dir={interrupted}"]))
+    for run in (finished, interrupted):
+        assert sorted(path.name for path in run.iterdir()) == ["checkpoints"]
+
+
+def test_resuming_a_finished_au_run_points_to_start_from(tiny_runs: Path, tmp_path: Path) -> None:
+    run = tmp_path / "au"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_runs / "au" / "checkpoints" / LAST, run / "checkpoints" / LAST)
+    cfg = load_config(Config, TINY, [*QUIET, "resume=true", f"trainer.out_dir={run}"])
+    with pytest.raises(ConfigError, match=r"trainer\.start_from=.*last\.ckpt trainer\.out_dir=NEW_FOLDER"):
+        train("au", cfg)
 
 
 def test_ddp_two_processes_on_cpu(tiny_runs: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from aucgan.build import world_parameters
 from aucgan.config import Config, ConfigError, save_config
 from aucgan.data.real import RealSettings, build_real_cache
+from aucgan.loaders.common import read_checkpoint
 from aucgan.train.au import AUTraining
 from aucgan.train.callbacks import ImageGrid
 from aucgan.train.checkpointing import LAST, AtomicCheckpointIO, PeriodicCheckpoint
@@ -100,12 +101,40 @@ def real_settings(cfg: Config, stage: str, out: Path) -> RealSettings | None:
     )
 
 
+def check_resumable(last: Path, stage: str, steps: int) -> None:
+    """Refuse, in one line, to resume a run that has nothing left to do or whose length would change.
+
+    A run's learning-rate schedule and batch order are laid out over its ``trainer.steps``: a finished run
+    cannot be stretched (Lightning would stop at once, having finished its one pass), and an interrupted
+    one continues exactly only with the length it started with.
+
+    Raises:
+        ConfigError: the checkpoint's run finished all its steps, or was started with another
+            ``trainer.steps``.
+        CheckpointError: the checkpoint is unreadable.
+    """
+    state = read_checkpoint(last).get("aucgan", {})
+    done = int(state.get("steps_done", 0))
+    planned = state.get("config", {}).get("trainer", {}).get("steps", steps)
+    if done >= planned:
+        further = f"trainer.start_from={last} " if stage != "detail" else ""
+        raise ConfigError(
+            f"{last}: this run finished all its {done} steps; resume=true only continues an interrupted run. "
+            f"To train further, start a new one: {further}trainer.out_dir=NEW_FOLDER"
+        )
+    if planned != steps:
+        raise ConfigError(
+            f"{last}: this run was started with trainer.steps={planned} (its schedule and batch order depend "
+            f"on it); resume it with trainer.steps={planned}"
+        )
+
+
 def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> TrainResult:
     """Train ``stage`` (``"au"``, ``"coarse"`` or ``"detail"``) as ``cfg`` says; returns where it went.
 
     Raises:
         ConfigError: one line, for a run folder that already holds a run (without ``resume=true``), a
-            resume with nothing to resume, or a missing asset.
+            resume with nothing to resume (see :func:`check_resumable`), or a missing asset.
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
@@ -113,6 +142,8 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
     last = out / "checkpoints" / LAST
     if cfg.resume and not last.is_file():
         raise ConfigError(f"resume=true but {last} does not exist; start the run without resume=true")
+    if cfg.resume:
+        check_resumable(last, stage, cfg.trainer.steps)
     if not cfg.resume and last.exists():
         raise ConfigError(
             f"{out} already holds a run; pass resume=true to continue it, or trainer.out_dir=NEW_FOLDER"
@@ -180,4 +211,4 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
     return TrainResult(out_dir=out, last_checkpoint=last, metrics=metrics)
 
 
-__all__ = ["STAGES", "TrainResult", "run_directory", "train"]
+__all__ = ["STAGES", "TrainResult", "check_resumable", "run_directory", "train"]
