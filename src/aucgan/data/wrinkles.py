@@ -8,7 +8,9 @@ mask, which is zero outside the region: an AU never changes the displacement els
 
 The displacement of a face is ``static detail + sum_k intensity_k * depth_k * pattern_k``: linear in each AU
 intensity, with per-identity depth, spacing and phase (:class:`WrinkleStyle`). Units are those of the face
-model (cm for the built-in face); typical furrows are 0.2–1 mm deep.
+model (cm for the built-in face); typical furrows are 0.2–1 mm deep. The folds of AU11, AU14, AU32, AU38 and
+AU39 are 2 mm: deliberately exaggerated, because these AUs move the mesh little or like other AUs and identity
+directions do, and a face recogniser at 128 px must be able to tell them apart.
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ FOLDS: dict[str, tuple[Fold, ...]] = {
     "AU7": _both("lower_lid", kind="lines", depth=0.02, angle=0.0, spacing=0.014, curvature=6.0),
     "AU9": (Fold("nose_bridge", "lines", 0.035, angle=0.0, spacing=0.016, curvature=4.0),),
     "AU10": _both("nasolabial", kind="furrow", depth=0.05),
-    "AU11": _both("nasolabial", kind="furrow", depth=0.12),
+    "AU11": _both("nasolabial", kind="furrow", depth=0.22),
     "AU12": _both("nasolabial", kind="furrow", depth=0.09),
-    "AU14": _both("mouth_corner", kind="pit", depth=0.12),
+    "AU14": _both("mouth_corner", kind="pit", depth=0.22),
     "AU15": _both("below_mouth_corner", kind="lines", depth=0.025, angle=80.0, spacing=0.014),
     "AU17": (
         Fold("chin", "bumps", 0.025),
@@ -80,9 +82,9 @@ FOLDS: dict[str, tuple[Fold, ...]] = {
     "AU20": _both("mouth_corner", kind="lines", depth=0.03, angle=90.0, spacing=0.014),
     "AU23": (Fold("perioral", "lines", 0.08, angle=90.0, spacing=0.014),),
     "AU24": (Fold("perioral", "lines", 0.05, angle=90.0, spacing=0.015),),
-    "AU32": (Fold("chin", "lines", 0.1, angle=0.0, spacing=0.04, curvature=-5.0),),
-    "AU38": _both("nose_wing", kind="furrow", depth=0.12),
-    "AU39": _both("nose_wing", kind="lines", depth=0.1, angle=90.0, spacing=0.016),
+    "AU32": (Fold("chin", "lines", 0.2, angle=0.0, spacing=0.04, curvature=-5.0),),
+    "AU38": _both("nose_wing", kind="furrow", depth=0.22),
+    "AU39": _both("nose_wing", kind="lines", depth=0.18, angle=90.0, spacing=0.016),
 }
 
 # Cells across the UV square of the noise behind chin bumps and pores: fixed, so that one identity has the
