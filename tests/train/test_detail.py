@@ -309,6 +309,50 @@ def test_lazy_r1_on_its_steps(world, step, monkeypatch):
             assert torch.isfinite(losses["d_r1"]) and losses["d_r1"] >= 0
 
 
+@pytest.mark.parametrize("term", ["au_score", "au_feature"])
+def test_au_consistency_alone_sends_gradient_to_the_generator(world, step, monkeypatch, term):
+    """The frozen AU net on the rendering is differentiable end to end: with every other weight at zero,
+    the AU term still reaches the detail encoder and decoder (and never the frozen parts)."""
+    module = world.module
+    weights = {name: 0.0 for name in GENERATOR_TERMS} | {term: 1.0}
+    monkeypatch.setattr(
+        module, "cfg", dataclasses.replace(world.cfg, loss=dataclasses.replace(world.cfg.loss, **weights))
+    )
+    module.zero_grad(set_to_none=True)
+    with module.step_randomness():
+        coarse, aus, condition, detail, rendering = module.run_detail(step.batch, step.batch.image)
+        losses = module.generator_losses(step.batch.image, coarse, aus, condition, detail, rendering)
+    assert set(losses) == {term} and losses[term] > 0
+    losses[term].backward()
+    generator = parameters_of(module.detail.encoder, module.detail.decoder)
+    assert sum(float(p.grad.abs().sum()) for _, p in generator if p.grad is not None) > 0
+    assert all(p.grad is None for _, p in parameters_of(module.detail.au_net, module.coarse))
+    module.zero_grad(set_to_none=True)
+
+
+def test_reals_and_fakes_reach_the_discriminator_through_the_same_augmentation(world, step, monkeypatch):
+    """A stand-in augmentation (a horizontal flip) shows on every image the discriminator sees: reals and
+    detached fakes in its own step, fakes in the generator's adversarial term."""
+    module = world.module
+    seen: list[torch.Tensor] = []
+    critic_forward = module.discriminator.forward
+
+    def recording_forward(images, condition):
+        seen.append(images.detach().clone())
+        return critic_forward(images, condition)
+
+    monkeypatch.setattr(module.augment, "forward", lambda images: SimpleNamespace(images=images.flip(-1)))
+    monkeypatch.setattr(module.discriminator, "forward", recording_forward)
+    condition, fakes = step.outputs[2], step.outputs[4].image.detach()
+    reals = step.batch.image
+    with torch.no_grad():
+        module.discriminator_losses(reals, fakes, condition)
+        module.generator_losses(reals, *step.outputs)
+    assert len(seen) == 3
+    assert torch.equal(seen[0], reals.flip(-1))
+    assert torch.equal(seen[1], fakes.flip(-1)) and torch.equal(seen[2], fakes.flip(-1))
+
+
 def test_frozen_parts_keep_their_state_through_a_step(world, step):
     assert_same_state(state_copy(world.module.detail.au_net), step.au_before)
     assert_same_state(state_copy(world.module.detail.au_net), world.saved_au)
