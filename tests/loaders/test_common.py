@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from aucgan.loaders.common import CheckpointError, compare_keys, load_strict, read_checkpoint, strip_prefix
+from aucgan.train.checkpointing import AtomicCheckpointIO
 
 
 class Payload:
@@ -96,3 +97,18 @@ def test_loaders_are_public_at_the_package_top_level():
     assert (aucgan.load_deca, aucgan.load_emoca, aucgan.load_au_net) == (load_deca, load_emoca, load_au_net)
     with pytest.raises(AttributeError, match="no attribute 'load_smplx'"):
         aucgan.load_smplx  # noqa: B018
+
+
+def test_a_checkpoint_saved_on_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
+    """A file whose storages are tagged ``cuda:0`` (as ``torch.save`` writes them on a GPU) reads on the CPU:
+    every load maps to the CPU, for model checkpoints and for resumed training runs alike."""
+    path = tmp_path / "gpu.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save({"state_dict": {"w": torch.arange(3.0)}}, path)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(path, weights_only=True)
+    for data in (read_checkpoint(path), AtomicCheckpointIO().load_checkpoint(path)):
+        weight = data["state_dict"]["w"]
+        assert weight.device.type == "cpu" and torch.equal(weight, torch.arange(3.0))
