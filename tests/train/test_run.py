@@ -84,6 +84,20 @@ def test_tiny_preset_trains_every_stage_and_logs_every_loss(tiny_runs: Path) -> 
     assert series(read_metrics(tiny_runs / "coarse"), "val/landmark_error_px")
 
 
+def test_every_schedule_steps_once_per_training_step(tiny_runs: Path) -> None:
+    """Schedules are laid out in steps: after the run, each (the detail stage has the generator's and the
+    discriminator's) has stepped exactly ``trainer.steps`` times, as has each optimiser."""
+    steps = load_config(Config, TINY).trainer.steps
+    for stage, count in (("au", 1), ("coarse", 1), ("detail", 2)):
+        checkpoint = torch.load(
+            tiny_runs / stage / "checkpoints" / LAST, map_location="cpu", weights_only=True
+        )
+        assert checkpoint["aucgan"]["steps_done"] == steps
+        assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [steps] * count, stage
+        for optimiser in checkpoint["optimizer_states"]:
+            assert {float(state["step"]) for state in optimiser["state"].values()} == {steps}, stage
+
+
 def test_defaults_name_every_detail_loss() -> None:
     assert {"photo_detail", "z_reg", "z_diff", "z_sym", "au_score", "adversarial"} <= set(vars(LossConfig()))
 
