@@ -9,8 +9,8 @@ mask, which is zero outside the region: an AU never changes the displacement els
 The displacement of a face is ``static detail + sum_k intensity_k * depth_k * pattern_k``: linear in each AU
 intensity, with per-identity depth, spacing and phase (:class:`WrinkleStyle`). Units are those of the face
 model (cm for the built-in face); typical furrows are 0.2–1 mm deep. The folds of AU11, AU14, AU32, AU38 and
-AU39 are 2 mm: deliberately exaggerated, because these AUs move the mesh little or like other AUs and identity
-directions do, and a face recogniser at 128 px must be able to tell them apart.
+AU39 are about 2 mm: deliberately exaggerated, because these AUs move the mesh little or like other AUs and
+identity directions do, and a face recogniser at 128 px must be able to tell them apart.
 """
 
 from __future__ import annotations
