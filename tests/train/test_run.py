@@ -53,6 +53,14 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "runs" / "synthetic-tiny"
 
 
+def trained_assets(runs: Path) -> list[str]:
+    """Overrides that put the tiny runs' AU net and coarse stage in front of the detail stage."""
+    return [
+        f"assets.au_net={runs / 'au/checkpoints/last.ckpt'}",
+        f"assets.coarse={runs / 'coarse/checkpoints/last.ckpt'}",
+    ]
+
+
 def expected_detail_losses(cfg: Config) -> set[str]:
     weights = cfg.loss
     names = {"photo_detail", "z_reg", "z_diff", "z_sym", "au_score", "au_feature", "adversarial"}
@@ -117,14 +125,7 @@ def held_out_displacement_error(module: DetailTraining, cfg: Config) -> float:
 
 
 def test_held_out_displacement_error_drops_with_training(tiny_runs: Path) -> None:
-    cfg = load_config(
-        Config,
-        TINY,
-        [
-            f"assets.au_net={tiny_runs / 'au/checkpoints/last.ckpt'}",
-            f"assets.coarse={tiny_runs / 'coarse/checkpoints/last.ckpt'}",
-        ],
-    )
+    cfg = load_config(Config, TINY, trained_assets(tiny_runs))
     L.seed_everything(cfg.seed, verbose=False)
     initial = DetailTraining(cfg)
     trained = DetailTraining(cfg)
@@ -136,10 +137,7 @@ def test_held_out_displacement_error_drops_with_training(tiny_runs: Path) -> Non
 
 
 def test_resume_reproduces_the_uninterrupted_run(tiny_runs: Path, tmp_path: Path) -> None:
-    assets = [
-        f"assets.au_net={tiny_runs / 'au/checkpoints/last.ckpt'}",
-        f"assets.coarse={tiny_runs / 'coarse/checkpoints/last.ckpt'}",
-    ]
+    assets = trained_assets(tiny_runs)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     cfg = load_config(Config, TINY, [*QUIET, *assets, f"trainer.out_dir={straight}"])
     train("detail", cfg)
@@ -161,10 +159,7 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_runs: Path, tmp_path: Path
 
 
 def test_resume_refuses_a_finished_run_and_a_changed_length(tiny_runs: Path, tmp_path: Path) -> None:
-    assets = [
-        f"assets.au_net={tiny_runs / 'au/checkpoints/last.ckpt'}",
-        f"assets.coarse={tiny_runs / 'coarse/checkpoints/last.ckpt'}",
-    ]
+    assets = trained_assets(tiny_runs)
     cfg = load_config(Config, TINY)
     steps, half = cfg.trainer.steps, cfg.trainer.checkpoint_every
     finished, interrupted = tmp_path / "finished", tmp_path / "interrupted"
@@ -205,8 +200,7 @@ def test_ddp_two_processes_on_cpu(tiny_runs: Path, tmp_path: Path) -> None:
         "trainer.val_every=4",
         "trainer.checkpoint_every=4",
         f"trainer.out_dir={out}",
-        f"assets.au_net={tiny_runs / 'au/checkpoints/last.ckpt'}",
-        f"assets.coarse={tiny_runs / 'coarse/checkpoints/last.ckpt'}",
+        *trained_assets(tiny_runs),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
