@@ -331,6 +331,8 @@ class AugmentConfig:
         scale: range of the random zoom.
         translate: largest shift, fraction of the image side.
         brightness, contrast, saturation, hue: colour jitter strengths.
+        mirror: probability of a left-right mirror, used by the AU stage only: its labels (bilateral AUs)
+            are the same for a mirrored face, the other stages' targets (landmarks, pose, UV maps) are not.
     """
 
     enabled: bool = True
@@ -341,6 +343,7 @@ class AugmentConfig:
     contrast: float = setting(0.15, low=0.0)
     saturation: float = setting(0.15, low=0.0)
     hue: float = setting(0.02, low=0.0, high=0.5)
+    mirror: float = setting(0.5, low=0.0, high=1.0)
 
 
 @dataclass

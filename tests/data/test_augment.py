@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from aucgan.data.augment import (
     AugmentSettings,
     FaceAugmentation,
+    mirror_images,
     ndc_from_pixels_matrix,
     pixels_from_ndc_matrix,
     pixels_to_ndc,
@@ -335,3 +336,23 @@ def test_runs_on_cuda_and_matches_the_reference():
 
 def test_module_adds_nothing_to_a_checkpoint():
     assert FaceAugmentation(AugmentSettings()).state_dict() == {}
+
+
+def test_mirror_flips_each_sample_or_leaves_it_and_draws_per_sample():
+    images = torch.rand(64, 3, 8, 10, generator=torch.Generator().manual_seed(0))
+    assert mirror_images(images, 0.0) is images
+    assert torch.equal(mirror_images(images, 1.0), images[..., torch.arange(9, -1, -1)])
+    torch.manual_seed(3)
+    mirrored = mirror_images(images, 0.5)
+    flipped = [torch.equal(m, i.flip(-1)) for m, i in zip(mirrored, images, strict=True)]
+    kept = [torch.equal(m, i) for m, i in zip(mirrored, images, strict=True)]
+    assert all(f != k for f, k in zip(flipped, kept, strict=True))
+    assert 16 < sum(flipped) < 48
+    torch.manual_seed(3)
+    assert torch.equal(mirror_images(images, 0.5), mirrored)
+
+
+@pytest.mark.parametrize("probability", [-0.1, 1.5])
+def test_mirror_rejects_a_probability_outside_the_unit_range(probability):
+    with pytest.raises(ValueError, match=r"mirror probability must be in \[0, 1\]"):
+        mirror_images(torch.zeros(1, 3, 2, 2), probability)

@@ -213,3 +213,28 @@ def test_au_training_starts_from_trainer_start_from(cfg, tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"other\.pth \[trainer\.start_from\].*set model\.au_backbone="):
         AUTraining(wrong)
+
+
+@pytest.mark.parametrize("mirror", [0.0, 1.0])
+def test_au_training_mirrors_its_inputs_with_augment_mirror(cfg, mirror):
+    plain = dataclasses.replace(
+        cfg.augment,
+        rotation_degrees=0.0,
+        translate=0.0,
+        scale=(1.0, 1.0),
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue=0.0,
+        mirror=mirror,
+    )
+    module = AUTraining(dataclasses.replace(cfg, augment=plain)).eval()
+    generator = torch.Generator().manual_seed(0)
+    size = cfg.render.image_size
+    image = torch.rand(2, 3, size, size, generator=generator)
+    labels = torch.rand(2, 27, generator=generator) < 0.3
+    batch = SimpleNamespace(image=image, au_occurrence=labels)
+    with torch.no_grad():
+        seen = image.flip(-1) if mirror else image
+        expected = weighted_bce(module.net(seen).main_scores, labels.float(), module.positive_weight)
+        torch.testing.assert_close(module.loss(batch), expected)

@@ -358,3 +358,25 @@ class FaceAugmentation(nn.Module):
             ),
             ndc_transform=ndc_transform,
         )
+
+
+def mirror_images(images: torch.Tensor, probability: float) -> torch.Tensor:
+    """Mirror each image left-right with ``probability``, drawn per sample from torch's generator of the
+    images' device. Only for targets that a mirror leaves unchanged, such as bilateral AU labels: a
+    mirrored face's landmarks, pose and UV maps would need their own mirroring, which this does not do.
+
+    Args:
+        images: ``(B, C, H, W)``.
+        probability: in [0, 1]; 0 returns ``images`` itself and draws nothing.
+
+    Returns:
+        ``(B, C, H, W)``, each sample either unchanged or flipped along W.
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"mirror probability must be in [0, 1], got {probability}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
+    if probability == 0.0:
+        return images
+    flip = torch.rand(images.shape[0], device=images.device) < probability
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)

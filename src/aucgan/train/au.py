@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from aucgan.au import MAIN_AUS
 from aucgan.config import Config
+from aucgan.data.augment import mirror_images
 from aucgan.data.synthetic import SyntheticSample, SyntheticWorld, stable_seed
 from aucgan.loaders.common import CheckpointError, load_strict
 from aucgan.loaders.opengraphau import load_au_net
@@ -90,9 +91,12 @@ class AUTraining(StageModule):
         self._validation: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def loss(self, batch: SyntheticSample) -> torch.Tensor:
-        """The weighted BCE of the step's augmented images against their AU labels."""
+        """The weighted BCE of the step's augmented (and, with ``augment.mirror``, mirrored) images against
+        their AU labels."""
         with self.step_randomness():
             images = self.augment(batch.image).images
+            if self.cfg.augment.enabled:
+                images = mirror_images(images, self.cfg.augment.mirror)
         scores = self.net(images).main_scores
         return weighted_bce(scores, batch.au_occurrence.float(), self.positive_weight)
 
