@@ -10,6 +10,7 @@ draws items by the rarity of their AUs, with the same guarantees per step.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -304,3 +305,16 @@ def test_au_balance_draws_labelled_items_from_the_prior(cfg, shards):
         k = cfg.synth.images_per_identity
         items = [[split_index("train", i, k) for i in range(SHARD_TRAIN)].index(int(x)) for x in batch.index]
         assert torch.equal(batch.au_occurrence, labels[items])
+
+
+def test_shard_cache_is_the_readers_and_a_smaller_one_than_the_split_warns(cfg, shards, caplog):
+    shard_count = -(-SHARD_TRAIN // 3)
+    with caplog.at_level(logging.WARNING, logger="aucgan.train.data"):
+        roomy = FaceDataModule(settings(cfg, source=str(shards), n_train=0, shard_cache=shard_count))
+        assert roomy.dataset("train", 0).cache_shards == shard_count
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="aucgan.train.data"):
+        tight = FaceDataModule(settings(cfg, source=str(shards), n_train=0, shard_cache=1))
+        tight.dataset("train", 0)
+    assert f"has {shard_count} shards and each reader keeps 1 decoded" in caplog.text
+    assert f"data.shard_cache={shard_count}" in caplog.text

@@ -12,19 +12,20 @@ batch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aucgan.data.real import RealFaces, RealSettings
 from aucgan.data.shards import ShardedFaces, SyntheticFaces, WorldParameters, split_index
 from aucgan.data.synthetic import collate, drawn_expressions, stable_seed
 
-SHARD_CACHE = 64
-"""Decoded shards a training reader keeps (batches draw identities from all over the split)."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class DataSettings:
     steps: int
     au_balance: float = 0.0
     real: RealSettings | None = None
+    shard_cache: int = 64
 
 
 class _StepSampler(Sampler[list[int]]):
@@ -195,7 +197,13 @@ class FaceDataModule(L.LightningDataModule):
             faces = RealFaces(self.settings.real.cache, split, self.settings.world.images_per_identity)
             return torch.utils.data.Subset(faces, range(count)) if 0 < count < len(faces) else faces
         if source:
-            faces = ShardedFaces(source, split, cache_shards=SHARD_CACHE)
+            faces = ShardedFaces(source, split, cache_shards=self.settings.shard_cache)
+            if len(faces.shards) > faces.cache_shards and split == "train":
+                rank_zero_only(log.warning)(
+                    f"{source}: the {split} split has {len(faces.shards)} shards and each reader keeps "
+                    f"{faces.cache_shards} decoded, so shards are decoded again and again (slow); set "
+                    f"data.shard_cache={len(faces.shards)} if memory allows (about 80 MB per shard at 128 px)"
+                )
             if faces.parameters.images_per_identity != self.settings.world.images_per_identity:
                 raise ValueError(
                     f"{source}: written with K={faces.parameters.images_per_identity} images per identity, "

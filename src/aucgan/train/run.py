@@ -171,6 +171,7 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
             steps=trainer_cfg.steps,
             au_balance=cfg.data.au_balance if stage == "au" else 0.0,
             real=real,
+            shard_cache=cfg.data.shard_cache,
         )
     )
     callbacks: list[L.Callback] = [
