@@ -238,3 +238,16 @@ def test_au_training_mirrors_its_inputs_with_augment_mirror(cfg, mirror):
         seen = image.flip(-1) if mirror else image
         expected = weighted_bce(module.net(seen).main_scores, labels.float(), module.positive_weight)
         torch.testing.assert_close(module.loss(batch), expected)
+
+
+def test_au_training_runs_the_net_channels_last_with_the_scores_of_the_plain_layout(cfg):
+    module = AUTraining(cfg).eval()
+    assert module.net.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = MEFARG(cfg.model.au_backbone, cfg.model.au_stage).eval()
+    plain.load_state_dict(module.net.state_dict())
+    assert plain.backbone.conv1.weight.is_contiguous()
+    size = cfg.render.image_size
+    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fast = module.net(images.contiguous(memory_format=torch.channels_last)).scores
+        torch.testing.assert_close(fast, plain(images).scores, atol=1e-5, rtol=1e-4)
