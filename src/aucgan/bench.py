@@ -95,13 +95,12 @@ def _autocast(device: torch.device):
 
 
 def _reconstructor(cfg: Config, device: torch.device):
-    from aucgan.build import coarse_stage, detail_stage
-    from aucgan.nets.au_net import MEFARG
+    from aucgan.build import coarse_stage, detail_stage, new_au_net
     from aucgan.reconstruct import Reconstructor
 
     torch.manual_seed(0)
     coarse = coarse_stage(cfg)
-    au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+    au = new_au_net(cfg)
     detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
     return Reconstructor(coarse.to(device).eval(), detail.to(device).eval(), cfg, "random (bench)")
 
@@ -186,14 +185,14 @@ def _training_step(cfg: Config, design: str, repeats: int, device_name: str, au_
     import lightning as L
     from torch.utils.data import DataLoader
 
+    from aucgan.build import new_au_net
     from aucgan.data.synthetic import SyntheticWorld, collate
-    from aucgan.nets.au_net import MEFARG
     from aucgan.train.data import FaceDataModule
     from aucgan.train.detail import DetailTraining
 
     cfg = design_config(cfg, design)
     # a fresh AU net: speed does not depend on the weights
-    torch.save(MEFARG(cfg.model.au_backbone, cfg.model.au_stage).state_dict(), au_net)
+    torch.save(new_au_net(cfg).state_dict(), au_net)
     cfg = dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, coarse_source="ground-truth"),

@@ -111,11 +111,28 @@ def load_coarse_encoder(stage: CoarseStage, path: str | Path, source: str) -> Co
     return stage
 
 
+def new_au_net(cfg: Config) -> MEFARG:
+    """A freshly initialised AU net of the architecture and input size ``cfg.model`` names."""
+    return MEFARG(cfg.model.au_backbone, cfg.model.au_stage, input_size=cfg.model.au_input_size)
+
+
 def au_net(cfg: Config) -> MEFARG:
-    """The AU net named by ``assets.au_net`` (ours or OpenGraphAU's), frozen; a fresh one if none."""
-    if cfg.assets.au_net:
-        return load_au_net(cfg.assets.au_net)
-    return MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+    """The AU net named by ``assets.au_net`` (ours or OpenGraphAU's), frozen; a fresh one if none.
+
+    Raises:
+        ConfigError: the file's AU net was trained at another ``model.au_input_size`` than ``cfg``'s (a
+            detail stage trained with it would record the wrong size).
+    """
+    if not cfg.assets.au_net:
+        return new_au_net(cfg)
+    net = load_au_net(cfg.assets.au_net)
+    if net.input_size != cfg.model.au_input_size:
+        raise ConfigError(
+            f"{cfg.assets.au_net} [assets.au_net]: an AU net that reads images at "
+            f"model.au_input_size={net.input_size}, the config says {cfg.model.au_input_size}; set "
+            f"model.au_input_size={net.input_size}"
+        )
+    return net
 
 
 DECA_MAX_Z = 0.01

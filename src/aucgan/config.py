@@ -198,6 +198,9 @@ class ModelConfig:
             model (DECA: 50).
         au_backbone: ResNet of the AU net (OpenGraphAU publishes resnet50).
         au_stage: MEFARG stage: 2 (MEFL, the published second stage) or 1 (ANFL).
+        au_input_size: side the AU net resizes every image to before its trunk (its training, the detail
+            stage's AU features and AU consistency, reconstruction); 0 takes images at their size. An AU
+            net keeps the size it was trained with: its checkpoint records it.
         detail_encoder: ``"conv"`` (the reference's 8-conv encoder), ``"resnet18"`` or ``"resnet50"``
             (DECA's E_detail).
         n_detail: length of the detail code.
@@ -216,6 +219,7 @@ class ModelConfig:
     n_albedo: int = setting(16, low=1, high=64)
     au_backbone: str = setting("resnet18", choices=("resnet18", "resnet50"))
     au_stage: int = setting(2, choices=(1, 2))
+    au_input_size: int = setting(0, low=0, high=1024)
     detail_encoder: str = setting("conv", choices=("conv", "resnet18", "resnet50"))
     n_detail: int = setting(128, low=1)
     detail_decoder: str = setting("token-attention", choices=("none", "concat-1x1", "token-attention"))

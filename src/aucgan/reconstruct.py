@@ -23,12 +23,12 @@ import yaml
 
 from aucgan.atomic import atomic_open
 from aucgan.au import MAIN_AUS, SUB_AUS, au_index
-from aucgan.build import coarse_stage, detail_stage
+from aucgan.build import coarse_stage, detail_stage, new_au_net
 from aucgan.config import CoarseConfig, Config, ConfigError, config_from_yaml
 from aucgan.export import write_displacement, write_image, write_normal_map, write_obj
 from aucgan.geometry.uv import dense_mesh
 from aucgan.loaders.common import CheckpointError, read_checkpoint
-from aucgan.nets.au_net import MEFARG, AUOutput
+from aucgan.nets.au_net import AUOutput
 from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
@@ -208,7 +208,7 @@ class Reconstructor:
         # A detail stage trained on photos with coarse.backend=mediapipe comes without a coarse encoder.
         coarse = coarse_stage(cfg, with_encoder=cfg.coarse.backend == "network")
         load_part(coarse, packed, "coarse", source)
-        au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+        au = new_au_net(cfg)
         detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
         load_part(detail, packed, "detail", source)
         try:
@@ -284,7 +284,7 @@ class Reconstructor:
             cfg = dataclasses.replace(packed.config, assets=cfg.assets)
             coarse = flame_coarse_stage(cfg, flame_encoder(cfg))
             load_part(coarse, packed, "coarse", path)
-            au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+            au = new_au_net(cfg)
             detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
             load_part(detail, packed, "detail", path)
             origin = f"checkpoint {path}"

@@ -143,3 +143,27 @@ def test_a_weights_file_without_an_au_net_is_refused_in_one_line(tmp_path, tiny_
     path = save_weights(tmp_path / "deca-like.safetensors", {"coarse": coarse, "detail": detail}, cfg)
     with pytest.raises(CheckpointError, match="without an AU net"):
         load_au_net(path)
+
+
+def test_a_trained_checkpoint_gives_its_net_the_input_size_it_records(tmp_path):
+    torch.manual_seed(4)
+    source = randomised(MEFARG("resnet18", 1), seed=4)
+    state = {"net." + k: v for k, v in source.state_dict().items()}
+    recorded = {"state_dict": state, "aucgan": {"config": {"model": {"au_input_size": 96}}}}
+    assert load_au_net(saved(tmp_path, recorded, "recorded.ckpt")).input_size == 96
+    older = {"state_dict": state, "aucgan": {"steps_done": 3}}
+    assert load_au_net(saved(tmp_path, older, "older.ckpt")).input_size == 0
+    assert load_au_net(saved(tmp_path, published_layout(source))).input_size == 0
+
+
+def test_a_weights_file_gives_its_au_net_the_configs_input_size(tmp_path, tiny_config):
+    import dataclasses
+
+    from aucgan.build import coarse_stage, detail_stage, new_au_net
+    from aucgan.weights import save_weights
+
+    cfg = dataclasses.replace(tiny_config, model=dataclasses.replace(tiny_config.model, au_input_size=96))
+    coarse = coarse_stage(cfg)
+    detail = detail_stage(cfg, coarse.uv_space, new_au_net(cfg), coarse.face_model.n_expression)
+    path = save_weights(tmp_path / "sized.safetensors", {"coarse": coarse, "detail": detail}, cfg)
+    assert load_au_net(path).input_size == 96

@@ -303,3 +303,26 @@ def test_head_features_are_token_means_of_the_per_au_blocks():
     out = head(tokens)
     expected = torch.stack([block(tokens).mean(dim=1) for block in head.main_class_linears], dim=1)
     torch.testing.assert_close(out.features, expected)
+
+
+@pytest.mark.parametrize("size", [32, 96])
+def test_input_size_resizes_like_a_plain_resize_before_the_net(size):
+    torch.manual_seed(0)
+    resized = MEFARG("resnet18", 1, input_size=size).eval()
+    plain = MEFARG("resnet18", 1).eval()
+    plain.load_state_dict(resized.state_dict())
+    images = torch.rand(2, 3, 64, 64)
+    expected_images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=size < 64)
+    with torch.no_grad():
+        torch.testing.assert_close(resized(images).scores, plain(expected_images).scores)
+        assert resized.tokens(images).shape[1] == (size // 32) ** 2
+        torch.testing.assert_close(resized(expected_images).scores, plain(expected_images).scores)
+
+
+def test_input_size_passes_gradients_to_the_images_and_refuses_tiny_sizes():
+    net = MEFARG("resnet18", 1, input_size=96, frozen=True)
+    images = torch.rand(1, 3, 64, 64, requires_grad=True)
+    net(images).scores.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"input_size must be 0 .* got 16"):
+        MEFARG("resnet18", 1, input_size=16)

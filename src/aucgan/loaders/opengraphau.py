@@ -50,16 +50,27 @@ def _state_dict(data: Mapping, source: str) -> dict[str, torch.Tensor]:
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def _weights_file_au_net(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def _weights_file_au_net(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], int]:
     from aucgan.weights import read_weights
 
-    detail = read_weights(Path(path)).states.get("detail", {})
-    state = strip_prefix(detail, "au_net.")
+    weights = read_weights(Path(path))
+    state = strip_prefix(weights.states.get("detail", {}), "au_net.")
     if not state:
         raise CheckpointError(
             f"{path}: a weights file without an AU net (no 'au_net.*' keys in its detail stage)"
         )
-    return {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+    floats = {key: value.float() if value.is_floating_point() else value for key, value in state.items()}
+    return floats, weights.config.model.au_input_size
+
+
+def _recorded_input_size(data: Mapping) -> int:
+    """The ``model.au_input_size`` a checkpoint of ``aucgan train`` records (0 for other files, and for
+    checkpoints written before the setting existed)."""
+    recorded = data.get("aucgan", {})
+    for section in ("config", "model"):
+        recorded = recorded.get(section, {}) if isinstance(recorded, Mapping) else {}
+    size = recorded.get("au_input_size", 0) if isinstance(recorded, Mapping) else 0
+    return size if isinstance(size, int) else 0
 
 
 def _describe_keys(state: Mapping) -> str:
@@ -117,7 +128,8 @@ def load_au_net(path: str | os.PathLike[str], strict: bool = True) -> MEFARG:
         strict: refuse missing or unexpected keys (mis-shaped tensors are always refused).
 
     Returns:
-        the network in frozen mode (eval, no parameter gradients; see :meth:`MEFARG.freeze`).
+        the network in frozen mode (eval, no parameter gradients; see :meth:`MEFARG.freeze`), reading
+        images at the ``model.au_input_size`` the file records (ours), or as they come (OpenGraphAU's).
 
     Raises:
         CheckpointError: one line naming the file and the problem (unreadable file, wrong architecture,
@@ -125,10 +137,11 @@ def load_au_net(path: str | os.PathLike[str], strict: bool = True) -> MEFARG:
     """
     source = str(path)
     if str(path).lower().endswith(".safetensors"):
-        state = _weights_file_au_net(path)
+        state, input_size = _weights_file_au_net(path)
     else:
-        state = _state_dict(read_checkpoint(path), source)
+        data = read_checkpoint(path)
+        state, input_size = _state_dict(data, source), _recorded_input_size(data)
     backbone, stage = detect_architecture(state, source)
-    net = MEFARG(backbone=backbone, stage=stage)
+    net = MEFARG(backbone=backbone, stage=stage, input_size=input_size)
     load_strict(net, state, f"{source} [state_dict, {backbone} stage {stage}]", strict=strict)
     return net.freeze()

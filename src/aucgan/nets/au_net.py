@@ -327,6 +327,9 @@ class MEFARG(nn.Module):
         stage: 2 (MEFL, edge features + gated graph) or 1 (ANFL, k-NN graph).
         neighbours: stage 1 only: neighbours per node (published default 4).
         frozen: start frozen (see :meth:`freeze`).
+        input_size: side the images are resized to (bilinear, antialiased when shrinking) before the
+            trunk; 0 takes them at the size they come. A net reads small details better at a larger size
+            (the feature maps are finer), at about ``(input_size / H)²`` times the compute.
 
     Shape:
         ``images (B, 3, H, W)``, RGB in [0, 1], ``H, W >= 32`` (224² as published); the ImageNet mean/std
@@ -334,12 +337,22 @@ class MEFARG(nn.Module):
         ``features (B, 27, D)``, ``D = C / 4`` (512 for ResNet-50, 128 for ResNet-18).
     """
 
-    def __init__(self, backbone: str = "resnet50", stage: int = 2, neighbours: int = 4, frozen: bool = False):
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        stage: int = 2,
+        neighbours: int = 4,
+        frozen: bool = False,
+        input_size: int = 0,
+    ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+        if input_size != 0 and input_size < 32:
+            raise ValueError(f"input_size must be 0 (as given) or at least 32, got {input_size}")
         self.backbone_name = backbone
         self.stage = stage
+        self.input_size = input_size
         self.backbone = build_resnet(backbone)
         self.channels = self.backbone.out_channels // 4
         self.global_linear = LinearBlock(self.backbone.out_channels, self.channels)
@@ -370,9 +383,16 @@ class MEFARG(nn.Module):
         return super().train(False if self._frozen else mode)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, T, D)`` global tokens of ``images (B, 3, H, W)`` in [0, 1]."""
+        """``(B, T, D)`` global tokens of ``images (B, 3, H, W)`` in [0, 1] (``T = (S / 32)²`` with ``S`` the
+        ``input_size``, or ``H`` and ``W`` when that is 0)."""
         if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[2:]) < 32:
             raise ValueError(f"images must be (B, 3, H, W) with H, W >= 32, got {tuple(images.shape)}")
+        size = self.input_size
+        if size and images.shape[2:] != (size, size):
+            shrink = min(images.shape[2:]) > size
+            images = F.interpolate(
+                images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+            )
         feature_map = self.backbone((images - self.image_mean) / self.image_std)
         return self.global_linear(feature_map.flatten(2).transpose(1, 2))
 

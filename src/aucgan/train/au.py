@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from aucgan.au import MAIN_AUS
+from aucgan.build import new_au_net
 from aucgan.config import Config
 from aucgan.data.augment import mirror_images
 from aucgan.data.synthetic import SyntheticSample, SyntheticWorld, stable_seed
 from aucgan.loaders.common import CheckpointError, load_strict
 from aucgan.loaders.opengraphau import load_au_net
-from aucgan.nets.au_net import MEFARG
 from aucgan.train.augmentation import face_augmentation
 from aucgan.train.data import au_balance_weights
 from aucgan.train.module import StageModule
@@ -70,7 +70,7 @@ class AUTraining(StageModule):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        self.net = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+        self.net = new_au_net(cfg)
         if cfg.trainer.start_from and not cfg.resume:  # a resumed run's checkpoint holds the weights
             start = load_au_net(cfg.trainer.start_from)
             wanted = (cfg.model.au_backbone, cfg.model.au_stage)
