@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from aucgan.build import au_net, new_au_net
 from aucgan.config import Config, ConfigError
+from aucgan.loaders.opengraphau import save_au_net
 
 
 def with_au(cfg: Config, input_size: int, path: str = "") -> Config:
@@ -25,10 +25,7 @@ def test_a_fresh_au_net_reads_images_at_the_configured_size(tiny_config):
 
 
 def test_an_au_net_file_at_another_input_size_is_refused_in_one_line(tiny_config, tmp_path):
-    net = new_au_net(with_au(tiny_config, 96))
-    path = tmp_path / "au.ckpt"
-    state = {"net." + key: value for key, value in net.state_dict().items()}
-    torch.save({"state_dict": state, "aucgan": {"config": {"model": {"au_input_size": 96}}}}, path)
+    path = save_au_net(new_au_net(with_au(tiny_config, 96)), tmp_path / "au.ckpt")
     assert au_net(with_au(tiny_config, 96, str(path))).input_size == 96
     with pytest.raises(ConfigError) as info:
         au_net(with_au(tiny_config, 0, str(path)))

@@ -187,12 +187,13 @@ def _training_step(cfg: Config, design: str, repeats: int, device_name: str, au_
 
     from aucgan.build import new_au_net
     from aucgan.data.synthetic import SyntheticWorld, collate
+    from aucgan.loaders.opengraphau import save_au_net
     from aucgan.train.data import FaceDataModule
     from aucgan.train.detail import DetailTraining
 
     cfg = design_config(cfg, design)
     # a fresh AU net: speed does not depend on the weights
-    torch.save(new_au_net(cfg).state_dict(), au_net)
+    save_au_net(new_au_net(cfg), au_net)
     cfg = dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, coarse_source="ground-truth"),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from aucgan.loaders.common import CheckpointError
-from aucgan.loaders.opengraphau import detect_architecture, load_au_net
+from aucgan.loaders.opengraphau import detect_architecture, load_au_net, save_au_net
 from aucgan.nets.au_net import MEFARG
 
 
@@ -167,3 +167,12 @@ def test_a_weights_file_gives_its_au_net_the_configs_input_size(tmp_path, tiny_c
     detail = detail_stage(cfg, coarse.uv_space, new_au_net(cfg), coarse.face_model.n_expression)
     path = save_weights(tmp_path / "sized.safetensors", {"coarse": coarse, "detail": detail}, cfg)
     assert load_au_net(path).input_size == 96
+
+
+def test_save_au_net_round_trips_the_weights_and_the_input_size(tmp_path):
+    torch.manual_seed(5)
+    source = randomised(MEFARG("resnet18", 1, input_size=96), seed=5)
+    loaded = load_au_net(save_au_net(source, tmp_path / "au.ckpt"))
+    assert loaded.input_size == 96
+    with torch.no_grad():
+        assert torch.equal(loaded(IMAGES).scores, source(IMAGES).scores)

@@ -117,6 +117,18 @@ def detect_architecture(state: Mapping[str, torch.Tensor], source: str = "checkp
     return _RESNETS[key], stage
 
 
+def save_au_net(net: MEFARG, path: str | os.PathLike[str]) -> Path:
+    """Write ``net`` in the layout of an ``aucgan train au`` checkpoint (its state dict under
+    :data:`TRAINED_PREFIX` and its input size in the recorded config), which :func:`load_au_net` reads back
+    to the same network; returns the path."""
+    from aucgan.atomic import atomic_torch_save
+
+    state = {TRAINED_PREFIX + key: value for key, value in net.state_dict().items()}
+    recorded = {"config": {"model": {"au_input_size": net.input_size}}}
+    atomic_torch_save({"state_dict": state, "aucgan": recorded}, path)
+    return Path(path)
+
+
 def load_au_net(path: str | os.PathLike[str], strict: bool = True) -> MEFARG:
     """Build the :class:`~aucgan.nets.au_net.MEFARG` an OpenGraphAU file describes, load it, freeze it.
 
