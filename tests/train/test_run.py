@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -338,3 +339,22 @@ def test_mediapipe_training_settings_that_cannot_work_are_one_line(
     assert main([*args, *QUIET]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_lightning_s_false_resume_warning_is_silenced_and_others_are_not() -> None:
+    """The data module resumes mid-pass itself; Lightning, which cannot see that, warns on every resume."""
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from aucgan.train.run import _quiet_lightning
+
+    resume = (
+        "You're resuming from a checkpoint that ended before the epoch ended and your dataloader is not "
+        "resumable. This can cause unreliable results if further training is done."
+    )
+    other = "The number of training batches (3) is smaller than the logging interval"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _quiet_lightning()
+        for message in (resume, other):
+            warnings.warn(message, PossibleUserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == [other]

@@ -61,6 +61,9 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Experiment logs directory.*")
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # The data module resumes mid-pass from the checkpoint's steps_done (train/data.py), which Lightning
+    # cannot see: its "dataloader is not resumable" warning would be false on every resume.
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 
 def real_settings(cfg: Config, stage: str, out: Path) -> RealSettings | None:
