@@ -96,10 +96,17 @@ def test_loaded_reconstructor_matches_the_original(random_reconstructor, random_
     )
     torch.testing.assert_close(from_half.coarse.vertices, original.coarse.vertices, atol=1e-3 * scale, rtol=0)
     torch.testing.assert_close(from_half.au.scores, original.au.scores, atol=1e-2, rtol=0)
-    # float32 parameters: the same numbers.
-    assert torch.equal(from_full.detail.uv_displacement, original.detail.uv_displacement)
-    assert torch.equal(from_full.coarse.vertices, original.coarse.vertices)
-    assert torch.equal(from_full.au.scores, original.au.scores)
+    # float32 parameters: the same weights, so the same outputs to float32 rounding. Not bit for bit: these
+    # are other module instances, and on some CPUs (AVX-512 FP16 ones) PyTorch's convolutions pick another
+    # oneDNN kernel for a module whose parameters need no gradients, summing in another order (~3e-6 of
+    # max_z on the displacement, measured; a wrong or skipped weight moves it by orders of magnitude more).
+    torch.testing.assert_close(
+        from_full.detail.uv_displacement, original.detail.uv_displacement, rtol=1e-5, atol=1e-5 * max_z
+    )
+    torch.testing.assert_close(
+        from_full.coarse.vertices, original.coarse.vertices, rtol=1e-5, atol=1e-6 * scale
+    )
+    torch.testing.assert_close(from_full.au.scores, original.au.scores, rtol=1e-5, atol=1e-6)
 
 
 def _edited_copy(source: Path, target: Path, drop: str | None = None, add: str | None = None) -> Path:
