@@ -111,6 +111,10 @@ def test_detail_errors_against_an_independent_computation(random_reconstructor, 
     chin = region_mask("chin", skin.shape[-1]).double() * skin
     assert mae["regions"]["chin"] == pytest.approx(CM_TO_MM * masked_mean((predicted - truth).abs(), chin))
     assert mae["regions_flat"]["chin"] == pytest.approx(CM_TO_MM * masked_mean(truth.abs(), chin))
+    per_face = ((predicted - truth).abs() - truth.abs()).mul(skin).sum((1, 2)) / skin.sum()
+    expected_se = CM_TO_MM * float(per_face.std(unbiased=True)) / math.sqrt(n)
+    assert mae["face_vs_flat_se"] == pytest.approx(expected_se, rel=1e-4)
+    assert mae["face_vs_flat_se"] > 0
     normals = sections["normal_error_deg"]
     assert 0.0 <= normals["face"] <= 180.0
     assert 0.0 <= normals["flat"] <= 180.0

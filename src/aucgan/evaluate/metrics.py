@@ -52,20 +52,31 @@ def angle_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _Sums:
-    """Running sums of masked errors: total and per region."""
+    """Running sums of masked errors: total and per region, and each face's mean over the ``"face"`` mask."""
 
     def __init__(self, masks: dict[str, torch.Tensor]) -> None:
         self.masks = masks
         self.sums = {name: 0.0 for name in masks}
         self.counts = {name: 0.0 for name in masks}
+        self.per_face: list[torch.Tensor] = []
 
     def add(self, errors: torch.Tensor) -> None:
         for name, mask in self.masks.items():
             self.sums[name] += float((errors * mask).sum())
             self.counts[name] += float(mask.sum()) * errors.shape[0]
+        face = self.masks["face"]
+        self.per_face.append((errors * face).sum((1, 2)).double() / face.sum().clamp(min=1))
 
     def means(self, scale: float = 1.0) -> dict[str, float]:
         return {name: scale * self.sums[name] / max(self.counts[name], 1.0) for name in self.masks}
+
+
+def paired_standard_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Standard error of the mean of ``a - b`` over faces ``(N,)`` (NaN for fewer than 2 faces)."""
+    difference = (a - b).double()
+    if difference.numel() < 2:
+        return float("nan")
+    return float(difference.std(unbiased=True) / difference.numel() ** 0.5)
 
 
 def detail_errors(
@@ -75,8 +86,9 @@ def detail_errors(
 ) -> tuple[dict, dict, list[Reconstruction]]:
     """Detail errors (mm, degrees) and AU consistency over ``batches`` of ground-truth samples.
 
-    Returns the ``displacement_mae`` / ``normal_error_deg`` sections, the ``au_consistency`` section and
-    the reconstructions (for pictures and edits).
+    Returns the ``displacement_mae`` / ``normal_error_deg`` sections (``face`` and ``flat`` over the skin,
+    ``face_vs_flat_se`` the standard error over faces of the per-face difference between the two, and the
+    same per region), the ``au_consistency`` section and the reconstructions (for pictures and edits).
     """
     uv_space = reconstructor.coarse.uv_space
     skin = uv_space.skin.cpu()
@@ -109,9 +121,11 @@ def detail_errors(
 
     def section(model: _Sums, flat: _Sums, scale: float) -> dict:
         ours, baseline = model.means(scale), flat.means(scale)
+        spread = paired_standard_error(torch.cat(model.per_face), torch.cat(flat.per_face))
         return {
             "face": ours.pop("face"),
             "flat": baseline.pop("face"),
+            "face_vs_flat_se": scale * spread,
             "regions": ours,
             "regions_flat": baseline,
         }
