@@ -172,6 +172,60 @@ def test_a_rerun_skips_the_finished_and_reports_the_bad_again(reconstructed, cor
     ]
 
 
+# Sources with nothing to reconstruct: refused whole, in one line, before any weights load -------------------
+
+
+def nothing_to_reconstruct(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (source, regex of the one-line error after ``aucgan reconstruct: SOURCE: ``)."""
+    empty = folder / "empty folder"
+    empty.mkdir()
+    documents = folder / "documents"
+    documents.mkdir()
+    (documents / "notes.md").write_text("# to do\n")
+    empty_list = folder / "empty.txt"
+    empty_list.write_text("# photos to do\n\n")
+    prose = folder / "notes.txt"
+    prose.write_text("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor. " * 5)
+    binary = folder / "binary.lst"
+    binary.write_bytes(bytes(range(256)))
+    Image.new("RGB", (64, 64)).save(folder / "face.png")
+    landmarks = folder / "face.txt"
+    np.savetxt(landmarks, np.random.default_rng(0).uniform(10, 50, (68, 2)))
+    folders = r"give a folder of images, an image, a video or a \.txt list of paths$"
+    lists = r"a list file holds one image or video path per line \(relative to the list's folder\)$"
+    return {
+        "empty folder": (
+            empty,
+            rf"no images \(\.jpg, \.png, \.\.\.\) or videos .*\(it is empty\); {folders}",
+        ),
+        "folder of documents": (
+            documents,
+            rf"no images .*\(it holds 1 other file \(notes\.md\)\); {folders}",
+        ),
+        "empty list": (empty_list, rf"an empty list \(no paths in it\); {lists}"),
+        "text document": (
+            prose,
+            rf'not a list of image paths \(line 1 "Lorem ipsum.*…" is not an existing file\); {lists}',
+        ),
+        "binary list": (binary, rf"not a list of image paths \(a binary file\); {lists}"),
+        "landmarks as input": (
+            landmarks,
+            r"rows of numbers, the landmarks of face\.png\?; give the image .*face\.png instead",
+        ),
+    }
+
+
+def test_a_source_with_nothing_to_reconstruct_is_one_line_and_exit_2(random_weights, tmp_path):
+    for kind, (source, pattern) in nothing_to_reconstruct(tmp_path).items():
+        out = tmp_path / "out"
+        status, lines = cli("reconstruct", source, "--out", out, "--weights", random_weights)
+        assert status == 2, (kind, lines)
+        assert len(lines) == 1, (kind, lines)
+        prefix = f"aucgan reconstruct: {source}: "
+        assert lines[0].startswith(prefix) and re.search(pattern, lines[0][len(prefix) :]), (kind, lines)
+        assert not out.exists(), kind
+
+
 # Output folder: read-only, full disk ---------------------------------------------------------------------
 
 

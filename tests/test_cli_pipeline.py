@@ -141,6 +141,37 @@ def test_reconstruct_with_unusable_weights_is_one_line(photo_inputs, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_reconstruct_a_video_every_nth_frame(photo_inputs, random_weights, tmp_path):
+    """A video written with OpenCV's own writer (what the declared opencv-python-headless reads back)."""
+    import cv2
+
+    with Image.open(photo_inputs / "photo.jpg") as opened:
+        photo = np.asarray(opened.convert("RGB").resize((160, 188), Image.Resampling.BILINEAR))
+    path = tmp_path / "interview.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 188))
+    assert writer.isOpened()
+    for k in range(5):
+        frame = photo.copy()
+        frame[:6] = 50 * k  # frame k's number, as a grey band above the face
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "out"
+    result = run_cli("reconstruct", path, "--out", out, "--every", "2", "--weights", random_weights)
+
+    assert result.status == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "interview_f00000",
+        "interview_f00002",
+        "interview_f00004",
+    ]
+    for k in (0, 2, 4):
+        folder = out / f"interview_f{k:05d}"
+        assert is_finished(folder)
+        with np.load(folder / "codes.npz", allow_pickle=False) as data:
+            assert str(data["record_frame"]) == str(k)
+            assert str(data["record_source"]) == str(path)
+
+
 # edit ------------------------------------------------------------------------------------------------------
 
 

@@ -154,13 +154,151 @@ def test_animated_gif_expands_to_every_nth_frame(tmp_path: Path) -> None:
     assert collect_inputs(still) == [InputItem("still", still)]
 
 
-def test_video_without_a_reader_is_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "_video_backend_available", lambda: False)
+def _collect_error(source: Path) -> str:
+    """Collect ``source`` expecting an :class:`InputError`; check it is one line naming the source."""
+    with pytest.raises(InputError) as caught:
+        collect_inputs(source)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{source}: ")
+    return message
+
+
+def test_a_folder_without_images_or_videos_is_refused_whole(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"\0\0\0\1")
+    assert "(it is empty); give a folder of images, an image, a video or a .txt list of paths" in (
+        _collect_error(empty)
+    )
+    papers = tmp_path / "papers"
+    _save(papers / "nested" / "photo.png", _photo(20, 20))
+    (papers / "notes.md").write_text("# notes\n")
+    (papers / "thesis.pdf").write_bytes(b"%PDF-1.4\n")
+    message = _collect_error(papers)
+    assert "no images (.jpg, .png, ...) or videos (.mp4, ...) in this folder" in message
+    assert "2 other files (notes.md, ...)" in message and "1 sub-folder (nested/, not searched)" in message
+    # One image by suffix is enough: the other files stay items whose loading reports them.
+    _save(papers / "face.jpg", _photo(20, 20))
+    assert [item.name for item in collect_inputs(papers)] == ["face", "notes", "thesis"]
+
+
+def test_list_files_that_are_no_lists_are_named_as_such(tmp_path: Path) -> None:
+    fix = "a list file holds one image or video path per line (relative to the list's folder)"
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing yet\n\n   \n")
+    assert _collect_error(empty) == f"{empty}: an empty list (no paths in it); {fix}"
+    prose = tmp_path / "notes.txt"
+    prose.write_text("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 8 + "\nSecond line.\n")
+    assert _collect_error(prose) == (
+        f'{prose}: not a list of image paths (line 1 "Lorem ipsum dolor sit amet, consectetur…" is not an '
+        f"existing file, nor is any other line); {fix}"
+    )
+    binary = tmp_path / "frames.lst"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    assert _collect_error(binary) == f"{binary}: not a list of image paths (a binary file); {fix}"
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9.jpg\n".encode("latin-1"))
+    assert _collect_error(latin) == f"{latin}: not a list of image paths (not UTF-8 text); {fix}"
+    orphan = tmp_path / "orphan.txt"
+    np.savetxt(orphan, _face_landmarks(10, 10, 8, 8))
+    assert "not a list of image paths but rows of numbers (landmarks?); give the image" in (
+        _collect_error(orphan)
+    )
+    _save(tmp_path / "face.png", _photo(20, 20))
+    landmarks = tmp_path / "face.txt"
+    np.savetxt(landmarks, _face_landmarks(10, 10, 8, 8), delimiter=",")
+    assert f"the landmarks of face.png?; give the image {tmp_path / 'face.png'} instead" in (
+        _collect_error(landmarks)
+    )
+
+
+def test_a_real_list_keeps_its_unusable_lines_as_per_entry_failures(tmp_path: Path) -> None:
+    _save(tmp_path / "a.png", _photo(20, 20))
+    garbage = "x" * 600 + ".jpg"  # longer than any file name may be: the system refuses it
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"a.png\n{garbage}\n")
+    first, second = collect_inputs(listing)
+    assert first == InputItem("a", tmp_path / "a.png")
+    assert second.path == tmp_path / garbage and len(second.name.encode()) <= 180
+    assert "no such file" in _input_error(second.path)
+    folder_list = tmp_path / "folders.txt"
+    (tmp_path / "no images").mkdir()
+    folder_list.write_text("no images\n")
+    assert "the folders it lists hold no files" in _collect_error(folder_list)
+
+
+# Videos: read through OpenCV (opencv-python-headless, a dependency, bundles FFmpeg) -----------------------
+
+VIDEO_CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
+"""Suffix -> FourCC of the videos the tests write: Motion JPEG (every frame a key frame) and MPEG-4 part 2
+(frames predicted from earlier ones, so reading frame k out of order needs a correct seek)."""
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """Write RGB ``frames`` (all ``(H, W, 3)`` uint8, one size) with OpenCV's own writer."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*VIDEO_CODECS[path.suffix]), fps, (width, height)
+    )
+    assert writer.isOpened(), f"OpenCV cannot write {path.suffix} here"
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def _numbered_frames(count: int, width: int = 96, height: int = 112) -> list[np.ndarray]:
+    """The real photo, resized, with frame k's number written as a band of grey level 30 k over its top 8
+    rows."""
+    with Image.open(GRACE_HOPPER) as opened:
+        photo = np.asarray(opened.convert("RGB").resize((width, height), Image.Resampling.BILINEAR))
+    frames = []
+    for k in range(count):
+        frame = photo.copy()
+        frame[:8] = 30 * k
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("suffix", sorted(VIDEO_CODECS))
+def test_video_frames_are_read_in_rgb_in_any_order(tmp_path: Path, suffix: str) -> None:
+    frames = _numbered_frames(7)
+    path = _write_video(tmp_path / f"clip{suffix}", frames)
+    assert collect_inputs(path) == [InputItem(f"clip_f{k:05d}", path, k) for k in range(7)]
+    assert collect_inputs(path, every=3) == [InputItem(f"clip_f{k:05d}", path, k) for k in (0, 3, 6)]
+    assert collect_inputs(tmp_path, every=3) == collect_inputs(path, every=3)
+    for k in (6, 0, 3, 4, 1, 5, 2):  # backwards, forwards, by one and by several: every read is frame k
+        loaded = load_image(path, k)
+        assert loaded.shape == frames[k].shape and loaded.dtype == np.uint8
+        assert abs(float(loaded[2:6].mean()) - 30 * k) < 6, k
+        photo, written = loaded[12:].astype(float), frames[k][12:].astype(float)
+        error = np.abs(photo - written).mean()
+        assert error < 6 and np.abs(photo - written[..., ::-1]).mean() > 3 * error, k  # RGB, not BGR
+    assert np.array_equal(load_image(path), load_image(path, 0))
+    assert _input_error(path, 7) == (
+        f"{path}: frame 7 out of range (the video has 7 frames); give a frame index from 0 to 6"
+    )
+
+
+def test_a_video_opencv_cannot_decode_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "interview.mp4"
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes())
     assert collect_inputs(path) == [InputItem("interview", path)]
     assert collect_inputs(tmp_path) == [InputItem("interview", path)]
-    assert _input_error(path) == f"reading video {path} needs ffmpeg: pip install imageio-ffmpeg"
+    assert _input_error(path) == (
+        f"{path}: cannot open the video (OpenCV's FFmpeg cannot decode it); check that it plays, or "
+        "extract its frames to images with ffmpeg"
+    )
+
+
+def test_video_without_opencv_is_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_video(tmp_path / "clip.avi", _numbered_frames(2))
+    monkeypatch.setattr(images, "_opencv_video", lambda: None)
+    assert collect_inputs(path) == [InputItem("clip", path)]
+    assert _input_error(path) == (
+        f"{path}: reading videos needs OpenCV: pip install opencv-python-headless (or extract the frames "
+        "to images with ffmpeg)"
+    )
 
 
 # Reading images ------------------------------------------------------------------------------------------

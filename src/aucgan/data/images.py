@@ -18,7 +18,7 @@ same way.
 
 from __future__ import annotations
 
-import importlib.util
+import glob
 import io
 import math
 import os
@@ -39,7 +39,7 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 """Suffixes (lower-case) of image files."""
 
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
-"""Suffixes (lower-case) of video files, read through imageio (needs imageio-ffmpeg or PyAV)."""
+"""Suffixes (lower-case) of video files, read through OpenCV (``opencv-python-headless`` bundles FFmpeg)."""
 
 LIST_SUFFIXES: frozenset[str] = frozenset({".txt", ".lst"})
 """Suffixes (lower-case) of list files: one path per line, relative to the list's folder; blank lines and
@@ -159,42 +159,102 @@ def collect_inputs(source: str | os.PathLike, every: int = 1) -> list[InputItem]
     * an image file: one item; a file that is not an image by suffix is still an item (loading it reports
       the problem);
     * a video, or an animated GIF with more than one frame: one item per ``every``-th frame (0, every, ...);
-      a video that cannot be opened (no reader installed, corrupt) gives one item whose loading reports why;
+      a video that cannot be opened (OpenCV missing, corrupt) gives one item whose loading reports why;
     * a list file (:data:`LIST_SUFFIXES`): the items of each listed path, relative to the list's folder; a
-      listed folder is expanded, a missing listed path is still an item;
+      listed folder is expanded, a missing listed path is still an item (its loading reports it);
     * a folder: every regular, non-hidden file directly inside it, sorted by name, except landmark files
       that belong to an image beside them (:func:`landmarks_beside`). Sub-folders are not descended.
+
+    A source with nothing to reconstruct is refused whole rather than giving no items: a folder without a
+    single image or video (by suffix), a list file without entries, and a ``.txt``/``.lst`` file that is no
+    list of paths (binary, not UTF-8, or not one of its lines names an existing file: a text document, a
+    landmarks file).
 
     Args:
         source: the path given by the user.
         every: keep every ``every``-th frame of videos and animated GIFs (>= 1).
 
     Returns:
-        The items, names unique (case-insensitively) within the list.
+        The items (at least one), names unique (case-insensitively) within the list.
 
     Raises:
-        InputError: the source does not exist, or a list file or a folder cannot be read.
+        InputError: the source does not exist, holds nothing to reconstruct, or a list file or a folder
+            cannot be read (one line naming it and saying what would work).
         ValueError: ``every`` < 1.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     path = Path(source)
-    if not path.exists():
-        raise InputError(
-            f"{path}: no such file or folder; give an image, a video, a folder of images or a list file"
-        )
+    if not _exists(path):
+        raise InputError(f"{path}: no such file or folder; {_WHAT_WORKS}")
     names = _UniqueNames()
     if path.is_dir():
+        _require_media(path)
         return _expand_folder(path, every, names)
     if path.suffix.lower() in LIST_SUFFIXES:
         items: list[InputItem] = []
         for listed in _read_list(path):
-            if listed.is_dir():
+            if _is_dir(listed):
                 items.extend(_expand_folder(listed, every, names))
             else:
                 items.extend(_expand_file(listed, every, names))
+        if not items:
+            raise InputError(
+                f"{path}: the folders it lists hold no files; list image or video files, or folders of them"
+            )
         return items
     return _expand_file(path, every, names)
+
+
+_WHAT_WORKS = "give a folder of images, an image, a video or a .txt list of paths"
+_LIST_FORMAT = "a list file holds one image or video path per line (relative to the list's folder)"
+_MAX_NAME_BYTES = 180
+"""Longest item name (UTF-8 bytes): a folder name within every file system's 255, with room for the
+``_face2`` and ``_2`` endings."""
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, false for paths the system refuses (too long, a NUL byte) instead of raising."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _require_media(folder: Path) -> None:
+    """Refuse a folder without a single image or video file directly inside it (one line saying what it
+    holds instead)."""
+    try:
+        entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    except OSError as error:
+        raise InputError(
+            f"{folder}: cannot list the folder ({_reason(error)}); check its permissions"
+        ) from error
+    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    if any(p.suffix.lower() in media and p.is_file() for p in entries):
+        return
+    files = [p.name for p in entries if p.is_file()]
+    folders = [p.name for p in entries if p.is_dir()]
+    held = []
+    if files:
+        more = ", ..." if len(files) > 1 else ""
+        held.append(f"{len(files)} other file{'s' if len(files) != 1 else ''} ({files[0]}{more})")
+    if folders:
+        more = ", ..." if len(folders) > 1 else ""
+        held.append(
+            f"{len(folders)} sub-folder{'s' if len(folders) != 1 else ''} ({folders[0]}/{more}, not searched)"
+        )
+    holds = f"it holds {' and '.join(held)}" if held else "it is empty"
+    raise InputError(
+        f"{folder}: no images (.jpg, .png, ...) or videos (.mp4, ...) in this folder ({holds}); {_WHAT_WORKS}"
+    )
 
 
 class _UniqueNames:
@@ -205,6 +265,7 @@ class _UniqueNames:
 
     def __call__(self, base: str) -> str:
         base = base.replace("/", "_").replace("\\", "_").replace("\0", "_")
+        base = _shorten(base)
         if set(base) <= {"."}:
             base = base.replace(".", "_") or "_"
         name, count = base, 1
@@ -215,19 +276,82 @@ class _UniqueNames:
         return name
 
 
+def _shorten(name: str, limit: int = _MAX_NAME_BYTES) -> str:
+    """``name`` cut to at most ``limit`` UTF-8 bytes (whole characters)."""
+    encoded = name.encode("utf-8", errors="surrogateescape")
+    if len(encoded) <= limit:
+        return name
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
 def _read_list(path: Path) -> list[Path]:
+    """The paths a list file names, or one line saying why the file is no list of paths."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
+        data = path.read_bytes()
+    except OSError as error:
         raise InputError(
-            f"{path}: cannot read the list file ({_reason(error)}); give a UTF-8 text file, one path a line"
+            f"{path}: cannot read the list file ({_reason(error)}); check its permissions"
         ) from error
-    listed = []
-    for line in text.splitlines():
+    if b"\0" in data:
+        raise InputError(f"{path}: not a list of image paths (a binary file); {_LIST_FORMAT}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a list of image paths (not UTF-8 text); {_LIST_FORMAT}") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
         entry = line.strip()
         if entry and not entry.startswith("#"):
-            listed.append(path.parent / Path(entry).expanduser())
-    return listed
+            entries.append((number, entry, path.parent / _expand_user(entry)))
+    if not entries:
+        raise InputError(f"{path}: an empty list (no paths in it); {_LIST_FORMAT}")
+    if not any(_exists(listed) for _, _, listed in entries):
+        raise InputError(_not_a_list(path, entries))
+    return [listed for _, _, listed in entries]
+
+
+def _expand_user(entry: str) -> Path:
+    try:
+        return Path(entry).expanduser()
+    except RuntimeError:  # ~name of an unknown user
+        return Path(entry)
+
+
+def _not_a_list(path: Path, entries: list[tuple[int, str, Path]]) -> str:
+    """Why a ``.txt``/``.lst`` file none of whose lines names an existing file is not read as a list."""
+    number, first, _ = entries[0]
+    numbers = all(_is_number_row(entry) for _, entry, _ in entries)
+    if numbers:
+        beside = sorted(
+            p.name
+            for p in path.parent.glob(f"{glob.escape(path.stem)}.*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if beside:
+            return (
+                f"{path}: not a list of image paths but rows of numbers, the landmarks of {beside[0]}?; give "
+                f"the image {path.parent / beside[0]} instead (landmarks beside an image are read with it); "
+                f"{_LIST_FORMAT}"
+            )
+        return (
+            f"{path}: not a list of image paths but rows of numbers (landmarks?); give the image they belong "
+            f"to instead (landmarks beside an image, same name, are read with it); {_LIST_FORMAT}"
+        )
+    shown = first if len(first) <= 40 else first[:39] + "…"
+    others = ", nor is any other line" if len(entries) > 1 else ""
+    return (
+        f'{path}: not a list of image paths (line {number} "{shown}" is not an existing file{others}); '
+        f"{_LIST_FORMAT}"
+    )
+
+
+def _is_number_row(entry: str) -> bool:
+    parts = entry.replace(",", " ").split()
+    try:
+        [float(part) for part in parts]
+    except ValueError:
+        return False
+    return bool(parts)
 
 
 def _expand_folder(folder: Path, every: int, names: _UniqueNames) -> list[InputItem]:
@@ -256,7 +380,8 @@ def _expand_file(path: Path, every: int, names: _UniqueNames) -> list[InputItem]
         count = _video_frame_count(path)
     if not count or (suffix == ".gif" and count == 1):
         return [InputItem(names(path.stem), path)]
-    return [InputItem(names(f"{path.stem}_f{index:05d}"), path, index) for index in range(0, count, every)]
+    stem = _shorten(path.stem, _MAX_NAME_BYTES - 12)  # keeps the frame number of long names
+    return [InputItem(names(f"{stem}_f{index:05d}"), path, index) for index in range(0, count, every)]
 
 
 def _gif_frame_count(path: Path) -> int | None:
@@ -267,24 +392,110 @@ def _gif_frame_count(path: Path) -> int | None:
         return None
 
 
-def _video_backend_available() -> bool:
-    """Whether imageio can read videos here (through imageio-ffmpeg or PyAV)."""
-    return any(importlib.util.find_spec(name) is not None for name in ("imageio_ffmpeg", "av"))
+def _opencv_video():
+    """OpenCV's ``cv2`` with FFmpeg's and OpenCV's own console messages about unreadable videos silenced
+    (they would break the one-line errors); ``None`` when OpenCV is not installed."""
+    # FFmpeg's log level is read once, when OpenCV first opens a video: a user's own setting wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def _open_video(path: Path):
+    """``cv2.VideoCapture`` of ``path`` (FFmpeg backend when OpenCV has it), or ``None`` when OpenCV is not
+    installed. The capture may not be opened (``isOpened()``): the file is no video OpenCV can decode."""
+    cv2 = _opencv_video()
+    if cv2 is None:
+        return None
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        has_ffmpeg = cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG)
+        return cv2.VideoCapture(str(path), cv2.CAP_FFMPEG if has_ffmpeg else cv2.CAP_ANY)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _video_frame_count(path: Path) -> int | None:
-    """Frames in a video, or ``None`` when it cannot be opened (loading the item then says why)."""
-    if not _video_backend_available():
-        return None
-    import imageio.v3 as iio
+    """Frames in a video, or ``None`` when it cannot be opened (loading the item then says why).
 
-    try:
-        declared = iio.improps(path, index=...).n_images
-        if declared is not None and math.isfinite(declared) and declared > 0:
-            return int(declared)
-        return sum(1 for _ in iio.imiter(path))
-    except (OSError, ValueError, RuntimeError, IndexError, StopIteration):
+    The container's frame count is trusted when its last frame can be read; otherwise (no count, or a count
+    estimated from the duration that overshoots) the frames are counted by reading through the video.
+    """
+    if not _exists(path):
         return None
+    capture = _open_video(path)
+    if capture is None or not capture.isOpened():
+        return None
+    try:
+        import cv2
+
+        declared = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        if math.isfinite(declared) and declared >= 1:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, int(declared) - 1)
+            if capture.grab():
+                return int(declared)
+            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        count = 0
+        while capture.grab():
+            count += 1
+        return count or None
+    finally:
+        capture.release()
+
+
+class _VideoReader:
+    """An open video kept between reads, so that a batch job asking for frames in increasing order (every
+    N-th frame) decodes the video once instead of seeking from the start for each frame."""
+
+    SEEK_AFTER = 64
+    """A frame this many frames or more ahead of the read position is reached by seeking, not decoding."""
+
+    def __init__(self, path: Path, key: tuple) -> None:
+        self.key = key
+        self.capture = _open_video(path)
+        self.position = 0  # index of the frame the next read returns
+
+    def read(self, index: int) -> np.ndarray | None:
+        """Frame ``index`` as OpenCV decodes it (BGR), or ``None`` when the video has no such frame."""
+        import cv2
+
+        if index < self.position or index - self.position >= self.SEEK_AFTER:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            self.position = index
+        while self.position < index:
+            if not self.capture.grab():
+                return None
+            self.position += 1
+        ok, frame = self.capture.read()
+        if not ok or frame is None:
+            return None
+        self.position += 1
+        return frame
+
+    def release(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+
+
+_open_reader: _VideoReader | None = None
+
+
+def _video_reader(path: Path) -> _VideoReader:
+    """The reader of ``path``, reusing the one left open by the previous call when it is the same file
+    (same resolved path, size and modification time)."""
+    global _open_reader
+    status = path.stat()
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns)
+    if _open_reader is None or _open_reader.key != key:
+        if _open_reader is not None:
+            _open_reader.release()
+        _open_reader = None
+        _open_reader = _VideoReader(path, key)
+    return _open_reader
 
 
 # Reading images ------------------------------------------------------------------------------------------
@@ -311,9 +522,9 @@ def load_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     where = _where(path, frame)
-    if not path.exists():
+    if not _exists(path):
         raise InputError(f"{path}: no such file; check the path (a list file's paths are relative to it)")
-    if path.is_dir():
+    if _is_dir(path):
         raise InputError(f"{path}: is a folder, not an image; give an image file or pass the folder itself")
     try:
         size = path.stat().st_size
@@ -393,35 +604,44 @@ def _read_with_pil(path: Path, frame: int | None) -> np.ndarray:
 
 
 def _read_video_frame(path: Path, frame: int | None) -> np.ndarray:
-    if not _video_backend_available():
-        raise InputError(f"reading video {path} needs ffmpeg: pip install imageio-ffmpeg")
-    import imageio.v3 as iio
-
+    """One frame of a video through OpenCV (its wheels bundle FFmpeg), as RGB."""
     index = 0 if frame is None else frame
     if index < 0:
         raise InputError(f"{path}: frame {index} out of range; give a frame index >= 0")
-    try:
-        array = np.asarray(iio.imread(path, index=index))
-    except (IndexError, StopIteration) as error:
+    if _opencv_video() is None:
         raise InputError(
-            f"{path}: frame {index} out of range ({_reason(error)}); give a smaller frame index"
-        ) from error
-    except (OSError, ValueError, RuntimeError) as error:
+            f"{path}: reading videos needs OpenCV: pip install opencv-python-headless "
+            "(or extract the frames to images with ffmpeg)"
+        )
+    reader = _video_reader(path)
+    if reader.capture is None or not reader.capture.isOpened():
         raise InputError(
-            f"{path}: cannot read video frame {index} ({_reason(error)}); check that the video plays, "
+            f"{path}: cannot open the video (OpenCV's FFmpeg cannot decode it); check that it plays, "
             "or extract its frames to images with ffmpeg"
-        ) from error
+        )
+    bgr = reader.read(index)
+    if bgr is None:
+        count = _video_frame_count(path)
+        if count is not None and index >= count:
+            raise InputError(
+                f"{path}: frame {index} out of range (the video has {count} frame"
+                f"{'s' if count != 1 else ''}); give a frame index from 0 to {count - 1}"
+            )
+        raise InputError(
+            f"{path}: cannot read video frame {index}; check that the video plays, "
+            "or extract its frames to images with ffmpeg"
+        )
+    array = np.asarray(bgr)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+    if array.ndim == 2:
+        array = _grey_to_rgb(array)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise InputError(f"{path}: video frame {index} has shape {array.shape}; expected (H, W, 3)")
     if array.dtype != np.uint8:
         full_scale = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else None
         array = _scale_to_uint8(array.astype(np.float64), full_scale)
-    try:
-        return _to_rgb(Image.fromarray(array))
-    except ValueError as error:
-        raise InputError(f"{path}: cannot convert video frame {index} ({_reason(error)})") from error
+    return np.ascontiguousarray(array[..., 2::-1])  # BGR(A) -> RGB
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
