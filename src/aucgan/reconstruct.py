@@ -477,7 +477,7 @@ def detail_mesh(reconstruction: Reconstruction, index: int) -> tuple[torch.Tenso
 
 
 def write_face(
-    folder: Path,
+    folder: str | os.PathLike[str],
     reconstructor: Reconstructor,
     reconstruction: Reconstruction,
     index: int,
@@ -491,7 +491,11 @@ def write_face(
         record: text kept in ``codes.npz`` (source file, frame, crop box …); the weights' source is added.
         views: :meth:`Reconstructor.render_views` of the batch (computed if not given).
         input_image: ``(3, S, S)`` the input at display resolution (default: the network input, resized).
+
+    Returns:
+        The folder, as a :class:`~pathlib.Path`.
     """
+    folder = Path(folder)
     rec = reconstruction
     model = reconstructor.coarse.face_model
     views = views if views is not None else reconstructor.render_views(rec)
@@ -540,17 +544,20 @@ def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
-def is_finished(folder: Path) -> bool:
+def is_finished(folder: str | os.PathLike[str]) -> bool:
     """Whether ``folder`` holds every file of a written face."""
-    return all((folder / name).is_file() for name in FACE_FILES)
+    return all((Path(folder) / name).is_file() for name in FACE_FILES)
 
 
 class FaceFolderError(ValueError):
     """A face folder that cannot be read back (one line, names the folder and the fix)."""
 
 
-def read_face(folder: Path, reconstructor: Reconstructor) -> tuple[Reconstruction, dict[str, str]]:
+def read_face(
+    folder: str | os.PathLike[str], reconstructor: Reconstructor
+) -> tuple[Reconstruction, dict[str, str]]:
     """Rebuild the reconstruction written in ``folder`` from its ``codes.npz`` and ``input.png``."""
+    folder = Path(folder)
     path = folder / "codes.npz"
     if not path.is_file():
         raise FaceFolderError(f"{folder}: no codes.npz; is it a face folder written by `aucgan reconstruct`?")

@@ -135,7 +135,7 @@ def _from_storage(arrays: dict[str, np.ndarray], row: int) -> SyntheticSample:
 
 
 def write_dataset(
-    out: Path,
+    out: str | os.PathLike[str],
     parameters: WorldParameters,
     counts: dict[str, int],
     shard_size: int = 256,
@@ -147,6 +147,7 @@ def write_dataset(
     Shards are written atomically and the manifest last, so a folder with a manifest is complete.
     ``progress(k)`` is called after every ``k`` samples written.
     """
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # A manifest left by an earlier run would vouch for shards while they are being replaced.
     (out / "manifest.json").unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ def truth_comparison(batch: SyntheticSample, rec: Reconstruction, max_z: float, 
 
 def evaluate(
     reconstructor: Reconstructor,
-    out: Path,
+    out: str | os.PathLike[str],
     n_faces: int = 32,
     batch_size: int = 16,
     gallery: int = 4,
@@ -171,7 +172,9 @@ def _first_faces(reconstructions: Sequence[Reconstruction], n: int) -> list[Reco
     return kept
 
 
-def demo_inputs(reconstructor: Reconstructor, folder: Path, n_synthetic: int = 3) -> tuple[Path, Path]:
+def demo_inputs(
+    reconstructor: Reconstructor, folder: str | os.PathLike[str], n_synthetic: int = 3
+) -> tuple[Path, Path]:
     """Images to reconstruct, as a user's files: ``folder/synthetic`` holds held-out synthetic renders
     (face crops already) and ``folder/photos`` matplotlib's sample photo of Grace Hopper, when matplotlib
     ships it (found and cropped by the face detector)."""
@@ -179,6 +182,7 @@ def demo_inputs(reconstructor: Reconstructor, folder: Path, n_synthetic: int = 3
 
     import matplotlib
 
+    folder = Path(folder)
     dataset = SyntheticFaces(world_parameters(reconstructor.cfg), "test", 64)
     for i in range(n_synthetic):
         sample = dataset[len(dataset) - 1 - 8 * i]
@@ -191,7 +195,12 @@ def demo_inputs(reconstructor: Reconstructor, folder: Path, n_synthetic: int = 3
     return folder / "synthetic", photos
 
 
-def demo(out: Path, weights: str | None = None, n_faces: int = 32, progress: bool = True) -> EvaluationResult:
+def demo(
+    out: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    n_faces: int = 32,
+    progress: bool = True,
+) -> EvaluationResult:
     """The whole tour: load the models, reconstruct images from files, edit one face's AUs, evaluate on
     held-out synthetic faces and write the report."""
     out = Path(out)

@@ -42,7 +42,13 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2000, timeout: float = 60) -> Path:
+def screenshot(
+    html: str | os.PathLike[str],
+    png: str | os.PathLike[str],
+    width: int = 1280,
+    height: int = 2000,
+    timeout: float = 60,
+) -> Path:
     """Render ``html`` in headless Chromium and save a ``width`` x ``height`` PNG screenshot to ``png``.
 
     The PNG is written beside ``png`` under a temporary name and moved into place when complete.
@@ -54,7 +60,7 @@ def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2000, tim
         timeout: seconds before Chromium is stopped.
 
     Returns:
-        ``png``.
+        ``png``, as a :class:`~pathlib.Path`.
 
     Raises:
         ValueError: on a non-positive size or timeout.
