@@ -556,8 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line ``argv`` (default ``sys.argv[1:]``) parsed as :func:`main` runs it: trailing
+    ``key=value`` items given after options join ``args.overrides``.
+
+    Raises:
+        SystemExit: (argparse's usage error, status 2) on an unknown command, option or argument.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -568,6 +573,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
     from aucgan.config import ConfigError
     from aucgan.data.shards import DatasetError
     from aucgan.loaders.common import CheckpointError
