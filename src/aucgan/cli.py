@@ -209,29 +209,61 @@ def _failure_summary(failed: Sequence[tuple[str, str]], total: int) -> None:
         print(f"  {message}", file=sys.stderr)
 
 
+def _take_shard(args: argparse.Namespace):
+    """The shard this process reconstructs (``--shard``, else SLURM's or torchrun's environment) and why;
+    ``(None, "")`` for all inputs."""
+    import os
+
+    from aucgan.sharding import ShardError, parse_shard, shard_from_environment
+
+    try:
+        if args.shard is not None:
+            return parse_shard(args.shard), "--shard"
+        found = shard_from_environment(os.environ)
+    except ShardError as error:
+        raise UsageError(str(error)) from None
+    if found is None:
+        return None, ""
+    shard, reason = found
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if args.device == "cuda" and "RANK=" in reason and local_rank.isdigit():
+        args.device = f"cuda:{local_rank}"  # one GPU per torchrun process
+        reason += f"; device cuda:{local_rank} from LOCAL_RANK"
+    return shard, f"{reason}; --shard K/N overrides"
+
+
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from aucgan.data.images import InputError
+    from aucgan.data.images import InputError, collect_inputs
     from aucgan.reconstruct import reconstruct_inputs
 
     if args.batch_size < 1 or args.every < 1:
         raise UsageError("--batch-size and --every must be at least 1")
+    shard, reason = _take_shard(args)
+    try:
+        items = collect_inputs(args.input, args.every)
+    except InputError as error:
+        raise UsageError(str(error)) from None
     reconstructor = _reconstructor(args)
-    with tqdm(desc="reconstruct", unit="input") as bar:
-        try:
-            report = reconstruct_inputs(
-                reconstructor,
-                args.input,
-                args.out,
-                crop=not args.no_crop,
-                batch_size=args.batch_size,
-                every=args.every,
-                progress=bar.update,
-                on_total=lambda n: setattr(bar, "total", n),
-            )
-        except InputError as error:
-            raise UsageError(str(error)) from None
+    if shard is not None:
+        mine = sum(shard.owns(item.name) for item in items)
+        log.info("shard %s (%s): %d of %d inputs", shard, reason, mine, len(items))
+    bars: list[tqdm] = []
+    try:
+        report = reconstruct_inputs(
+            reconstructor,
+            items,
+            args.out,
+            crop=not args.no_crop,
+            batch_size=args.batch_size,
+            progress=lambda n: bars[0].update(n),
+            on_total=lambda n: bars.append(tqdm(total=n, desc="reconstruct", unit="input")),
+            shard=shard,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
     log.info(
         "%d faces written, %d inputs already done (skipped), %d failed; outputs in %s",
         len(report.written), len(report.skipped), len(report.failed), args.out,
@@ -279,7 +311,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as error:  # e.g. MediaPipe finds no face in a test render (coarse.backend=mediapipe)
         raise UsageError(str(error).splitlines()[0]) from None
     m = result.metrics
-    log.info("%s; AU-consistency F1 %.3f", error_summary(m), m["au_consistency"]["f1_mean"])
+    log.info(
+        "displacement MAE %.4f mm (flat %.4f), normal error %.2f° (flat %.2f°), AU-consistency F1 %.3f",
+        m["displacement_mae"]["face"], m["displacement_mae"]["flat"], m["normal_error_deg"]["face"],
+        m["normal_error_deg"]["flat"], m["au_consistency"]["f1_mean"],
+    )  # fmt: skip
     log.info("report: %s (metrics.json beside it)", result.report)
     return 0
 
@@ -294,15 +330,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     m = result.metrics
     out = Path(args.out)
     faces = out / "reconstructions"
-    scores = error_summary(m, separator="\n" + " " * len("  metrics  "))
+    displacement, normals = m["displacement_mae"], m["normal_error_deg"]
     print(
         f"\naucgan demo finished in {time.perf_counter() - start:.0f} s. Look at:\n"
         f"  report   {result.report}\n"
-    from aucgan.evaluate.report import error_summary
         f"  faces    {faces}/<name>/ (coarse.obj, detail.obj, normal_map.png, displacement.png, codes.npz, "
         "vis.png)\n"
         f"  AU edit  {faces}/<name>/edits/AU12=1/before_after.png\n"
-        f"  metrics  {scores}"
+        f"  metrics  displacement MAE {displacement['face']:.4f} mm (flat {displacement['flat']:.4f}), "
+        f"normal error {normals['face']:.2f}° (flat {normals['flat']:.2f}°)"
     )
     return 0
 
@@ -319,7 +355,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from aucgan.bench import BenchError, bench, markdown, save
     from aucgan.config import Config, config_from_yaml, load_config
-    from aucgan.evaluate.report import error_summary
 
     if args.repeats < 1 or args.train_repeats < 1 or min(args.batches) < 1:
         raise UsageError("--repeats, --train-repeats and --batches must be at least 1")
@@ -469,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="reconstruct detailed 3D faces from an image, folder, video or list file",
         description="Per face: coarse.obj/.mtl + texture.png, detail.obj (dense, with UVs), normal_map.png, "
         "displacement.png (16-bit) + .npy, codes.npz (all codes and AU scores), vis.png. Finished faces are "
-        "skipped on a rerun; a bad input is reported and the others go on (exit status 1 if any failed).",
+        "skipped on a rerun; a bad input is reported and the others go on (exit status 1 if any failed). "
+        "Several processes or machines share one job with --shard or a SLURM job array / torchrun.",
     )
     reconstruct.add_argument("input", help="an image, a folder of images, a video, or a .txt list of paths")
     reconstruct.add_argument("--out", required=True, help="output folder (one sub-folder per face)")
@@ -478,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=8, help="faces per batch (default %(default)s)"
     )
     reconstruct.add_argument("--every", type=int, default=1, help="video: every N-th frame (default 1)")
+    reconstruct.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="reconstruct only part K of N (K from 1 to N) of the inputs, chosen by a hash of each input's "
+        "name; run N of these (on as many machines) into the same --out. Default: from a SLURM job array "
+        "(SLURM_ARRAY_TASK_ID) or torchrun (RANK, WORLD_SIZE) when set, else all inputs; 1/1 takes all",
+    )
     _add_model_options(reconstruct)
     reconstruct.set_defaults(func=_cmd_reconstruct)
 

@@ -3,7 +3,8 @@
 :class:`Reconstructor` runs the two stages (coarse fit, AU-conditioned detail) on a batch of face images
 and edits AU intensities of a reconstruction; :func:`write_face` writes one face's folder;
 :func:`reconstruct_inputs` does a whole batch job (an image, a folder, a video or a list file) in which one
-bad file never stops the others and finished faces are skipped on a rerun.
+bad file never stops the others and finished faces are skipped on a rerun; several processes or machines
+share one such job by taking disjoint shards of its inputs (:mod:`aucgan.sharding`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_pa
 
 if TYPE_CHECKING:
     from aucgan.data.face_mesh import FaceMeshDetector
+    from aucgan.data.images import InputItem
+    from aucgan.sharding import Shard
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +53,6 @@ VIS_SIZE = 256
 FACE_FILES = (
     "input.png",
     "coarse.obj",
-MICROMETRES_PER_UNIT = {"procedural": 1e4, "flame": 1e6}
-"""Micrometres in one unit of each face model's geometry (``face_model.kind``): the built-in face is in
-centimetres, FLAME in metres. Pictures of displacement state their scale in micrometres."""
-
-COLOUR_BAR_WIDTH = 120
-"""Width in pixels of the colour bar beside a picture of a signed map (as tall as the picture)."""
-
     "coarse.mtl",
     "texture.png",
     "detail.obj",
@@ -445,48 +441,6 @@ def au_chart(scores: torch.Tensor, size: int = VIS_SIZE, names: Sequence[str] = 
 def panel_image(image: torch.Tensor) -> np.ndarray:
     """``(S, S, 3)`` uint8 picture of a ``(3, S, S)`` float image in [0, 1] (clipped)."""
     return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-def colour_bar(
-    colours: Callable[[torch.Tensor], torch.Tensor],
-    limit: float,
-    unit: str,
-    title: str,
-    note: str = "",
-    height: int = VIS_SIZE,
-    width: int = COLOUR_BAR_WIDTH,
-) -> np.ndarray:
-    """``(height, width, 3)`` uint8 vertical colour bar for a picture of a signed map.
-
-    Args:
-        colours: the function that coloured the picture: values ``(H, W)`` in [-1, 1] → ``(3, H, W)``
-            in [0, 1]; the bar shows it from -1 (bottom) to 1 (top), so bar and picture cannot disagree.
-        limit: the value that 1 stands for (the range is symmetric: ``±limit``), in ``unit``.
-        unit: e.g. ``"µm"``.
-        title: what the values are, e.g. ``"displacement change"``; shown above the bar with the unit.
-        note: a line under the bar, e.g. ``"red raised, blue lowered"`` (may hold a newline).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    gradient = torch.linspace(1.0, -1.0, 256)[:, None].expand(256, 8)
-    pixels = colours(gradient).permute(1, 2, 0).clamp(0, 1).numpy()
-    figure = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
-    canvas = FigureCanvasAgg(figure)
-    bottom = 0.2 if note else 0.08
-    axes = figure.add_axes((0.12, bottom, 0.16, 0.76 - bottom))
-    axes.imshow(pixels, aspect="auto", extent=(0, 1, -limit, limit))
-    axes.set_xticks([])
-    axes.yaxis.tick_right()
-    text = f"{limit:.3g}"
-    axes.set_yticks([limit, 0.0, -limit], [f"+{text} {unit}", "0", f"−{text} {unit}"], fontsize=6.5)
-    for spine in axes.spines.values():
-        spine.set_linewidth(0.5)
-    figure.text(0.5, 0.97, f"{title}\n(range ±{text} {unit})", ha="center", va="top", fontsize=6.5)
-    if note:
-        figure.text(0.5, 0.03, note, ha="center", va="bottom", fontsize=6.5)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 
 
 def vis_grid(panels: Sequence[np.ndarray]) -> np.ndarray:
@@ -661,36 +615,60 @@ def _read_png(path: Path, size: int, device: torch.device) -> torch.Tensor:
 
 @dataclass
 class BatchReport:
-    """What a batch job did: faces written, inputs skipped as already finished, and failures."""
+    """What a batch job did: faces written, inputs skipped as already finished, and failures.
+
+    Attributes:
+        inputs: the inputs this job (this shard) took.
+        written: the face folders written.
+        skipped: names of the inputs whose folder was finished already.
+        failed: ``(input, one-line reason)`` of each input or face that failed.
+        others: inputs left to the other shards (0 without sharding).
+    """
 
     inputs: int = 0
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    others: int = 0
 
 
 def reconstruct_inputs(
     reconstructor: Reconstructor,
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Sequence[InputItem],
     out: str | os.PathLike[str],
     crop: bool = True,
     batch_size: int = 8,
     every: int = 1,
     progress: Callable[[int], object] | None = None,
     on_total: Callable[[int], object] | None = None,
+    shard: Shard | None = None,
 ) -> BatchReport:
     """Reconstruct every face of ``source`` (image, folder, video or list file) into ``out/<name>/``.
 
     A bad input is recorded in the report and the job goes on; an input whose folder is finished is
     skipped. ``progress(n)`` is called as inputs are done; ``on_total(n)`` once with the input count.
+
+    Args:
+        source: a path for :func:`~aucgan.data.images.collect_inputs`, or the items it returned.
+        every: keep every ``every``-th video frame (with a path).
+        shard: take only the inputs this shard owns (:mod:`aucgan.sharding`); the output layout is the
+            same as without sharding, so shards can share ``out``.
+
+    Raises:
+        InputError: the source does not exist or holds nothing to reconstruct (one line).
     """
     from aucgan.data.images import InputError, collect_inputs, prepare_faces
 
     out = Path(out)
-    items = collect_inputs(source, every)
+    items = list(source) if isinstance(source, Sequence) and not isinstance(source, str) else None
+    if items is None:
+        items = collect_inputs(source, every)
+    everything = len(items)
+    if shard is not None:
+        items = [item for item in items if shard.owns(item.name)]
     if on_total is not None:
         on_total(len(items))
-    report = BatchReport(inputs=len(items))
+    report = BatchReport(inputs=len(items), others=everything - len(items))
     pending: list[tuple[str, torch.Tensor, dict[str, str]]] = []
     pending_landmarks: list[torch.Tensor] = []
 
@@ -801,8 +779,7 @@ def edit_face(
     input_image = _read_png(folder / "input.png", VIS_SIZE, before.images.device)[0]
     views_before = reconstructor.render_views(before)
     views_after = reconstructor.render_views(after)
-    micrometres = MICROMETRES_PER_UNIT[reconstructor.cfg.face_model.kind]
-    change = (after.detail.uv_displacement - before.detail.uv_displacement)[0, 0].float().cpu() * micrometres
+    change = (after.detail.uv_displacement - before.detail.uv_displacement)[0, 0].cpu()
     scale = float(change.abs().max().clamp(min=1e-8))
     change_image = _signed_map(change / scale)
     panels = [
@@ -818,10 +795,6 @@ def edit_face(
 
 def _signed_map(values: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` blue (negative) - white (0) - red (positive) picture of ``values (H, W)`` in [-1, 1]."""
-    ``before_after.png`` shows the input, the detail shading before and after the edit, the change of the
-    UV displacement (red raised, blue lowered, white unchanged; the colour range is symmetric, ± the largest
-    change) and a colour bar stating that range in micrometres.
-
     positive = values.clamp(min=0)
     negative = (-values).clamp(min=0)
     return torch.stack([1 - negative, 1 - positive - negative, 1 - positive]).clamp(0, 1)
@@ -841,8 +814,4 @@ __all__ = [
     "read_face",
     "reconstruct_inputs",
     "write_face",
-        colour_bar(_signed_map, scale, "µm", "displacement change\nin UV space", "red raised\nblue lowered"),
 ]
-    "COLOUR_BAR_WIDTH",
-    "MICROMETRES_PER_UNIT",
-    "colour_bar",
