@@ -17,7 +17,7 @@ from PIL import Image
 from aucgan.au import au_index
 from aucgan.cli import main
 from aucgan.evaluate import run as evaluate_run
-from aucgan.reconstruct import FACE_FILES, VIS_SIZE, is_finished
+from aucgan.reconstruct import COLOUR_BAR_WIDTH, FACE_FILES, VIS_SIZE, is_finished
 from aucgan.weights import read_weights
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic-tiny.yaml"
@@ -185,7 +185,7 @@ def test_edit_writes_before_after_and_every_face_file(reconstructed, random_weig
     assert is_finished(target)
     assert {name for name in FACE_FILES} <= {path.name for path in target.iterdir()}
     with Image.open(target / "before_after.png") as picture:
-        assert picture.size == (4 * VIS_SIZE + 3 * 4, VIS_SIZE)
+        assert picture.size == (4 * VIS_SIZE + COLOUR_BAR_WIDTH + 4 * 4, VIS_SIZE)  # + the colour bar
     with np.load(target / "codes.npz", allow_pickle=False) as data:
         assert float(data["au_intensities"][au_index("AU12")]) == 1.0
         assert float(data["expression"][au_index("AU12")]) == 1.0

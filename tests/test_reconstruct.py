@@ -17,10 +17,13 @@ from aucgan.au import MAIN_AUS, SUB_AUS, au_index
 from aucgan.export import read_displacement_png
 from aucgan.nets.coarse_encoder import CODE_NAMES
 from aucgan.reconstruct import (
+    COLOUR_BAR_WIDTH,
     FACE_FILES,
     VIS_SIZE,
     FaceFolderError,
     Reconstructor,
+    _signed_map,
+    colour_bar,
     edit_face,
     is_finished,
     read_face,
@@ -386,6 +389,40 @@ def test_edit_face_writes_the_edit_beside_the_face(random_reconstructor, tmp_pat
     np.testing.assert_array_equal(
         np.load(target / "displacement.npy"), after.detail.uv_displacement[0, 0].numpy()
     )
+
+
+def _where(image: np.ndarray, colour: tuple[int, int, int], tolerance: int = 10) -> np.ndarray:
+    """Row indices of the pixels of ``image (H, W, 3)`` within ``tolerance`` of ``colour``."""
+    return np.nonzero(np.abs(image.astype(int) - np.array(colour)).max(-1) <= tolerance)[0]
+
+
+def test_colour_bar_shows_the_map_colours_red_up_blue_down():
+    bar = colour_bar(_signed_map, 12.5, "µm", "displacement change", "red raised\nblue lowered")
+    assert bar.shape == (VIS_SIZE, COLOUR_BAR_WIDTH, 3) and bar.dtype == np.uint8
+    red, blue, white = (
+        _where(bar, (255, 0, 0)),
+        _where(bar, (0, 0, 255)),
+        _where(bar[:, :40], (255, 255, 255)),
+    )
+    assert red.size and blue.size and white.size
+    assert red.mean() < VIS_SIZE / 2 < blue.mean()  # +limit at the top, -limit at the bottom
+
+
+def test_edit_face_before_after_shows_the_change_with_its_colour_bar(
+    random_reconstructor, tmp_path, cropped_run
+):
+    face = tmp_path / "photo"
+    shutil.copytree(cropped_run[0] / "photo", face)
+    target, before, after = edit_face(face, random_reconstructor, {"AU12": 1.0})
+    picture = np.asarray(Image.open(target / "before_after.png").convert("RGB"))
+
+    assert picture.shape == (VIS_SIZE, 4 * VIS_SIZE + COLOUR_BAR_WIDTH + 4 * 4, 3)
+    change = picture[:, 3 * (VIS_SIZE + 4) : 4 * VIS_SIZE + 3 * 4]
+    bar = picture[:, -COLOUR_BAR_WIDTH:]
+    assert (after.detail.uv_displacement != before.detail.uv_displacement).any()
+    # the range is symmetric about the largest change, so that change is drawn fully red or fully blue
+    assert _where(change, (255, 0, 0), 2).size + _where(change, (0, 0, 255), 2).size > 0
+    assert _where(bar, (255, 0, 0)).size and _where(bar, (0, 0, 255)).size
 
 
 def test_edit_face_keeps_the_input_picture_sharp(random_reconstructor, tmp_path, cropped_run):

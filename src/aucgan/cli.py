@@ -311,11 +311,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as error:  # e.g. MediaPipe finds no face in a test render (coarse.backend=mediapipe)
         raise UsageError(str(error).splitlines()[0]) from None
     m = result.metrics
-    log.info(
-        "displacement MAE %.4f mm (flat %.4f), normal error %.2f° (flat %.2f°), AU-consistency F1 %.3f",
-        m["displacement_mae"]["face"], m["displacement_mae"]["flat"], m["normal_error_deg"]["face"],
-        m["normal_error_deg"]["flat"], m["au_consistency"]["f1_mean"],
-    )  # fmt: skip
+    log.info("%s; AU-consistency F1 %.3f", error_summary(m), m["au_consistency"]["f1_mean"])
     log.info("report: %s (metrics.json beside it)", result.report)
     return 0
 
@@ -330,15 +326,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     m = result.metrics
     out = Path(args.out)
     faces = out / "reconstructions"
-    displacement, normals = m["displacement_mae"], m["normal_error_deg"]
+    scores = error_summary(m, separator="\n" + " " * len("  metrics  "))
     print(
         f"\naucgan demo finished in {time.perf_counter() - start:.0f} s. Look at:\n"
         f"  report   {result.report}\n"
+    from aucgan.evaluate.report import error_summary
         f"  faces    {faces}/<name>/ (coarse.obj, detail.obj, normal_map.png, displacement.png, codes.npz, "
         "vis.png)\n"
         f"  AU edit  {faces}/<name>/edits/AU12=1/before_after.png\n"
-        f"  metrics  displacement MAE {displacement['face']:.4f} mm (flat {displacement['flat']:.4f}), "
-        f"normal error {normals['face']:.2f}° (flat {normals['flat']:.2f}°)"
+        f"  metrics  {scores}"
     )
     return 0
 
@@ -355,6 +351,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from aucgan.bench import BenchError, bench, markdown, save
     from aucgan.config import Config, config_from_yaml, load_config
+    from aucgan.evaluate.report import error_summary
 
     if args.repeats < 1 or args.train_repeats < 1 or min(args.batches) < 1:
         raise UsageError("--repeats, --train-repeats and --batches must be at least 1")

@@ -53,6 +53,13 @@ VIS_SIZE = 256
 FACE_FILES = (
     "input.png",
     "coarse.obj",
+MICROMETRES_PER_UNIT = {"procedural": 1e4, "flame": 1e6}
+"""Micrometres in one unit of each face model's geometry (``face_model.kind``): the built-in face is in
+centimetres, FLAME in metres. Pictures of displacement state their scale in micrometres."""
+
+COLOUR_BAR_WIDTH = 120
+"""Width in pixels of the colour bar beside a picture of a signed map (as tall as the picture)."""
+
     "coarse.mtl",
     "texture.png",
     "detail.obj",
@@ -441,6 +448,48 @@ def au_chart(scores: torch.Tensor, size: int = VIS_SIZE, names: Sequence[str] = 
 def panel_image(image: torch.Tensor) -> np.ndarray:
     """``(S, S, 3)`` uint8 picture of a ``(3, S, S)`` float image in [0, 1] (clipped)."""
     return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+def colour_bar(
+    colours: Callable[[torch.Tensor], torch.Tensor],
+    limit: float,
+    unit: str,
+    title: str,
+    note: str = "",
+    height: int = VIS_SIZE,
+    width: int = COLOUR_BAR_WIDTH,
+) -> np.ndarray:
+    """``(height, width, 3)`` uint8 vertical colour bar for a picture of a signed map.
+
+    Args:
+        colours: the function that coloured the picture: values ``(H, W)`` in [-1, 1] → ``(3, H, W)``
+            in [0, 1]; the bar shows it from -1 (bottom) to 1 (top), so bar and picture cannot disagree.
+        limit: the value that 1 stands for (the range is symmetric: ``±limit``), in ``unit``.
+        unit: e.g. ``"µm"``.
+        title: what the values are, e.g. ``"displacement change"``; shown above the bar with the unit.
+        note: a line under the bar, e.g. ``"red raised, blue lowered"`` (may hold a newline).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    gradient = torch.linspace(1.0, -1.0, 256)[:, None].expand(256, 8)
+    pixels = colours(gradient).permute(1, 2, 0).clamp(0, 1).numpy()
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
+    canvas = FigureCanvasAgg(figure)
+    bottom = 0.2 if note else 0.08
+    axes = figure.add_axes((0.12, bottom, 0.16, 0.76 - bottom))
+    axes.imshow(pixels, aspect="auto", extent=(0, 1, -limit, limit))
+    axes.set_xticks([])
+    axes.yaxis.tick_right()
+    text = f"{limit:.3g}"
+    axes.set_yticks([limit, 0.0, -limit], [f"+{text} {unit}", "0", f"−{text} {unit}"], fontsize=6.5)
+    for spine in axes.spines.values():
+        spine.set_linewidth(0.5)
+    figure.text(0.5, 0.97, f"{title}\n(range ±{text} {unit})", ha="center", va="top", fontsize=6.5)
+    if note:
+        figure.text(0.5, 0.03, note, ha="center", va="bottom", fontsize=6.5)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 
 
 def vis_grid(panels: Sequence[np.ndarray]) -> np.ndarray:
@@ -779,7 +828,8 @@ def edit_face(
     input_image = _read_png(folder / "input.png", VIS_SIZE, before.images.device)[0]
     views_before = reconstructor.render_views(before)
     views_after = reconstructor.render_views(after)
-    change = (after.detail.uv_displacement - before.detail.uv_displacement)[0, 0].cpu()
+    micrometres = MICROMETRES_PER_UNIT[reconstructor.cfg.face_model.kind]
+    change = (after.detail.uv_displacement - before.detail.uv_displacement)[0, 0].float().cpu() * micrometres
     scale = float(change.abs().max().clamp(min=1e-8))
     change_image = _signed_map(change / scale)
     panels = [
@@ -795,6 +845,10 @@ def edit_face(
 
 def _signed_map(values: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` blue (negative) - white (0) - red (positive) picture of ``values (H, W)`` in [-1, 1]."""
+    ``before_after.png`` shows the input, the detail shading before and after the edit, the change of the
+    UV displacement (red raised, blue lowered, white unchanged; the colour range is symmetric, ± the largest
+    change) and a colour bar stating that range in micrometres.
+
     positive = values.clamp(min=0)
     negative = (-values).clamp(min=0)
     return torch.stack([1 - negative, 1 - positive - negative, 1 - positive]).clamp(0, 1)
@@ -814,4 +868,8 @@ __all__ = [
     "read_face",
     "reconstruct_inputs",
     "write_face",
+        colour_bar(_signed_map, scale, "µm", "displacement change\nin UV space", "red raised\nblue lowered"),
 ]
+    "COLOUR_BAR_WIDTH",
+    "MICROMETRES_PER_UNIT",
+    "colour_bar",

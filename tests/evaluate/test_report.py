@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aucgan.evaluate.report import GalleryItem, write_plots, write_report
+from aucgan.evaluate.report import (
+    NEGLIGIBLE_CHANGE,
+    NOISE_STANDARD_ERRORS,
+    GalleryItem,
+    compare_to_flat,
+    display_unit,
+    error_summary,
+    format_quantity,
+    write_plots,
+    write_report,
+)
 
 INTENSITIES = [0.0, 0.25, 0.5, 0.75, 1.0]
 
@@ -194,7 +204,8 @@ def test_report_shows_numbers_and_na(full_report):
     monotonic = sum(entry["monotonic"] for entry in metrics["edit"]["per_au"].values())
     assert f"{monotonic} of {len(per_au)} AUs monotonic" in text
     reduction = 1 - metrics["displacement_mae"]["face"] / metrics["displacement_mae"]["flat"]
-    assert f"{reduction * 100:.0f}% lower" in text
+    assert f"{reduction * 100:.0f} % lower than flat" in text
+    assert '<span class="badge better"' in text
     row = text[text.index("crows feet right") :]
     row = row[: row.index("</tr>")]
     assert "n/a" in row and f"{metrics['normal_error_deg']['regions']['crows_feet_right']:.2f}" in row
@@ -295,3 +306,138 @@ def test_missing_gallery_image_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="gone"):
         write_report(tmp_path / "out", sample_metrics(), gallery)
     assert not (tmp_path / "out").exists()
+
+
+# Comparison with flat, units, generic keys ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reduction", "verdict"),
+    [(0.01, "same"), (0.049, "same"), (0.06, "better"), (-0.10, "worse"), (-0.03, "same"), (0.0, "same")],
+)
+def test_compare_to_flat_calls_a_change_only_beyond_the_margin(reduction, verdict):
+    flat = 2.0
+    comparison = compare_to_flat(flat * (1 - reduction), flat)
+    assert comparison.verdict == verdict
+    assert comparison.change == pytest.approx(reduction)
+    assert comparison.margin == NEGLIGIBLE_CHANGE
+    if verdict == "same":
+        assert comparison.text.startswith("within 5 % of flat")
+    elif verdict == "better":
+        assert comparison.text == "6 % lower than flat"
+    else:
+        assert comparison.text == "10 % higher than flat"
+
+
+def test_compare_to_flat_widens_the_margin_to_the_noise():
+    # 8 % lower, but two standard errors of the per-face difference are 10 % of flat: no change.
+    noisy = compare_to_flat(0.92, 1.0, standard_error=0.05)
+    assert noisy.verdict == "same" and noisy.noise_limited
+    assert noisy.margin == pytest.approx(NOISE_STANDARD_ERRORS * 0.05)
+    assert "within noise" in noisy.text
+    # A small spread never narrows the margin below NEGLIGIBLE_CHANGE.
+    quiet = compare_to_flat(0.97, 1.0, standard_error=1e-4)
+    assert quiet.verdict == "same" and not quiet.noise_limited and quiet.margin == NEGLIGIBLE_CHANGE
+    assert compare_to_flat(0.8, 1.0, standard_error=0.01).verdict == "better"
+
+
+@pytest.mark.parametrize(("error", "flat"), [(None, 1.0), (1.0, None), (1.0, 0.0), (float("nan"), 1.0)])
+def test_compare_to_flat_without_numbers_is_unknown(error, flat):
+    assert compare_to_flat(error, flat).verdict == "unknown"
+
+
+def test_display_unit_brings_wrinkle_numbers_into_range():
+    assert display_unit("mm", [0.011, 0.11]) == ("µm", pytest.approx(1000.0))
+    unit, factor = display_unit("mm²", [5.5e-7, 1.8e-4])
+    assert unit == "µm²" and factor == pytest.approx(1e6)
+    assert display_unit("mm", [3.0, 1.2]) == ("mm", 1.0)
+    assert display_unit("cm", [0.0011]) == ("µm", pytest.approx(1e4))
+    assert display_unit("°", [5.49]) == ("°", 1.0)
+    assert display_unit("mm", [None, 0.0]) == ("mm", 1.0)
+    assert format_quantity(0.0110, "mm") == "11.0 µm"
+    assert format_quantity(5.5e-7, "mm²") == "0.550 µm²"
+    assert format_quantity(None, "mm") == "n/a"
+
+
+def _badge_classes(text: str) -> list[str]:
+    return [
+        attrs["class"] for tag, attrs in _tags(text) if tag == "span" and "badge" in attrs.get("class", "")
+    ]
+
+
+def test_an_error_equal_to_flat_is_never_shown_as_a_win(tmp_path):
+    metrics = {
+        "units": {"displacement": "mm", "normal_error": "degrees"},
+        "displacement_mae": {
+            "face": 0.0111,
+            "flat": 0.0111,
+            "face_vs_flat_se": 0.0001,
+            "regions": {"chin": 0.0268, "glabella": 0.0141},
+            "regions_flat": {"chin": 0.0268, "glabella": 0.0141},
+        },
+        "normal_error_deg": {
+            "face": 5.49,
+            "flat": 5.49,
+            "regions": {"chin": 4.72},
+            "regions_flat": {"chin": 4.72},
+        },
+    }
+    text = write_report(tmp_path, metrics).read_text(encoding="utf-8")
+    classes = _badge_classes(text)
+    assert classes and all(css == "badge same" for css in classes)
+    assert "better" not in " ".join(css for _, attrs in _tags(text) for css in [attrs.get("class", "")])
+    assert "within 5 % of flat" in text and "lower than flat" not in text
+    # the same numbers 1 % apart: still neutral
+    metrics["displacement_mae"]["face"] = 0.0111 * 0.99
+    text = write_report(tmp_path / "again", metrics).read_text(encoding="utf-8")
+    assert "badge better" not in text and "badge same" in text
+
+
+def test_errors_are_shown_in_micrometres(full_report):
+    _, path, metrics = full_report
+    text = path.read_text(encoding="utf-8")
+    assert "µm" in text
+    face_um = metrics["displacement_mae"]["face"] * 1000
+    assert f'class="card-value">{face_um:.0f}<span class="unit">µm</span>' in text
+
+
+def test_extra_keys_of_the_error_and_edit_sections_are_shown(tmp_path):
+    metrics = sample_metrics()
+    metrics["units"]["energy"] = "mm²"
+    metrics["displacement_mae"].update({"active": 0.040, "active_flat": 0.052, "active_half_res": 0.021})
+    metrics["normal_error_deg"].update({"active": 6.0, "active_flat": 6.1})
+    for entry in metrics["edit"]["per_au"].values():
+        entry["gain"] = 0.75
+        for field in ("region_energy", "outside_energy"):
+            entry[field] = [value * 1e-4 for value in entry[field]]  # mm², wrinkle-sized
+    text = write_report(tmp_path, metrics).read_text(encoding="utf-8")
+    errors = text[text.index('id="detail-errors"') : text.index('id="au-consistency"')]
+    active = errors[errors.index("<td>active</td>") :]
+    active = active[: active.index("</tr>")]
+    assert ">40.0<" in active and ">52.0<" in active and "badge better" in active  # 23 % lower
+    assert "badge same" in active  # normal error: 1.6 % lower
+    assert "<td>active half res</td>" in errors and ">21.0<" in errors
+    edit = text[text.index('id="edit"') :]
+    assert ">gain</th>" in edit and edit.count(">0.750<") == len(metrics["edit"]["per_au"])
+    assert "(µm²)</span></th>" in edit
+    au12 = edit[edit.index("AU12<small>") :]
+    assert ">60.0<" in au12[: au12.index("</tr>")]  # 0.6e-4 mm² at intensity 1
+
+
+def test_tables_are_not_beside_the_plots(full_report):
+    _, path, _ = full_report
+    text = path.read_text(encoding="utf-8")
+    assert 'class="panel"' not in text and "sticky" not in text
+    for section in ("detail-errors", "au-consistency", "edit"):
+        body = text[text.index(f'id="{section}"') :]
+        body = body[: body.index("</section>")]
+        assert body.count('<div class="table-scroll">') == 1, section
+
+
+def test_error_summary_speaks_in_micrometres_and_verdicts():
+    metrics = sample_metrics()
+    metrics["displacement_mae"].update({"face": 0.0110, "flat": 0.0111, "regions": {"chin": 0.11}})
+    line = error_summary(metrics)
+    assert line.startswith("displacement MAE 11.0 µm vs flat 11.1 µm: within 5 % of flat (0.9 % lower)")
+    assert "; normal error 4.10° vs flat 7.90°: 48 % lower than flat" in line
+    assert error_summary({"title": "nothing"}) == ""

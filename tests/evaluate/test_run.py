@@ -14,7 +14,7 @@ from aucgan.build import world_parameters
 from aucgan.data.shards import SyntheticFaces
 from aucgan.evaluate.metrics import EDIT_INTENSITIES
 from aucgan.evaluate.run import demo_inputs, evaluate
-from aucgan.reconstruct import VIS_SIZE, is_finished
+from aucgan.reconstruct import COLOUR_BAR_WIDTH, VIS_SIZE, is_finished
 
 N_FACES = 4
 GALLERY = 2
@@ -44,6 +44,9 @@ def test_evaluate_writes_report_metrics_and_gallery(evaluation):
     for key in ("displacement_mae", "normal_error_deg", "au_consistency", "edit"):
         assert key in metrics, key
     assert metrics["n_faces"] == N_FACES
+    assert metrics["title"] == "aucgan evaluation — synthetic test split"
+    for key in ("displacement_mae", "normal_error_deg"):
+        assert metrics[key]["face_vs_flat_se"] >= 0, key
     assert metrics["weights"] == {"source": "random"}
     assert list(metrics["edit"]["per_au"]) == ["AU12"]
     assert len(metrics["edit"]["per_au"]["AU12"]["region_energy"]) == len(EDIT_INTENSITIES)
@@ -56,7 +59,7 @@ def test_evaluate_writes_report_metrics_and_gallery(evaluation):
         assert is_finished(folder)
         assert f"faces/{folder.name}/vis.png" in html
     with Image.open(out / "truth_vs_prediction.png") as comparison:
-        assert comparison.size == (5 * VIS_SIZE + 4 * 4, GALLERY * VIS_SIZE)
+        assert comparison.size == (5 * VIS_SIZE + COLOUR_BAR_WIDTH + 5 * 4, GALLERY * VIS_SIZE)
 
 
 def test_gallery_faces_are_the_first_test_samples(random_reconstructor, evaluation):

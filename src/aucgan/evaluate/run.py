@@ -24,9 +24,11 @@ from aucgan.evaluate.report import GalleryItem, write_report
 from aucgan.export import write_image
 from aucgan.face_model.regions import AU_WRINKLE_REGIONS
 from aucgan.reconstruct import (
+    MICROMETRES_PER_UNIT,
     VIS_SIZE,
     Reconstruction,
     Reconstructor,
+    colour_bar,
     edit_face,
     panel_image,
     reconstruct_inputs,
@@ -58,22 +60,28 @@ def _to_panel(image: torch.Tensor) -> torch.Tensor:
     return F.interpolate(image[None].float(), size=(VIS_SIZE,) * 2, mode="nearest")[0].clamp(0, 1)
 
 
-def truth_comparison(batch: SyntheticSample, rec: Reconstruction, max_z: float, rows: int) -> list:
-    """Rows of ``input | true displacement | predicted | true normals | predicted normals`` pictures."""
+def _grey(values: torch.Tensor) -> torch.Tensor:
+    """``(3, H, W)`` black (-1) - grey (0) - white (1) picture of ``values (H, W)``."""
+    return (0.5 + 0.5 * values).clamp(0, 1).expand(3, -1, -1)
 
-    def displacement_picture(values: torch.Tensor) -> torch.Tensor:
-        return (0.5 + 0.5 * values / max_z).clamp(0, 1).expand(3, -1, -1)
 
+def truth_comparison(
+    batch: SyntheticSample, rec: Reconstruction, max_z: float, rows: int, micrometres: float
+) -> list:
+    """Rows of ``input | true displacement | predicted | true normals | predicted normals`` pictures, each
+    followed by the displacement pictures' grey scale (±``max_z``, stated in µm: ``micrometres`` per
+    face-model unit)."""
+    bar = colour_bar(_grey, max_z * micrometres, "µm", "UV displacement", "white raised\nblack lowered")
     pictures = []
     for i in range(min(rows, batch.image.shape[0])):
         panels = [
             batch.image[i],
-            displacement_picture(batch.uv_displacement[i]),
-            displacement_picture(rec.detail.uv_displacement[i].cpu()),
+            _grey(batch.uv_displacement[i, 0] / max_z),
+            _grey(rec.detail.uv_displacement[i, 0].cpu() / max_z),
             batch.uv_detail_normals[i].float() * 0.5 + 0.5,
             rec.detail.uv_detail_normals[i].cpu() * 0.5 + 0.5,
         ]
-        pictures.append(vis_grid([panel_image(_to_panel(p)) for p in panels]))
+        pictures.append(vis_grid([*(panel_image(_to_panel(p)) for p in panels), bar]))
     return pictures
 
 
@@ -127,12 +135,12 @@ def evaluate(
                 "input | coarse | detail | detail shading | AU scores",
             )
         )
-    comparison = truth_comparison(first, rec, reconstructor.cfg.model.max_z, gallery)
+    micrometres = MICROMETRES_PER_UNIT[reconstructor.cfg.face_model.kind]
+    comparison = truth_comparison(first, rec, reconstructor.cfg.model.max_z, gallery, micrometres)
     figures = dict(extra_images or {})
     if comparison:
-        figures["truth vs prediction (input | true displacement | predicted | true normals | predicted)"] = (
-            write_image(out / "truth_vs_prediction.png", np.concatenate(comparison, axis=0))
-        )
+        caption = "truth vs prediction (input | true displacement | predicted | true normals | predicted)"
+        figures[caption] = write_image(out / "truth_vs_prediction.png", np.concatenate(comparison, axis=0))
     metrics = {
         "title": title,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -225,9 +233,8 @@ def demo(
     extra: dict[str, Path] = {}
     if written:
         edited, _, _ = edit_face(written[0], reconstructor, DEMO_EDIT)
-        extra[
-            f"AU edit of {written[0].name}: {edited.name} (input | before | after | displacement change)"
-        ] = edited / "before_after.png"
+        panels = "input | detail shading before | after | change of the UV displacement, with its colour bar"
+        extra[f"AU edit of {written[0].name}: {edited.name} ({panels})"] = edited / "before_after.png"
     return evaluate(
         reconstructor,
         out / "report",
