@@ -302,6 +302,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from aucgan.evaluate.report import error_summary
     from aucgan.evaluate.run import evaluate
 
     if args.n < 1:
@@ -319,6 +320,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     import time
 
+    from aucgan.evaluate.report import error_summary
     from aucgan.evaluate.run import demo
 
     start = time.perf_counter()
@@ -330,7 +332,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"\naucgan demo finished in {time.perf_counter() - start:.0f} s. Look at:\n"
         f"  report   {result.report}\n"
-    from aucgan.evaluate.report import error_summary
         f"  faces    {faces}/<name>/ (coarse.obj, detail.obj, normal_map.png, displacement.png, codes.npz, "
         "vis.png)\n"
         f"  AU edit  {faces}/<name>/edits/AU12=1/before_after.png\n"
@@ -351,7 +352,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from aucgan.bench import BenchError, bench, markdown, save
     from aucgan.config import Config, config_from_yaml, load_config
-    from aucgan.evaluate.report import error_summary
 
     if args.repeats < 1 or args.train_repeats < 1 or min(args.batches) < 1:
         raise UsageError("--repeats, --train-repeats and --batches must be at least 1")

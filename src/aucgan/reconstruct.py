@@ -50,9 +50,6 @@ SHIPPED_WEIGHTS = Path(__file__).parent / "pretrained" / "synthetic.safetensors"
 VIS_SIZE = 256
 """Side of each panel of ``vis.png`` (and of the input crop kept beside the outputs)."""
 
-FACE_FILES = (
-    "input.png",
-    "coarse.obj",
 MICROMETRES_PER_UNIT = {"procedural": 1e4, "flame": 1e6}
 """Micrometres in one unit of each face model's geometry (``face_model.kind``): the built-in face is in
 centimetres, FLAME in metres. Pictures of displacement state their scale in micrometres."""
@@ -60,6 +57,9 @@ centimetres, FLAME in metres. Pictures of displacement state their scale in micr
 COLOUR_BAR_WIDTH = 120
 """Width in pixels of the colour bar beside a picture of a signed map (as tall as the picture)."""
 
+FACE_FILES = (
+    "input.png",
+    "coarse.obj",
     "coarse.mtl",
     "texture.png",
     "detail.obj",
@@ -445,9 +445,6 @@ def au_chart(scores: torch.Tensor, size: int = VIS_SIZE, names: Sequence[str] = 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def panel_image(image: torch.Tensor) -> np.ndarray:
-    """``(S, S, 3)`` uint8 picture of a ``(3, S, S)`` float image in [0, 1] (clipped)."""
-    return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 def colour_bar(
     colours: Callable[[torch.Tensor], torch.Tensor],
     limit: float,
@@ -490,6 +487,9 @@ def colour_bar(
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def panel_image(image: torch.Tensor) -> np.ndarray:
+    """``(S, S, 3)`` uint8 picture of a ``(3, S, S)`` float image in [0, 1] (clipped)."""
+    return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def vis_grid(panels: Sequence[np.ndarray]) -> np.ndarray:
@@ -817,6 +817,10 @@ def edit_face(
     """Edit the AU intensities of the face in ``folder``; write the edited face (every file of a face
     folder) and ``before_after.png`` to ``out`` (default ``folder/edits/AU12=1.0``).
 
+    ``before_after.png`` shows the input, the detail shading before and after the edit, the change of the
+    UV displacement (red raised, blue lowered, white unchanged; the colour range is symmetric, ± the largest
+    change) and a colour bar stating that range in micrometres.
+
     Returns the output folder, the reconstruction before and the one after the edit.
     """
     folder = Path(folder)
@@ -837,6 +841,7 @@ def edit_face(
         panel_image(views_before["shading"][0]),
         panel_image(views_after["shading"][0]),
         panel_image(F.interpolate(change_image[None], size=(VIS_SIZE,) * 2, mode="nearest")[0]),
+        colour_bar(_signed_map, scale, "µm", "displacement change\nin UV space", "red raised\nblue lowered"),
     ]
     write_image(target / "before_after.png", vis_grid(panels))
     write_face(target, reconstructor, after, 0, {**record, "edit": tag}, views_after, input_image)
@@ -845,31 +850,26 @@ def edit_face(
 
 def _signed_map(values: torch.Tensor) -> torch.Tensor:
     """``(3, H, W)`` blue (negative) - white (0) - red (positive) picture of ``values (H, W)`` in [-1, 1]."""
-    ``before_after.png`` shows the input, the detail shading before and after the edit, the change of the
-    UV displacement (red raised, blue lowered, white unchanged; the colour range is symmetric, ± the largest
-    change) and a colour bar stating that range in micrometres.
-
     positive = values.clamp(min=0)
     negative = (-values).clamp(min=0)
     return torch.stack([1 - negative, 1 - positive - negative, 1 - positive]).clamp(0, 1)
 
 
 __all__ = [
+    "COLOUR_BAR_WIDTH",
     "FACE_FILES",
+    "MICROMETRES_PER_UNIT",
     "PARTS",
     "SHIPPED_WEIGHTS",
     "BatchReport",
     "FaceFolderError",
     "Reconstruction",
     "Reconstructor",
+    "colour_bar",
     "edit_face",
     "is_finished",
     "load_faces",
     "read_face",
     "reconstruct_inputs",
     "write_face",
-        colour_bar(_signed_map, scale, "µm", "displacement change\nin UV space", "red raised\nblue lowered"),
 ]
-    "COLOUR_BAR_WIDTH",
-    "MICROMETRES_PER_UNIT",
-    "colour_bar",
