@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from aucgan.bench import write_results_section
 from aucgan.config import Config, load_config, save_config
 from aucgan.data.images import collect_inputs, load_image
 from aucgan.data.shards import ShardedFaces, WorldParameters, write_dataset
@@ -100,3 +101,7 @@ def test_file_functions_take_str_and_path(kind, random_reconstructor, random_wei
     assert synthetic == tmp_path / "demo" / "synthetic" and len(list(synthetic.iterdir())) == 1
     with pytest.raises(FileNotFoundError, match="no HTML file"):
         screenshot(kind(tmp_path / "missing.html"), kind(tmp_path / "shot.png"))
+    # The benchmark's section of a results file.
+    results = tmp_path / "RESULTS.md"
+    write_results_section(kind(results), "bench", "## Speed")
+    assert "<!-- bench -->\n## Speed\n<!-- /bench -->" in results.read_text(encoding="utf-8")

@@ -361,11 +361,12 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_results_section(path: Path, marker: str, body: str) -> None:
+def write_results_section(path: str | os.PathLike[str], marker: str, body: str) -> None:
     """Replace the text between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``path`` with ``body``
     (appended, with the markers, when absent; the file is created when missing)."""
     from aucgan.atomic import atomic_write_bytes
 
+    path = Path(path)
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n"
     block = f"{start}\n{body}\n{end}"
@@ -376,7 +377,14 @@ def write_results_section(path: Path, marker: str, body: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save(results: dict[str, Any], out: Path, markdown_path: Path | None, invocation: str) -> None:
+def save(
+    results: dict[str, Any],
+    out: str | os.PathLike[str],
+    markdown_path: str | os.PathLike[str] | None,
+    invocation: str,
+) -> None:
+    """Write ``results`` as JSON to ``out``; with ``markdown_path``, rewrite its speed section too
+    (:func:`write_results_section`), ending with the ``invocation`` that reproduces it."""
     from aucgan.atomic import atomic_write_bytes
 
     atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
