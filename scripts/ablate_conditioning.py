@@ -59,7 +59,7 @@ MICRONS_PER_UNIT = 1e4  # the built-in face's units are centimetres
 def command(args: argparse.Namespace, variant: str, seed: int) -> list[str]:
     out = args.out / variant / f"seed-{seed}"
     return [
-        "aucgan", "train", "detail", "configs/synthetic.yaml",
+        "aucgan", "train", "detail", "synthetic",
         f"data.source={args.data}", f"assets.au_net={args.au_net}", "model.coarse_source=ground-truth",
         f"data.identities_per_batch={args.identities_per_batch}", f"data.n_val={args.n_val}",
         f"trainer.steps={args.steps}", f"trainer.val_every={args.steps}",

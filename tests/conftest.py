@@ -16,13 +16,12 @@ import torch
 from PIL import Image
 
 from aucgan.build import coarse_stage, detail_stage
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 from aucgan.nets.au_net import MEFARG
 from aucgan.reconstruct import Reconstructor
 from aucgan.weights import save_weights
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "synthetic-tiny.yaml"
+TINY_CONFIG = preset_path("synthetic-tiny")
 PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 PROVENANCE = "random weights, seed 0, built by the test suite"
 

@@ -1,5 +1,5 @@
 """Tests of aucgan.assets (``aucgan doctor``) and of the FLAME setting the assets unlock, end to end:
-``aucgan reconstruct --config configs/flame-deca.yaml`` on format-faithful fake assets.
+``aucgan reconstruct --config flame-deca`` on format-faithful fake assets.
 
 The fakes have the published files' formats and sizes (FLAME 2020: 5023 vertices, 9976 triangles, 400
 blend shapes, posedirs (5023, 3, 36), a sparse (5, 5023) joint regressor; DECA's landmark embedding, UV
@@ -28,7 +28,7 @@ from PIL import Image
 
 from aucgan.assets import ASSET_SPECS, asset_hint, check_assets
 from aucgan.cli import main
-from aucgan.config import AssetsConfig, Config, ConfigError, load_config
+from aucgan.config import AssetsConfig, Config, ConfigError, load_config, preset_path
 from aucgan.nets.au_net import MEFARG
 from aucgan.nets.coarse_encoder import CoarseEncoder, CodeLayout
 from aucgan.nets.detail_decoder import DecaDetailDecoder
@@ -37,8 +37,7 @@ from aucgan.nets.detail_encoder import ResNetDetailEncoder
 sparse = pytest.importorskip("scipy.sparse")
 trimesh = pytest.importorskip("trimesh")
 
-REPO = Path(__file__).resolve().parents[1]
-FLAME_DECA = REPO / "configs" / "flame-deca.yaml"
+FLAME_DECA = preset_path("flame-deca")
 N_VERTICES, N_FACES = 5023, 9976
 GRID_ROWS, GRID_COLS = 70, 71
 TEXTURE_SIDE, TEXTURE_COMPONENTS = 128, 60

@@ -30,11 +30,11 @@ from PIL import Image
 
 from aucgan import atomic
 from aucgan.cli import main
+from aucgan.config import preset_path
 from aucgan.reconstruct import is_finished
 
 PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "configs" / "synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 
 
 def cli(*argv: object) -> tuple[int, list[str]]:

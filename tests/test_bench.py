@@ -4,16 +4,15 @@ a real (tiny) run through the command line that measures both designs; nothing a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from aucgan.bench import REFERENCE_MODEL, STAGES, design_config, matmul_peak, write_results_section
 from aucgan.cli import main
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 
 
 def test_reference_design_swaps_only_the_three_networks():

@@ -16,11 +16,12 @@ from PIL import Image
 
 from aucgan.au import au_index
 from aucgan.cli import main
+from aucgan.config import preset_path
 from aucgan.evaluate import run as evaluate_run
 from aucgan.reconstruct import COLOUR_BAR_WIDTH, FACE_FILES, VIS_SIZE, is_finished
 from aucgan.weights import read_weights
 
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic-tiny.yaml"
+TINY_CONFIG = preset_path("synthetic-tiny")
 GOOD_INPUTS = ("alpha", "cmyk", "grey", "photo")
 BAD_INPUTS = ("broken.jpg", "notes.txt")
 

@@ -8,17 +8,22 @@ import pytest
 import yaml
 
 from aucgan.config import (
+    PRESETS,
     Config,
     ConfigError,
     FaceModelConfig,
     RenderConfig,
     load_config,
+    package_file,
     parse_overrides,
+    preset_names,
+    preset_path,
+    resolve_config,
     save_config,
     setting,
 )
 
-DEFAULT_PRESET = Path(__file__).parents[1] / "configs/default.yaml"
+DEFAULT_PRESET = preset_path("default")
 
 
 @dataclass
@@ -361,3 +366,76 @@ def test_repository_default_preset_loads_and_sets_every_key() -> None:
 def test_non_dataclass_schema_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         load_config(dict)
+
+
+# Presets by name, and package:// asset paths -------------------------------------------------------------
+
+
+def test_presets_are_installed_with_the_package_and_load_by_name(tmp_path: Path, monkeypatch) -> None:
+    import aucgan
+
+    assert Path(aucgan.__file__).parent / "configs" == PRESETS
+    assert {"default", "flame-deca", "synthetic", "synthetic-tiny"} <= set(preset_names())
+    monkeypatch.chdir(tmp_path)  # no preset file lies here
+    for name in preset_names():
+        assert resolve_config(name) == resolve_config(f"{name}.yaml") == PRESETS / f"{name}.yaml"
+        assert load_config(Config, name) == load_config(Config, PRESETS / f"{name}.yaml")
+    assert load_config(Config, "synthetic-tiny").render.image_size == 64
+
+
+def test_a_file_wins_over_a_preset_of_the_same_name(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("synthetic.yaml").write_text("seed: 7\n", encoding="utf-8")
+    assert resolve_config("synthetic.yaml") == Path("synthetic.yaml")
+    assert load_config(Config, "synthetic.yaml").seed == 7
+    assert load_config(Config, "synthetic").render.image_size == 128  # the bare name is the preset
+    Path("synthetic-tiny").mkdir()  # a folder is no config: the name still means the preset
+    assert resolve_config("synthetic-tiny") == PRESETS / "synthetic-tiny.yaml"
+
+
+def test_old_configs_paths_resolve_to_the_preset_with_a_warning(tmp_path: Path, monkeypatch, caplog) -> None:
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="aucgan.config"):
+        assert resolve_config("configs/synthetic.yaml") == PRESETS / "synthetic.yaml"
+    assert caplog.messages == [
+        f"configs/synthetic.yaml: not here; using the preset 'synthetic' installed with aucgan "
+        f"({PRESETS / 'synthetic.yaml'})"
+    ]
+    mine = tmp_path / "configs" / "synthetic.yaml"
+    mine.parent.mkdir()
+    mine.write_text("seed: 3\n", encoding="utf-8")
+    assert load_config(Config, "configs/synthetic.yaml").seed == 3  # a real file is read as it is
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("synthetc", "no config file or preset named 'synthetc'; presets: "),
+        (
+            "runs/x/config.yaml",
+            "config file not found: runs/x/config.yaml; give an existing YAML file or a preset: ",
+        ),
+        (
+            "configs/nope.yaml",
+            "config file not found: configs/nope.yaml; give an existing YAML file or a preset: ",
+        ),
+    ],
+)
+def test_an_unknown_config_lists_the_presets(tmp_path: Path, monkeypatch, given: str, expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    message = _error(Config, given)
+    assert message.startswith(expected) and message.endswith(", ".join(preset_names()))
+    with pytest.raises(ConfigError, match="no preset named 'nope'; presets: default, "):
+        preset_path("nope")
+
+
+def test_package_paths_name_files_inside_the_installed_package() -> None:
+    import aucgan
+
+    cfg = load_config(Config, "synthetic", ["assets.au_net=package://pretrained/synthetic.safetensors"])
+    shipped = Path(aucgan.__file__).parent / "pretrained" / "synthetic.safetensors"
+    assert cfg.assets.au_net == str(shipped) and shipped.is_file()
+    assert package_file("runs/x.ckpt") == "runs/x.ckpt"
+    for bad in ("package://", "package://../setup.py", "package:///etc/passwd"):
+        message = _error(Config, overrides=(f"assets.deca={bad}",))
+        assert message.startswith(f"assets.deca={bad}: package:// names a file inside the installed aucgan")

@@ -12,7 +12,6 @@ what the installation itself brings; :func:`format_report` lays it all out as a 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,7 +100,7 @@ ASSET_SPECS: tuple[AssetSpec, ...] = (
         "deca_model.tar",
         "DECA's trained networks",
         "DECA's coarse encoder E_flame, and its detail networks E_detail + D_detail "
-        "(model.detail_decoder=none): aucgan reconstruct --config configs/flame-deca.yaml",
+        "(model.detail_decoder=none): aucgan reconstruct --config flame-deca",
         f"the Google-Drive link in DECA's README ({DECA_REPOSITORY}), after accepting its licence",
     ),
     AssetSpec(
@@ -431,21 +430,17 @@ def _chromium() -> Check:
     return Check("Chromium", AVAILABLE, found, "", unlocks, obtain)
 
 
-def _ffmpeg() -> Check:
-    unlocks = "video inputs to reconstruct (frames read through imageio)"
-    obtain = "pip install imageio-ffmpeg"
-    name = "imageio-ffmpeg"
-    if importlib.util.find_spec("imageio_ffmpeg") is None:
-        if importlib.util.find_spec("av") is not None:
-            return Check(name, AVAILABLE, "", "PyAV found instead", unlocks, obtain)
-        return Check(name, UNAVAILABLE, "", "not installed", unlocks, obtain)
+def _video() -> Check:
+    unlocks = "video inputs to reconstruct (every frame, or every N-th with --every N)"
+    obtain = "pip install opencv-python-headless (a dependency of aucgan; its wheel bundles FFmpeg)"
+    name = "OpenCV video reader"
     try:
-        import imageio_ffmpeg
-
-        executable = imageio_ffmpeg.get_ffmpeg_exe()
-    except (RuntimeError, OSError) as error:
+        import cv2
+    except ImportError as error:
         return Check(name, UNAVAILABLE, "", _reason(error, ""), unlocks, obtain)
-    return Check(name, AVAILABLE, executable, "", unlocks, obtain)
+    if not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+        return Check(name, UNAVAILABLE, "", f"OpenCV {cv2.__version__} without FFmpeg", unlocks, obtain)
+    return Check(name, AVAILABLE, "", f"OpenCV {cv2.__version__} with FFmpeg", unlocks, obtain)
 
 
 def _mediapipe() -> Check:
@@ -465,8 +460,8 @@ def _mediapipe() -> Check:
 
 def check_tools() -> list[Check]:
     """Optional tools: OpenCV's face detector, MediaPipe's face mesh, Chromium for report screenshots,
-    imageio-ffmpeg for video."""
-    return [_opencv(), _mediapipe(), _chromium(), _ffmpeg()]
+    OpenCV's video reader."""
+    return [_opencv(), _mediapipe(), _chromium(), _video()]
 
 
 READY_FLAME = ("flame_model", "flame_landmarks", "head_template", "uv_face_mask", "flame_albedo")

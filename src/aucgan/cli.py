@@ -385,15 +385,28 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _config_help(what: str) -> str:
+    """Help of a config argument: ``what`` it is for, and that a preset's name works as well as a file."""
+    from aucgan.config import preset_names
+
+    return f"{what}: a YAML file or a preset's name ({', '.join(preset_names())})"
+
+
 def _add_model_options(parser: argparse.ArgumentParser, overrides: bool = True) -> None:
+    """``--weights`` and ``--device``; with ``overrides``, also ``--config`` and ``key=value`` overrides."""
+    default = (
+        "default: assets.weights of --config, else the weights shipped for the synthetic world"
+        if overrides
+        else "default: the weights file recorded in the face's codes.npz if it still exists, else the "
+        "weights shipped for the synthetic world"
+    )
     parser.add_argument(
         "--weights",
-        help="aucgan weights (.safetensors from `aucgan pack`) or a `train detail` checkpoint; "
-        "default: assets.weights of --config, else the weights shipped for the synthetic world",
+        help=f"aucgan weights (.safetensors from `aucgan pack`) or a `train detail` checkpoint; {default}",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default %(default)s)")
     if overrides:
-        parser.add_argument("--config", help="YAML config whose assets name the weights")
+        parser.add_argument("--config", help=_config_help("config whose assets name the weights"))
         parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
 
@@ -440,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="direction towards the light, x,y,z (default %(default)s); "
         "with a negative x write it with '=': --light=-1,0,1",
     )
-    render.add_argument("--config", help="YAML config (default: built-in defaults)")
+    render.add_argument("--config", help=_config_help("config (default: built-in defaults)"))
     render.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. render.image_size=512"
     )
@@ -459,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--preview", action="store_true", help="write preview/contact_sheet.png and au_sweep.png"
     )
-    synth.add_argument("--config", help="YAML config (default: built-in defaults)")
+    synth.add_argument("--config", help=_config_help("config (default: built-in defaults)"))
     synth.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. synth.workers=4"
     )
@@ -468,12 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train a stage: the AU net, the coarse stage or the AU-conditioned detail GAN",
-        description="Train one stage from a YAML config (configs/synthetic-tiny.yaml, "
-        "configs/synthetic.yaml, configs/flame-deca.yaml) with key=value overrides. Resume with "
+        description="Train one stage from a YAML config or a preset installed with aucgan (synthetic-tiny, "
+        "synthetic, flame-deca) with key=value overrides. Resume with "
         "resume=true; several processes (DDP) with trainer.devices=N.",
     )
     train.add_argument("stage", choices=("au", "coarse", "detail"), help="which stage")
-    train.add_argument("config", help="YAML config")
+    train.add_argument("config", help=_config_help("config"))
     train.add_argument(
         "overrides",
         nargs="*",
@@ -488,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the weights reconstruct/edit/evaluate/demo read: the coarse stage, the detail "
         "stage and its AU net from a checkpoint of `aucgan train detail`, with the config that builds them.",
     )
-    pack.add_argument("config", help="YAML config (assets.detail names the checkpoint)")
+    pack.add_argument("config", help=_config_help("config (assets.detail names the checkpoint)"))
     pack.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     pack.add_argument("--checkpoint", help="the detail checkpoint (default: assets.detail)")
     pack.add_argument("--out", required=True, help="the .safetensors file to write")
@@ -565,7 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
         "to obtain it; then the shipped weights and optional tools. Exit status 0 whatever is missing; 2 on "
         "a bad config.",
     )
-    doctor.add_argument("--config", help="YAML config whose assets.* to check (default: built-in defaults)")
+    doctor.add_argument(
+        "--config", help=_config_help("config whose assets.* to check (default: built-in defaults)")
+    )
     doctor.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. assets.deca=PATH"
     )
@@ -579,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the config's networks and the reference AUCGAN's (random weights; each design and batch in a "
         "fresh process). Writes JSON, and optionally the speed section of a Markdown results file.",
     )
-    bench.add_argument("--config", help="YAML config (default: the shipped synthetic-world weights' config)")
+    bench.add_argument(
+        "--config", help=_config_help("config (default: the shipped synthetic-world weights' config)")
+    )
     bench.add_argument(
         "--device", default="cpu", help="cpu or cuda (bfloat16 autocast) (default %(default)s)"
     )

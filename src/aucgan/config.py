@@ -28,6 +28,8 @@ import copy
 import dataclasses
 import difflib
 import enum
+import logging
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -43,13 +45,19 @@ from aucgan.atomic import atomic_open
 
 __all__ = [
     "FACE_MODEL_KINDS",
+    "PACKAGE_SCHEME",
+    "PRESETS",
     "Config",
     "ConfigError",
     "FaceModelConfig",
     "RenderConfig",
     "SynthConfig",
     "load_config",
+    "package_file",
     "parse_overrides",
+    "preset_names",
+    "preset_path",
+    "resolve_config",
     "save_config",
     "setting",
 ]
@@ -58,6 +66,14 @@ T = TypeVar("T")
 
 CONFIG_FILE_NAME = "config.yaml"
 COMMAND_LINE = "command line"
+
+PRESETS = Path(__file__).parent / "configs"
+"""The YAML presets installed with aucgan (``synthetic``, ``synthetic-tiny``, ``flame-deca``, …): every
+command's config may name one instead of giving a path (:func:`resolve_config`)."""
+
+_PRESET_SUFFIXES = (".yaml", ".yml")
+
+log = logging.getLogger(__name__)
 
 _LOW = "aucgan_low"
 _HIGH = "aucgan_high"
@@ -454,29 +470,118 @@ class Config:
     seed: int = 0
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+def load_config(
+    schema: type[T], path: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()
+) -> T:
     """Build a config from the schema's defaults, a YAML file and command-line overrides.
 
     Args:
         schema: the dataclass describing the config, e.g. :class:`Config`.
-        path: a YAML preset, or ``None`` for the defaults alone.
+        path: a YAML file, or the name of a preset installed with aucgan (``"synthetic"``; see
+            :func:`resolve_config`), or ``None`` for the defaults alone.
         overrides: ``key=value`` items applied after the file, e.g. ``["render.image_size=256"]``.
 
     Returns:
         A validated instance of ``schema`` (a plain dataclass, not an OmegaConf object).
 
     Raises:
-        ConfigError: the file cannot be read or parsed, or a key or value in it or in the overrides is
-            not valid for the schema.
+        ConfigError: no such file or preset, the file cannot be read or parsed, or a key or value in it
+            or in the overrides is not valid for the schema.
         TypeError: ``schema`` is not a dataclass, or declares a field type this loader does not support.
     """
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         raise TypeError(f"schema must be a dataclass type, got {schema!r}")
     layers: list[tuple[dict, _Origin]] = []
     if path is not None:
-        data, lines = _read_yaml(Path(path))
-        layers.append((data, _Origin(str(path), lines)))
+        resolved = resolve_config(path)
+        data, lines = _read_yaml(resolved)
+        layers.append((data, _Origin(str(resolved), lines)))
     return _merge_layers(schema, layers, overrides)
+
+
+PACKAGE_SCHEME = "package://"
+"""An ``assets.*`` path that starts with this names a file inside the installed aucgan package, e.g.
+``package://pretrained/synthetic.safetensors`` (the shipped weights), wherever aucgan is installed and
+whatever the working folder."""
+
+
+def package_file(path: str) -> str:
+    """``package://REL`` → the absolute path of ``REL`` inside the installed aucgan package; any other
+    path unchanged. The file need not exist (the reader of the asset reports a missing file).
+
+    Raises:
+        ConfigError: ``REL`` is empty, absolute or climbs out of the package with ``..``.
+    """
+    if not path.startswith(PACKAGE_SCHEME):
+        return path
+    relative = Path(path[len(PACKAGE_SCHEME) :])
+    if not relative.parts or relative.is_absolute() or ".." in relative.parts:
+        raise ConfigError(
+            f"{path}: {PACKAGE_SCHEME} names a file inside the installed aucgan, e.g. "
+            f"{PACKAGE_SCHEME}pretrained/synthetic.safetensors"
+        )
+    return str(Path(__file__).parent / relative)
+
+
+def _resolve_package_paths(config: Any) -> None:
+    """Turn the ``package://`` paths of ``config.assets`` (when it has that section) into real paths."""
+    assets = getattr(config, "assets", None)
+    if not isinstance(assets, AssetsConfig):
+        return
+    for item in dataclasses.fields(assets):
+        value = getattr(assets, item.name)
+        if isinstance(value, str) and value.startswith(PACKAGE_SCHEME):
+            try:
+                setattr(assets, item.name, package_file(value))
+            except ConfigError as error:
+                raise ConfigError(f"assets.{item.name}={error}") from None
+
+
+def preset_names() -> list[str]:
+    """The names of the presets in :data:`PRESETS`, sorted."""
+    return sorted(path.stem for path in PRESETS.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The file of the preset ``name`` (with or without ``.yaml``), e.g. ``preset_path("synthetic")``.
+
+    Raises:
+        ConfigError: no such preset (one line listing them).
+    """
+    stem = name[: -len(Path(name).suffix)] if Path(name).suffix in _PRESET_SUFFIXES else name
+    path = PRESETS / f"{stem}.yaml"
+    if "/" in stem or "\\" in stem or not stem or not path.is_file():
+        raise ConfigError(f"no preset named {name!r}; presets: {', '.join(preset_names())}")
+    return path
+
+
+def resolve_config(config: str | os.PathLike[str]) -> Path:
+    """The YAML file a config argument means: the file itself when it exists, else the preset of that
+    name (``synthetic``, ``synthetic.yaml``), so a preset loads by name from any folder.
+
+    Commands written before the presets were installed with the package name them ``configs/NAME.yaml``
+    (the repository's old folder); such a path that does not exist resolves to the preset NAME, with a
+    warning.
+
+    Raises:
+        ConfigError: neither a file nor a preset (one line listing the presets).
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    names = preset_names()
+    if path.parent == Path(".") and (path.stem if path.suffix in _PRESET_SUFFIXES else path.name) in names:
+        return preset_path(path.name)
+    if path.parent.name == "configs" and path.suffix in _PRESET_SUFFIXES and path.stem in names:
+        preset = preset_path(path.stem)
+        log.warning("%s: not here; using the preset %r installed with aucgan (%s)", path, path.stem, preset)
+        return preset
+    listed = ", ".join(names)
+    if path.exists():
+        raise ConfigError(f"{path}: is not a file; give a YAML config file or a preset: {listed}")
+    if path.parent == Path(".") and not path.suffix:
+        raise ConfigError(f"no config file or preset named {str(config)!r}; presets: {listed}")
+    raise ConfigError(f"config file not found: {path}; give an existing YAML file or a preset: {listed}")
 
 
 def config_from_yaml(schema: type[T], text: str, source: str, overrides: Sequence[str] = ()) -> T:
@@ -511,6 +616,7 @@ def _merge_layers(schema: type[T], layers: list[tuple[dict, _Origin]], overrides
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         raise ConfigError(f"cannot resolve '{_full_key(error)}': {_first_line(error)}") from None
+    _resolve_package_paths(config)
     _check_mapping(
         schema, schema, _to_plain(config), "", _Origin("resolved config"), allow_interpolation=False
     )

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from aucgan import build
-from aucgan.config import AugmentConfig, CoarseConfig, Config, load_config
+from aucgan.config import AugmentConfig, CoarseConfig, Config, load_config, preset_path
 from aucgan.data.real import (
     RealFaces,
     RealSample,
@@ -24,7 +24,7 @@ from aucgan.data.real import (
 from aucgan.data.shards import DatasetError
 from aucgan.data.synthetic import collate
 
-TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic-tiny.yaml"
+TINY_CONFIG = preset_path("synthetic-tiny")
 
 
 def test_augmented_copy_is_a_function_of_its_seed_and_changes_the_photo():

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 from aucgan.face_model.procedural import ProceduralFaceModel
 from aucgan.geometry.camera import ndc_to_pixels, orthographic_project
 from aucgan.geometry.rotation import axis_angle_to_matrix
@@ -28,7 +27,7 @@ from aucgan.stages.landmark_fit import (
 )
 
 N_SAMPLES = 2
-TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic-tiny.yaml"
+TINY_CONFIG = preset_path("synthetic-tiny")
 
 
 @pytest.fixture(scope="module")

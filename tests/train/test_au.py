@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +16,7 @@ import torch
 
 from aucgan.au import MAIN_AUS
 from aucgan.build import world_parameters
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 from aucgan.data.synthetic import drawn_expressions
 from aucgan.loaders.common import CheckpointError
 from aucgan.nets.au_net import MEFARG
@@ -25,7 +24,7 @@ from aucgan.train import au as au_training
 from aucgan.train.au import AUTraining, au_frequencies, f1_scores, f1_thresholds, weighted_bce
 from aucgan.train.data import BalancedStepSampler, au_balance_weights
 
-TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 
 
 @pytest.fixture(scope="module")

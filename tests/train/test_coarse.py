@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from aucgan.config import Config, ConfigError, load_config
+from aucgan.config import Config, ConfigError, load_config, preset_path
 from aucgan.loaders.common import CheckpointError
 from aucgan.train.coarse import CoarseTraining
 from aucgan.train.run import train
 
-TINY = Path(__file__).parents[2] / "configs" / "synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 
 
 @pytest.fixture(scope="module")

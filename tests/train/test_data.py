@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from aucgan.build import world_parameters
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 from aucgan.data.shards import split_index, write_dataset
 from aucgan.data.synthetic import drawn_expressions
 from aucgan.train import data as train_data
@@ -30,7 +30,7 @@ from aucgan.train.data import (
     train_au_occurrence,
 )
 
-TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 SHARD_TRAIN, SHARD_VAL = 8, 4
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import math
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from aucgan.build import world_parameters
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 from aucgan.data.shards import SyntheticFaces
 from aucgan.data.synthetic import collate
 from aucgan.nets.detail_decoder import AUCondition
@@ -32,7 +31,7 @@ from aucgan.train.callbacks import image_grid
 from aucgan.train.checkpointing import atomic_torch_save
 from aucgan.train.detail import DetailTraining, normal_angle_degrees, swap_within_groups
 
-TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 GENERATOR_TERMS = (
     "photo_detail",
     "mrf",

@@ -27,12 +27,12 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 from aucgan.train import TrainingStopped
 from aucgan.train.checkpointing import atomic_torch_save
 from aucgan.train.module import StageModule
 
-TINY = Path(__file__).parents[2] / "configs/synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 
 
 def module_for(*overrides: str) -> StageModule:
@@ -253,7 +253,7 @@ DDP_CHILD = r"""
 import json, math, os, sys
 import torch
 from torch import nn
-from aucgan.config import Config, load_config
+from aucgan.config import Config, load_config, preset_path
 from aucgan.train.module import StageModule
 
 torch.distributed.init_process_group("gloo", rank=int(sys.argv[1]), world_size=2)

@@ -19,14 +19,14 @@ import torch
 
 from aucgan.build import world_parameters
 from aucgan.cli import main
-from aucgan.config import Config, ConfigError, LossConfig, load_config
+from aucgan.config import Config, ConfigError, LossConfig, load_config, preset_path
 from aucgan.train.checkpointing import LAST
 from aucgan.train.data import DataSettings, FaceDataModule
 from aucgan.train.detail import DetailTraining
 from aucgan.train.run import train
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "synthetic-tiny.yaml"
+TINY = preset_path("synthetic-tiny")
 QUIET = ["trainer.progress=false"]
 
 
