@@ -491,3 +491,37 @@ def test_doctor_says_whether_the_mediapipe_extra_is_there(monkeypatch):
     assert "coarse.backend=mediapipe" in missing.unlocks
     if importlib.util.find_spec("mediapipe") is not None:
         assert mediapipe_check().ok
+
+
+def _shipped_block(report: str) -> list[str]:
+    lines = report.splitlines()
+    start = lines.index("SHIPPED WITH AUCGAN") + 1
+    return lines[start : lines.index("", start)]
+
+
+def test_doctor_summarises_the_shipped_weights_in_a_few_lines(capsys):
+    from aucgan.evaluate.report import format_quantity
+    from aucgan.evaluate.shipped import SCORES_COMMAND, SCORES_FILE, read_scores
+    from aucgan.reconstruct import SHIPPED_WEIGHTS
+
+    code, report = doctor_output(capsys)
+    block = _shipped_block(report)
+    scores = read_scores(SCORES_FILE)
+
+    assert code == 0 and block[0].startswith("synthetic weights") and str(SHIPPED_WEIGHTS) in block[0]
+    detail = [line for line in block[1:] if not line.strip().startswith("unlocks:")]
+    detail = detail[: next(i for i, line in enumerate(detail) if "details:" in line) + 1]
+    assert len(detail) <= 8, "\n".join(block)
+    text = flat("\n".join(block))
+    assert "trained on aucgan's synthetic face world" in text
+    assert f"displacement MAE {format_quantity(scores['displacement_mae']['model'], 'µm')}" in text, text
+    assert f"{scores['edit']['monotonic']} of {scores['edit']['of']} AU edits monotonic" in text
+    assert "README.md" in text and SCORES_FILE.name in text
+    assert "How they were made" not in report and "issue" not in text and SCORES_COMMAND not in text
+
+
+def test_doctor_says_what_chromium_unlocks(capsys):
+    _, report = doctor_output(capsys)
+    text = flat(report)
+    assert "report.png" not in text
+    assert "python -m aucgan.evaluate.screenshot REPORT.html OUT.png" in text

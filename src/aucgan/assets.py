@@ -389,14 +389,17 @@ def check_assets(cfg: Config) -> list[Check]:
 
 
 def check_shipped_weights() -> Check:
-    """The synthetic-world weights that come with aucgan (``aucgan/pretrained/synthetic.safetensors``)."""
+    """The synthetic-world weights that come with aucgan (``aucgan/pretrained/synthetic.safetensors``): what
+    they were trained on and their measured scores, a few lines
+    (:func:`aucgan.evaluate.shipped.describe_shipped`)."""
+    from aucgan.evaluate.shipped import describe_shipped
     from aucgan.reconstruct import SHIPPED_WEIGHTS
 
     path = str(SHIPPED_WEIGHTS)
     check = _check_file(
         "synthetic weights",
         path,
-        lambda p: _weights(p, Config(), {}),
+        lambda p: "\n".join(describe_shipped(p)),
         "aucgan demo, and reconstruct / edit / evaluate without --weights (the synthetic world)",
         "part of an aucgan release (pip install aucgan); in a source checkout, make them as "
         "src/aucgan/pretrained/README.md describes",
@@ -422,7 +425,10 @@ def _opencv() -> Check:
 def _chromium() -> Check:
     from aucgan.evaluate.screenshot import CHROMIUM_ENV, find_chromium
 
-    unlocks = "report.png, a screenshot of the evaluation report (report.html is written regardless)"
+    unlocks = (
+        "PNG screenshots of an HTML report: python -m aucgan.evaluate.screenshot REPORT.html OUT.png "
+        "(report.html itself needs no browser), and the tests that screenshot a report"
+    )
     obtain = f"install Chromium or Google Chrome on PATH, or set {CHROMIUM_ENV} to its executable"
     found = find_chromium()
     if found is None:
@@ -509,8 +515,8 @@ def _rows(check: Check) -> list[str]:
             )
         )
 
-    if check.detail:
-        add(check.detail)
+    for line in check.detail.splitlines():
+        add(line)
     add(f"unlocks: {check.unlocks}")
     if not check.ok:
         add(f"get it: {check.obtain}")

@@ -111,7 +111,7 @@ def evaluate(
     inference_seconds = time.perf_counter() - start
     with tqdm(total=len(edit_aus), desc="AU edits", unit="AU", disable=not progress) as bar:
         edits = edit_metrics(
-            reconstructor, _first_faces(reconstructions, edit_faces), edit_aus, progress=bar.update
+            reconstructor, first_faces(reconstructions, edit_faces), edit_aus, progress=bar.update
         )
     faces: list[Path] = []
     items: list[GalleryItem] = []
@@ -168,7 +168,7 @@ def evaluate(
     return EvaluationResult(metrics, report, faces)
 
 
-def _first_faces(reconstructions: Sequence[Reconstruction], n: int) -> list[Reconstruction]:
+def first_faces(reconstructions: Sequence[Reconstruction], n: int) -> list[Reconstruction]:
     """The reconstructions of the first ``n`` faces (whole batches; the last one cut)."""
     kept, count = [], 0
     for rec in reconstructions:
