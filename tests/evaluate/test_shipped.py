@@ -77,7 +77,16 @@ def test_scores_are_what_a_fresh_measurement_gives(scores):
 def _metrics(face: float, flat: float) -> dict:
     return {
         "n_faces": 4,
-        "displacement_mae": {"face": face, "flat": flat, "face_vs_flat_se": 0.0001},
+        "displacement_mae": {
+            "face": face,
+            "flat": flat,
+            "face_vs_flat_se": 0.0001,
+            "regions": {"chin": 0.02},
+            "active": 0.020,
+            "active_flat": 0.030,
+            "active_half_res": 0.010,
+            "active_vs_flat_se": 0.0001,
+        },
         "normal_error_deg": {"face": 5.0, "flat": 6.0, "face_vs_flat_se": 0.01},
         "au_consistency": {"f1_mean": 0.5, "input_vs_truth_f1": 0.75, "render_vs_truth_f1": 0.25},
         "edit": {
@@ -100,6 +109,11 @@ def test_summarise_converts_to_micrometres_and_counts(random_weights):
     assert summary["displacement_mae"]["flat"] == pytest.approx(11.1)
     assert summary["displacement_mae"]["verdict"] == "same"  # 0.9 % lower: no win
     assert summary["normal_error_deg"]["verdict"] == "better"  # 17 % lower
+    active = summary["displacement_mae"]["active"]
+    assert active["model"] == pytest.approx(20.0) and active["flat"] == pytest.approx(30.0)
+    assert active["verdict"] == "better" and active["vs_flat_se"] == pytest.approx(0.1)
+    assert summary["displacement_mae"]["active_half_res"] == {"model": pytest.approx(10.0)}
+    assert "regions" not in summary["displacement_mae"] and "active_flat" not in summary["displacement_mae"]
     assert summary["edit"]["locality_mean"] == pytest.approx(0.3)  # the NaN left out
     assert summary["edit"]["locality"]["AU4"] is None
     assert (summary["edit"]["monotonic"], summary["edit"]["of"]) == (2, 3)

@@ -90,16 +90,32 @@ def summarise(
     """
     from aucgan.evaluate.report import compare_to_flat
 
-    def error(section: Mapping[str, Any], scale: float) -> dict[str, Any]:
-        comparison = compare_to_flat(section["face"], section["flat"], section.get("face_vs_flat_se"))
-        spread = section.get("face_vs_flat_se")
+    def scaled(value: float | None, scale: float) -> float | None:
+        return None if value is None else value * scale
+
+    def compared(section: Mapping[str, Any], key: str, flat_key: str, scale: float) -> dict[str, Any]:
+        spread = section.get(f"{key}_vs_flat_se")
+        comparison = compare_to_flat(section[key], section[flat_key], spread)
         return {
-            "model": section["face"] * scale,
-            "flat": section["flat"] * scale,
-            "vs_flat_se": None if spread is None else spread * scale,
+            "model": scaled(section[key], scale),
+            "flat": scaled(section[flat_key], scale),
+            "vs_flat_se": scaled(spread, scale),
             "verdict": comparison.verdict,
             "vs_flat": comparison.text,
         }
+
+    def error(section: Mapping[str, Any], scale: float) -> dict[str, Any]:
+        """The whole face's error against flat, then each further error of the section (e.g. ``active``,
+        over the wrinkle regions of each face's active AUs) against its ``<key>_flat`` where there is one."""
+        entry = compared(section, "face", "flat", scale)
+        for key, value in section.items():
+            if key in ("face", "flat") or key.endswith(("_se", "_flat")) or isinstance(value, Mapping):
+                continue
+            if f"{key}_flat" in section:
+                entry[key] = compared(section, key, f"{key}_flat", scale)
+            else:
+                entry[key] = {"model": scaled(value, scale)}
+        return entry
 
     consistency = metrics["au_consistency"]
     per_au = metrics["edit"]["per_au"]
