@@ -4,9 +4,15 @@
 
 runs ``aucgan demo`` into ``--out`` and writes
 
-* ``docs/demo_report.png`` — the demo's report, rendered by headless Chromium (1280 px wide);
+* ``docs/demo_report.png`` — the top of the demo's report (summary cards, gallery, detail errors), rendered by
+  headless Chromium 1280 px wide: ``python -m aucgan.evaluate.screenshot OUT/report/report.html
+  docs/demo_report.png --width 1280 --height 2200``;
+* ``docs/demo_report_edit.png`` — the report's AU-edit section alone (its table and curves):
+  ``python -m aucgan.evaluate.screenshot OUT/report/report.html docs/demo_report_edit.png --width 1280
+  --height 2400 --only edit --trim``;
 * ``docs/reconstruct_vis.png`` — the ``vis.png`` of the demo's reconstructions, stacked;
-* ``docs/edit_au12.png`` — AU12 = 1 on a neutral held-out synthetic face: input | before | after | change.
+* ``docs/edit_au12.png`` — AU12 = 1 on a neutral held-out synthetic face: input | before | after | change of
+  the UV displacement, with its colour bar (µm, red raised, blue lowered).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def main() -> None:
     out = Path(args.out)
     result = demo(out)
     screenshot(result.report, DOCS / "demo_report.png", width=1280, height=2200)
+    screenshot(result.report, DOCS / "demo_report_edit.png", width=1280, height=2400, only="edit", trim=True)
     faces = sorted((out / "reconstructions").glob("*/vis.png"))
     stack(faces, DOCS / "reconstruct_vis.png")
     edit = neutral_edit(Reconstructor.load(), out / "neutral-edit")

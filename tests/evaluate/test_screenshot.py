@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from aucgan.evaluate.report import GalleryItem, write_report
-from aucgan.evaluate.screenshot import CHROMIUM_ENV, find_chromium, main, screenshot
+from aucgan.evaluate.screenshot import CHROMIUM_ENV, find_chromium, main, screenshot, trim_bottom
 
 
 def _small_report(folder):
@@ -144,3 +144,59 @@ def test_bad_size_is_a_value_error(tmp_path):
     (tmp_path / "page.html").write_text("<p>hi</p>", encoding="utf-8")
     with pytest.raises(ValueError, match="width=0"):
         screenshot(tmp_path / "page.html", tmp_path / "shot.png", width=0)
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium on this machine")
+def test_only_shows_one_section_and_trim_cuts_the_background(tmp_path):
+    report = _small_report(tmp_path)
+    whole = screenshot(report, tmp_path / "whole.png", width=900, height=3000, trim=True)
+    alone = screenshot(report, tmp_path / "gallery.png", width=900, height=3000, only="gallery", trim=True)
+    with Image.open(whole) as image:
+        whole_pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+    with Image.open(alone) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+
+    assert whole_pixels.shape[0] < 3000 and pixels.shape[0] < whole_pixels.shape[0]
+    assert whole_pixels[:60].mean() < 120  # the report's dark header band
+    assert pixels[:60].mean() > 200  # hidden: the gallery section on the light background comes first
+    # the gallery's picture (blue-to-red gradient) is there
+    assert (np.abs(pixels[..., 2] - pixels[..., 0]) > 100).any()
+    assert sorted(p.name for p in report.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_only_refuses_an_id_the_page_lacks(tmp_path, monkeypatch):
+    (tmp_path / "page.html").write_text('<p id="here">hi</p>', encoding="utf-8")
+    monkeypatch.setenv(CHROMIUM_ENV, str(_fake_chromium(tmp_path, "exit 0")))
+    with pytest.raises(ValueError, match="no element with id='there'"):
+        screenshot(tmp_path / "page.html", tmp_path / "shot.png", only="there")
+    with pytest.raises(ValueError, match="element id"):
+        screenshot(tmp_path / "page.html", tmp_path / "shot.png", only="here, body")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake-chromium", "page.html"]
+
+
+def test_only_renders_a_copy_with_the_hiding_rule_beside_the_page(tmp_path, monkeypatch):
+    seen = tmp_path / "seen.html"
+    prepared = tmp_path / "prepared.png"
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(prepared)
+    body = (
+        'for a in "$@"; do case "$a" in --screenshot=*) out="${a#--screenshot=}";; '
+        'file://*) page="${a#file://}";; esac; done; '
+        f'cp "$page" "{seen}"; cp "{prepared}" "$out"'
+    )
+    (tmp_path / "page.html").write_text('<html><head></head><body><p id="here">hi</p></body></html>', "utf-8")
+    monkeypatch.setenv(CHROMIUM_ENV, str(_fake_chromium(tmp_path, body)))
+    screenshot(tmp_path / "page.html", tmp_path / "shot.png", only="here")
+    text = seen.read_text(encoding="utf-8")
+    assert (
+        "body *:not(:has(#here)):not(#here):not(#here *) { display: none !important; }</style></head>" in text
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".html") == ["page.html", "seen.html"]
+
+
+def test_trim_bottom_keeps_the_content_and_a_margin(tmp_path):
+    pixels = np.full((100, 10, 3), 240, dtype=np.uint8)
+    pixels[10:30] = 20
+    Image.fromarray(pixels).save(tmp_path / "shot.png")
+    trim_bottom(tmp_path / "shot.png", margin=5)
+    with Image.open(tmp_path / "shot.png") as image:
+        assert image.size == (10, 35)
