@@ -91,7 +91,8 @@ def test_python_block_runs(block, tmp_path, monkeypatch):
 
 
 def resolved_config(name: str | None) -> str | Path | None:
-    """A command's config as the README means it: ``configs/…`` relative to the repository root."""
+    """A command's config as the README means it: a file path relative to the repository root, else the
+    argument as given (a preset's name, which :func:`~aucgan.config.load_config` resolves as the CLI does)."""
     if name is None:
         return None
     in_repo = REPO / name
