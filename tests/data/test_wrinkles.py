@@ -21,6 +21,7 @@ from aucgan.data.wrinkles import (
     Fold,
     au_wrinkle_basis,
     fold_pattern,
+    max_displacement,
     neutral_style,
     sample_style,
     static_detail,
@@ -205,3 +206,25 @@ def test_style_is_deterministic_and_in_its_documented_ranges():
     ages = torch.tensor([style.static_lines for style in styles])
     depths = torch.stack([style.depth.mean() for style in styles])
     assert torch.corrcoef(torch.stack([ages, depths]))[0, 1] > 0.5
+
+
+def test_no_face_of_the_world_displaces_beyond_max_displacement():
+    bound = max_displacement(64)
+    generator = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for _ in range(12):
+        style = sample_style(generator)
+        basis = au_wrinkle_basis(style, 64)
+        everything = wrinkle_displacement(torch.ones(len(MAIN_AUS)), basis, static_detail(style, 64))
+        worst = max(worst, float(everything.abs().max()))
+    assert 0.1 < worst <= bound  # every AU at 1 on random identities: deep, and never past the bound
+    assert bound == pytest.approx(max_displacement(256), rel=0.2)  # a property of the world, not the grid
+
+
+@pytest.mark.parametrize("preset", ["default", "synthetic", "synthetic-tiny"])
+def test_the_built_in_face_presets_can_represent_the_worlds_deepest_fold(preset):
+    from aucgan.config import Config, load_config
+
+    cfg = load_config(Config, preset, [])
+    assert cfg.face_model.kind == "procedural"
+    assert cfg.model.max_z >= max_displacement(256)

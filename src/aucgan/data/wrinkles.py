@@ -8,9 +8,20 @@ mask, which is zero outside the region: an AU never changes the displacement els
 
 The displacement of a face is ``static detail + sum_k intensity_k * depth_k * pattern_k``: linear in each AU
 intensity, with per-identity depth, spacing and phase (:class:`WrinkleStyle`). Units are those of the face
-model (cm for the built-in face); typical furrows are 0.2–1 mm deep. The folds of AU11, AU14, AU32, AU38 and
-AU39 are about 2 mm: deliberately exaggerated, because these AUs move the mesh little or like other AUs and
-identity directions do, and a face recogniser at 128 px must be able to tell them apart.
+model (cm for the built-in face, about 0.048 UV units per cm, see :mod:`aucgan.face_model.regions`).
+
+Scales are those of real faces. Depth: profilometry grades facial wrinkles from fine lines of about 0.2 mm
+to deep furrows of 1.5–2 mm and more (Lemperle et al., "A classification of facial wrinkles", Plast.
+Reconstr. Surg. 108:1735, 2001); crow's feet and forehead lines deepen with age (Akazaki et al., Br. J.
+Dermatol. 147:689, 2002; Luebberding et al., Dermatol. Surg. 40:22, 2014, 3D fringe projection of
+forehead, glabellar and periorbital lines in 200 people aged 20–70). Here furrows are 0.2–1 mm deep at
+intensity 1 for an average identity, times 0.5–1.7 by age and skin. Spacing: forehead lines about 1 cm
+apart, glabellar lines about 0.8 cm, crow's feet fanning about 20° apart (4–6 mm at the fold), and the fine
+lines of lids, nose, lips and chin 6 mm apart — the upper end of their real 3–6 mm, so that every groove
+spans at least about 4 texels and 4 pixels at the CPU preset (``configs/synthetic.yaml``: 160 px, UV 160);
+``configs/synthetic-deca.yaml`` (224 px, UV 256, DECA's scale) resolves them with room to spare. The folds
+of AU11, AU14, AU32, AU38 and AU39 are about 2 mm: deliberately deep, because these AUs move the mesh little
+or like other AUs and identity directions do, and a face recogniser must be able to tell them apart.
 """
 
 from __future__ import annotations
@@ -61,30 +72,30 @@ def _both(region: str, **fold) -> tuple[Fold, ...]:
 
 
 FOLDS: dict[str, tuple[Fold, ...]] = {
-    "AU1": (Fold("forehead_centre", "lines", 0.045, angle=0.0, spacing=0.022, curvature=-3.0),),
-    "AU2": _both("forehead_lateral", kind="lines", depth=0.035, angle=-15.0, spacing=0.02, curvature=-4.0),
+    "AU1": (Fold("forehead_centre", "lines", 0.045, angle=0.0, spacing=0.048, curvature=-3.0),),
+    "AU2": _both("forehead_lateral", kind="lines", depth=0.035, angle=-15.0, spacing=0.043, curvature=-4.0),
     "AU4": (
-        Fold("glabella", "lines", 0.05, angle=90.0, spacing=0.016),
-        Fold("nasion", "lines", 0.03, angle=0.0, spacing=0.014),
+        Fold("glabella", "lines", 0.05, angle=90.0, spacing=0.038),
+        Fold("nasion", "lines", 0.03, angle=0.0, spacing=0.029),
     ),
-    "AU6": _both("crows_feet", kind="radial", depth=0.035, spacing=13.0, origin=(0.262, 0.622)),
-    "AU7": _both("lower_lid", kind="lines", depth=0.02, angle=0.0, spacing=0.014, curvature=6.0),
-    "AU9": (Fold("nose_bridge", "lines", 0.035, angle=0.0, spacing=0.016, curvature=4.0),),
+    "AU6": _both("crows_feet", kind="radial", depth=0.035, spacing=20.0, origin=(0.262, 0.622)),
+    "AU7": _both("lower_lid", kind="lines", depth=0.02, angle=0.0, spacing=0.029, curvature=6.0),
+    "AU9": (Fold("nose_bridge", "lines", 0.035, angle=0.0, spacing=0.029, curvature=4.0),),
     "AU10": _both("nasolabial", kind="furrow", depth=0.05),
     "AU11": _both("nasolabial", kind="furrow", depth=0.22),
     "AU12": _both("nasolabial", kind="furrow", depth=0.09),
     "AU14": _both("mouth_corner", kind="pit", depth=0.22),
-    "AU15": _both("below_mouth_corner", kind="lines", depth=0.025, angle=80.0, spacing=0.014),
+    "AU15": _both("below_mouth_corner", kind="lines", depth=0.025, angle=80.0, spacing=0.029),
     "AU17": (
         Fold("chin", "bumps", 0.025),
         Fold("chin", "lines", 0.03, angle=0.0, spacing=0.05, curvature=-5.0),
     ),
-    "AU20": _both("mouth_corner", kind="lines", depth=0.03, angle=90.0, spacing=0.014),
-    "AU23": (Fold("perioral", "lines", 0.08, angle=90.0, spacing=0.014),),
-    "AU24": (Fold("perioral", "lines", 0.05, angle=90.0, spacing=0.015),),
+    "AU20": _both("mouth_corner", kind="lines", depth=0.03, angle=90.0, spacing=0.029),
+    "AU23": (Fold("perioral", "lines", 0.08, angle=90.0, spacing=0.029),),
+    "AU24": (Fold("perioral", "lines", 0.05, angle=90.0, spacing=0.031),),
     "AU32": (Fold("chin", "lines", 0.2, angle=0.0, spacing=0.04, curvature=-5.0),),
     "AU38": _both("nose_wing", kind="furrow", depth=0.22),
-    "AU39": _both("nose_wing", kind="lines", depth=0.18, angle=90.0, spacing=0.016),
+    "AU39": _both("nose_wing", kind="lines", depth=0.18, angle=90.0, spacing=0.029),
 }
 
 # Cells across the UV square of the noise behind chin bumps and pores: fixed, so that one identity has the
@@ -122,6 +133,16 @@ def neutral_style() -> WrinkleStyle:
     return WrinkleStyle(ones, ones, torch.zeros(len(MAIN_AUS)), 0.0, 0.0, 0)
 
 
+AGE_DEPTH = (0.6, 1.4)
+"""Fold depth multiplier of the youngest and the oldest identity."""
+FOLD_JITTER = (0.8, 1.2)
+"""Per-AU depth multiplier on top of age (skin)."""
+STATIC_LINES = 0.6
+"""Depth of the resting forehead lines and crow's feet of the oldest identity, in units of their folds'."""
+PORE_DEPTH = (0.001, 0.004)
+"""Range of the static micro detail's amplitude (cm)."""
+
+
 def sample_style(generator: torch.Generator) -> WrinkleStyle:
     """Draw an identity's wrinkle style: an age in [0, 1] scales depth and resting lines."""
 
@@ -129,15 +150,30 @@ def sample_style(generator: torch.Generator) -> WrinkleStyle:
         return low + (high - low) * torch.rand(n or 1, generator=generator)
 
     age = float(uniform(0.0, 1.0))
-    depth = (0.6 + 0.8 * age) * uniform(0.8, 1.2, len(MAIN_AUS))
+    depth = (AGE_DEPTH[0] + (AGE_DEPTH[1] - AGE_DEPTH[0]) * age) * uniform(*FOLD_JITTER, len(MAIN_AUS))
     return WrinkleStyle(
         depth=depth,
         spacing=uniform(0.85, 1.15, len(MAIN_AUS)),
         phase=uniform(0.0, 2.0 * math.pi, len(MAIN_AUS)),
-        static_lines=0.6 * age,
-        pore_depth=float(uniform(0.001, 0.004)),
+        static_lines=STATIC_LINES * age,
+        pore_depth=float(uniform(*PORE_DEPTH)),
         seed=int(torch.randint(0, 2**31 - 1, (1,), generator=generator)),
     )
+
+
+def max_displacement(size: int = 256) -> float:
+    """An upper bound of ``|displacement|`` anywhere in the world (cm): every fold of every AU at intensity 1
+    on the deepest identity, stacked where regions overlap as if all their grooves lined up, plus the
+    deepest resting lines and pores. Decoders' ``max_z`` must cover it (``configs/`` presets are tested
+    against it)."""
+    deepest = AGE_DEPTH[1] * FOLD_JITTER[1]
+    bound = torch.zeros(size, size)
+    for au, folds in FOLDS.items():
+        for fold in folds:
+            bound += fold.depth * deepest * region_mask(fold.region, size, soft=True)
+            if au in ("AU1", "AU6"):
+                bound += fold.depth * STATIC_LINES * region_mask(fold.region, size, soft=True)
+    return float(bound.max()) + PORE_DEPTH[1]
 
 
 def _groove(x: torch.Tensor) -> torch.Tensor:
