@@ -159,12 +159,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconstructor(args: argparse.Namespace):
+def _reconstructor(args: argparse.Namespace, world_seed: bool = False):
+    """The reconstructor the arguments name. With ``world_seed`` (``aucgan evaluate``) a ``seed=N`` override
+    picks the synthetic world the faces are drawn from (other identities, the weights unchanged)."""
+    import dataclasses
+
     from aucgan.config import Config, load_config
     from aucgan.reconstruct import Reconstructor
 
     weights = args.weights
     overrides = list(args.overrides)
+    seeds = [item for item in overrides if item.startswith("seed=")] if world_seed else []
+    if seeds:
+        overrides = [item for item in overrides if not item.startswith("seed=")]
+        seed = load_config(Config, None, seeds[-1:]).seed
+        args = argparse.Namespace(**{**vars(args), "overrides": overrides})
+        reconstructor = _reconstructor(args)
+        reconstructor.cfg = dataclasses.replace(reconstructor.cfg, seed=seed)
+        return reconstructor
     if args.config is not None:
         cfg = load_config(Config, args.config, overrides)
         if weights is None and cfg.face_model.kind == "flame":
@@ -175,8 +187,8 @@ def _reconstructor(args: argparse.Namespace):
         others = [item for item in overrides if not item.startswith("coarse.")]
         if others:
             raise UsageError(
-                f"{others[0]}: without --config only coarse.* settings can be given (the weights hold the "
-                "rest); e.g. coarse.backend=mediapipe"
+                f"{others[0]}: without --config only coarse.* settings (and, for evaluate, seed=) can be "
+                "given (the weights hold the rest); e.g. coarse.backend=mediapipe"
             )
         coarse = load_config(Config, None, overrides).coarse if overrides else None
     return Reconstructor.load(weights, device=args.device, coarse_settings=coarse)
@@ -308,7 +320,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     try:
-        result = evaluate(_reconstructor(args), Path(args.out), n_faces=args.n, batch_size=args.batch_size)
+        result = evaluate(
+            _reconstructor(args, world_seed=True), Path(args.out), n_faces=args.n, batch_size=args.batch_size
+        )
     except ValueError as error:  # e.g. MediaPipe finds no face in a test render (coarse.backend=mediapipe)
         raise UsageError(str(error).splitlines()[0]) from None
     m = result.metrics

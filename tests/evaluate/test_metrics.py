@@ -21,9 +21,10 @@ from aucgan.evaluate.metrics import (
     detail_errors,
     edit_metrics,
     edit_response,
+    half_resolution,
     neutral,
 )
-from aucgan.face_model.regions import region_mask
+from aucgan.face_model.regions import AU_WRINKLE_REGIONS, region_mask
 
 # F1 ------------------------------------------------------------------------------------------------------
 
@@ -246,3 +247,66 @@ def test_edit_metrics_sections(random_reconstructor, neutral_faces):
     both = edit_response(random_reconstructor, neutral_faces, "AU4", (0.0, 1.0))
     # Two copies of the same faces: the same means.
     assert section["per_au"]["AU4"]["region_energy"] == pytest.approx(both["region_energy"], rel=1e-5)
+
+
+def test_edit_gain_and_agreement_against_the_worlds_change():
+    inside = _nasolabial(SIZE)
+    generator = torch.Generator().manual_seed(3)
+    truth = torch.randn(SIZE, SIZE, generator=generator) * 0.02 * inside
+    other = torch.randn(SIZE, SIZE, generator=generator) * 0.02 * inside
+    step = EDIT_INTENSITIES[-1] - EDIT_INTENSITIES[0]
+
+    exact = edit_response(
+        fake_reconstructor(lambda v: v * truth), None, "AU12", true_change=truth[None] * step
+    )
+    assert exact["gain"] == pytest.approx(1.0) and exact["agreement"] == pytest.approx(1.0)
+    half = edit_response(fake_reconstructor(lambda v: 0.5 * v * truth), None, "AU12", true_change=truth[None])
+    assert half["gain"] == pytest.approx(0.5) and half["agreement"] == pytest.approx(1.0)
+    # A change of the right size in the wrong place: full gain, agreement the cosine of the two maps.
+    wrong = edit_response(fake_reconstructor(lambda v: v * other), None, "AU12", true_change=truth[None])
+    cosine = float((other * truth).sum() / (other.norm() * truth.norm()))
+    assert wrong["agreement"] == pytest.approx(cosine, abs=1e-6) and abs(cosine) < 0.2
+    assert wrong["gain"] == pytest.approx(float(other.norm() / truth.norm()), rel=1e-5)
+    assert "gain" not in edit_response(fake_reconstructor(lambda v: v * truth), None, "AU12")
+
+
+def test_half_resolution_keeps_what_half_the_texels_hold_and_loses_finer_detail():
+    smooth = torch.linspace(0, 1, 32)[None, None, None].expand(2, 1, 32, 32)
+    torch.testing.assert_close(
+        half_resolution(smooth)[..., 2:-2, 2:-2], smooth[..., 2:-2, 2:-2], atol=1e-6, rtol=0
+    )
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 1.0
+    assert half_resolution(checker[None, None]).std() < 1e-6  # a texel-scale pattern averages away
+
+
+def test_active_region_errors_against_an_independent_computation(random_reconstructor, truth_batch):
+    sections, _, _ = detail_errors(random_reconstructor, [truth_batch])
+    rec = random_reconstructor(truth_batch.image)
+    size = random_reconstructor.coarse.uv_space.size
+    skin = random_reconstructor.coarse.uv_space.skin[0].double()
+    masks = []
+    for occurrence in truth_batch.au_occurrence:
+        union = torch.zeros(size, size, dtype=torch.float64)
+        for au, present in zip(MAIN_AUS, occurrence.tolist(), strict=True):
+            if present and au in AU_WRINKLE_REGIONS:
+                for name in AU_WRINKLE_REGIONS[au]:
+                    union = torch.maximum(union, region_mask(name, size).double())
+        masks.append(union * skin[0])
+    mask = torch.stack(masks)
+    assert mask.sum() > 0
+    truth = truth_batch.uv_displacement[:, 0].double()
+    predicted = rec.detail.uv_displacement[:, 0].double()
+    mae = sections["displacement_mae"]
+    assert mae["active"] == pytest.approx(
+        CM_TO_MM * float(((predicted - truth).abs() * mask).sum() / mask.sum())
+    )
+    assert mae["active_flat"] == pytest.approx(CM_TO_MM * float((truth.abs() * mask).sum() / mask.sum()))
+    half = half_resolution(truth_batch.uv_displacement)[:, 0].double()
+    assert mae["active_half_res"] == pytest.approx(
+        CM_TO_MM * float(((half - truth).abs() * mask).sum() / mask.sum())
+    )
+    normals = sections["normal_error_deg"]
+    flat = angle_degrees(rec.coarse.surface.normals, truth_batch.uv_detail_normals.float())[:, 0].double()
+    assert normals["active_flat"] == pytest.approx(float((flat * mask).sum() / mask.sum()), rel=1e-5)
+    assert normals["active"] >= 0 and normals["active_half_res"] >= 0
+    assert mae["active_vs_flat_se"] > 0

@@ -7,6 +7,8 @@ from aucgan.face_model.procedural import load_canonical_mesh
 from aucgan.face_model.regions import (
     AU_WRINKLE_REGIONS,
     UV_REGIONS,
+    active_region_mask,
+    au_region_mask,
     polygon_mask,
     region_mask,
     texel_centres,
@@ -123,3 +125,19 @@ def test_default_albedo_colours_the_parts(mesh):
     skin, lip = at(mesh.uvs[205]), at((mesh.uvs[0] + mesh.uvs[13]) / 2)
     brow = at(mesh.uvs[[105, 52]].mean(0))
     assert lip[0] > lip[1] + 0.2 and brow.sum() < 0.5 * skin.sum()
+
+
+def test_active_region_mask_is_the_union_of_the_occurring_aus_regions():
+    occurrence = torch.zeros(3, len(MAIN_AUS), dtype=torch.bool)
+    occurrence[0, MAIN_AUS.index("AU12")] = True
+    occurrence[1, MAIN_AUS.index("AU1")] = occurrence[1, MAIN_AUS.index("AU4")] = True
+    occurrence[2, MAIN_AUS.index("AU5")] = True  # no folds
+    masks = active_region_mask(occurrence, 64)
+    assert masks.shape == (3, 1, 64, 64)
+    torch.testing.assert_close(masks[0, 0], au_region_mask("AU12", 64))
+    expected = torch.maximum(region_mask("forehead_centre", 64), region_mask("glabella", 64))
+    expected = torch.maximum(expected, region_mask("nasion", 64))
+    torch.testing.assert_close(masks[1, 0], expected)
+    assert masks[2].sum() == 0
+    with pytest.raises(ValueError, match=r"\(3, 26\)"):
+        active_region_mask(occurrence[:, :26], 64)

@@ -7,6 +7,7 @@ import torch
 
 from aucgan.geometry.mesh import face_normals
 from aucgan.geometry.uv import (
+    angle_degrees,
     dense_mesh,
     displace,
     displacement_to_normals,
@@ -445,3 +446,19 @@ def test_precomputed_stencils_give_the_same_normals():
         displacement_to_normals(
             positions[..., :16, :16], normals[..., :16, :16], bump[..., :16, :16], stencils=stencils
         )
+
+
+def test_angle_degrees_is_accurate_at_small_angles_where_acos_is_not():
+    generator = torch.Generator().manual_seed(0)
+    normals = torch.nn.functional.normalize(torch.randn(2, 3, 8, 8, generator=generator), dim=1)
+    rounded = normals.half().float()
+    exact = angle_degrees(normals, rounded)
+    assert exact.max() < 0.05  # float16 rounding is ~1e-3 relative
+    through_acos = torch.rad2deg(torch.acos((normals * rounded).sum(1, keepdim=True).clamp(-1, 1)))
+    assert through_acos.max() > 5 * exact.max()  # the floor the metric used to have
+    tilt = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([math.cos(0.3), math.sin(0.3), 0.0])
+    a, b = (v.reshape(1, 3, 1, 1) for v in tilt)
+    assert float(angle_degrees(a, b)) == pytest.approx(math.degrees(0.3), rel=1e-5)
+    assert float(angle_degrees(a, -a)) == pytest.approx(180.0)
+    with pytest.raises(ValueError, match=r"\(1, 2, 1, 1\)"):
+        angle_degrees(a[:, :2], b)

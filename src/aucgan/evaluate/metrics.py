@@ -17,10 +17,18 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from aucgan.au import MAIN_AUS
 from aucgan.data.synthetic import SyntheticSample
-from aucgan.face_model.regions import AU_WRINKLE_REGIONS, UV_REGIONS, region_mask
+from aucgan.face_model.regions import (
+    AU_WRINKLE_REGIONS,
+    UV_REGIONS,
+    active_region_mask,
+    au_region_mask,
+    region_mask,
+)
+from aucgan.geometry.uv import angle_degrees
 from aucgan.reconstruct import Reconstruction, Reconstructor
 
 CM_TO_MM = 10.0
@@ -46,9 +54,35 @@ def _nanmean(values: torch.Tensor) -> float:
     return float(finite.mean()) if finite.numel() else float("nan")
 
 
-def angle_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, S, S)`` angle between unit normal maps ``(B, 3, S, S)``."""
-    return torch.rad2deg(torch.acos((a * b).sum(1, keepdim=True).clamp(-1.0, 1.0)))
+def half_resolution(displacement: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, S, S)`` → the same map averaged down to half its size and bilinearly back: the detail a UV
+    map of half the resolution could hold (the *half-resolution truth* when given the truth)."""
+    size = displacement.shape[-2:]
+    half = F.interpolate(displacement, scale_factor=0.5, mode="area")
+    return F.interpolate(half, size=size, mode="bilinear", align_corners=False)
+
+
+class _ActiveSums:
+    """Running sums of errors over each face's own mask (the wrinkle regions of its active AUs), with each
+    face's mean for the spread."""
+
+    def __init__(self) -> None:
+        self.sum, self.count = 0.0, 0.0
+        self.per_face: list[torch.Tensor] = []
+
+    def add(self, errors: torch.Tensor, masks: torch.Tensor) -> None:
+        """``errors`` and ``masks`` ``(B, S, S)``."""
+        weighted = (errors * masks).sum((1, 2)).double()
+        counts = masks.sum((1, 2)).double()
+        self.sum += float(weighted.sum())
+        self.count += float(counts.sum())
+        self.per_face.append(torch.where(counts > 0, weighted / counts.clamp(min=1), torch.nan))
+
+    def mean(self, scale: float = 1.0) -> float:
+        return scale * self.sum / self.count if self.count > 0 else float("nan")
+
+    def faces(self) -> torch.Tensor:
+        return torch.cat(self.per_face)
 
 
 class _Sums:
@@ -88,7 +122,12 @@ def detail_errors(
 
     Returns the ``displacement_mae`` / ``normal_error_deg`` sections (``face`` and ``flat`` over the skin,
     ``face_vs_flat_se`` the standard error over faces of the per-face difference between the two, and the
-    same per region), the ``au_consistency`` section and the reconstructions (for pictures and edits).
+    same per region; ``active``, ``active_flat`` and ``active_half_res`` over the wrinkle regions of the AUs
+    active in each face, for the model, a flat prediction and the half-resolution truth
+    (:func:`half_resolution`: how much of the detail the UV resolution allows), ``active_vs_flat_se``;
+    normals are compared by :func:`~aucgan.geometry.uv.angle_degrees`, on the reconstruction's coarse
+    surface for flat and half-resolution), the ``au_consistency`` section and the reconstructions (for
+    pictures and edits).
     """
     uv_space = reconstructor.coarse.uv_space
     skin = uv_space.skin.cpu()
@@ -97,6 +136,7 @@ def detail_errors(
     masks.update({name: region_mask(name, size) * skin[0, 0] for name in UV_REGIONS})
     displacement, displacement_flat = _Sums(masks), _Sums(masks)
     normals, normals_flat = _Sums(masks), _Sums(masks)
+    active = {name: _ActiveSums() for name in ("d", "d_flat", "d_half", "n", "n_flat", "n_half")}
     input_scores, render_scores, truth = [], [], []
     reconstructions = []
     for batch in batches:
@@ -108,6 +148,17 @@ def detail_errors(
         normals_flat.add(
             angle_degrees(rec.coarse.surface.normals.cpu(), batch.uv_detail_normals.float())[:, 0]
         )
+        truth_normals = batch.uv_detail_normals.float()
+        regions = (active_region_mask(batch.au_occurrence, size) * skin)[:, 0]
+        half = half_resolution(batch.uv_displacement)
+        with torch.inference_mode():
+            half_normals = uv_space.detail_normals(rec.coarse.surface, half.to(rec.images.device)).cpu()
+        active["d"].add((predicted - batch.uv_displacement).abs()[:, 0], regions)
+        active["d_flat"].add(batch.uv_displacement.abs()[:, 0], regions)
+        active["d_half"].add((half - batch.uv_displacement).abs()[:, 0], regions)
+        active["n"].add(angle_degrees(rec.detail.uv_detail_normals.cpu(), truth_normals)[:, 0], regions)
+        active["n_flat"].add(angle_degrees(rec.coarse.surface.normals.cpu(), truth_normals)[:, 0], regions)
+        active["n_half"].add(angle_degrees(half_normals, truth_normals)[:, 0], regions)
         with torch.inference_mode():
             rendering = reconstructor.coarse.render(
                 rec.coarse, uv_normals=rec.detail.uv_detail_normals, background=rec.images
@@ -119,13 +170,19 @@ def detail_errors(
         if progress is not None:
             progress(batch.image.shape[0])
 
-    def section(model: _Sums, flat: _Sums, scale: float) -> dict:
+    def section(model: _Sums, flat: _Sums, scale: float, key: str) -> dict:
         ours, baseline = model.means(scale), flat.means(scale)
         spread = paired_standard_error(torch.cat(model.per_face), torch.cat(flat.per_face))
+        faces, flat_faces = active[key].faces(), active[f"{key}_flat"].faces()
+        seen = ~torch.isnan(faces)
         return {
             "face": ours.pop("face"),
             "flat": baseline.pop("face"),
             "face_vs_flat_se": scale * spread,
+            "active": active[key].mean(scale),
+            "active_flat": active[f"{key}_flat"].mean(scale),
+            "active_half_res": active[f"{key}_half"].mean(scale),
+            "active_vs_flat_se": scale * paired_standard_error(faces[seen], flat_faces[seen]),
             "regions": ours,
             "regions_flat": baseline,
         }
@@ -142,18 +199,12 @@ def detail_errors(
     }
     return (
         {
-            "displacement_mae": section(displacement, displacement_flat, CM_TO_MM),
-            "normal_error_deg": section(normals, normals_flat, 1.0),
+            "displacement_mae": section(displacement, displacement_flat, CM_TO_MM, "d"),
+            "normal_error_deg": section(normals, normals_flat, 1.0, "n"),
         },
         consistency,
         reconstructions,
     )
-
-
-def au_region_mask(au: str, size: int) -> torch.Tensor:
-    """``(S, S)`` the union of ``au``'s wrinkle regions."""
-    masks = [region_mask(name, size) for name in AU_WRINKLE_REGIONS[au]]
-    return torch.stack(masks).amax(0)
 
 
 def neutral(reconstructor: Reconstructor, rec: Reconstruction) -> Reconstruction:
@@ -166,11 +217,19 @@ def edit_response(
     base: Reconstruction,
     au: str,
     intensities: Sequence[float] = EDIT_INTENSITIES,
+    true_change: torch.Tensor | None = None,
 ) -> dict:
     """How ``au``'s wrinkle regions respond when ``au`` alone is raised on ``base`` (e.g. neutral faces).
 
+    Args:
+        true_change: optional ``(B, S, S)`` (cm): the world's own displacement change of each face when
+            ``au`` goes from the first to the last intensity (its wrinkle basis times the intensity step).
+
     Returns ``region_energy`` and ``outside_energy`` (mean squared displacement, mm², per intensity),
-    ``locality`` (share of the 0 → max displacement change inside the regions) and ``monotonic``.
+    ``locality`` (share of the first → last displacement change inside the regions) and ``monotonic``;
+    with ``true_change`` also ``gain`` (root-mean-square of the edit's change inside the regions over the
+    world's, both over the same faces: 1 draws folds as deep as the world's) and ``agreement`` (the cosine
+    of the two changes inside the regions: 1 also puts every groove where the world does).
     """
     skin = reconstructor.coarse.uv_space.skin.cpu()[0, 0]
     inside = au_region_mask(au, skin.shape[-1]) * skin
@@ -183,7 +242,8 @@ def edit_response(
     def energy(values: torch.Tensor, mask: torch.Tensor) -> float:
         return float((values.square() * mask).sum() / (mask.sum() * values.shape[0]).clamp(min=1))
 
-    change = (displacements[-1] - displacements[0]).square()
+    difference = displacements[-1] - displacements[0]
+    change = difference.square()
     total_change = float((change * skin).sum())
     region = [energy(d, inside) for d in displacements]
     tolerance = MONOTONIC_TOLERANCE * max(max(region), 1e-12)
@@ -192,7 +252,20 @@ def edit_response(
         "outside_energy": [energy(d, outside) for d in displacements],
         "locality": float((change * inside).sum()) / total_change if total_change > 0 else float("nan"),
         "monotonic": all(b >= a - tolerance for a, b in itertools.pairwise(region)),
+        **(
+            _versus_truth(difference, true_change.cpu() * CM_TO_MM, inside) if true_change is not None else {}
+        ),
     }
+
+
+def _versus_truth(change: torch.Tensor, truth: torch.Tensor, inside: torch.Tensor) -> dict[str, float]:
+    """``gain`` and ``agreement`` of an edit's ``change`` against the world's ``truth`` ``(B, S, S)``."""
+    predicted, true = (change * inside).double(), (truth * inside).double()
+    true_energy, predicted_energy = float(true.square().sum()), float(predicted.square().sum())
+    if true_energy <= 0:
+        return {"gain": float("nan"), "agreement": float("nan")}
+    agreement = float((predicted * true).sum()) / max((true_energy * predicted_energy) ** 0.5, 1e-30)
+    return {"gain": (predicted_energy / true_energy) ** 0.5, "agreement": agreement}
 
 
 def edit_metrics(
@@ -201,13 +274,18 @@ def edit_metrics(
     aus: Sequence[str] = tuple(AU_WRINKLE_REGIONS),
     intensities: Sequence[float] = EDIT_INTENSITIES,
     progress: Callable[[int], object] | None = None,
+    wrinkle_bases: torch.Tensor | None = None,
 ) -> dict:
-    """The ``edit`` section: :func:`edit_response` of each AU on the neutralised reconstructions."""
+    """The ``edit`` section: :func:`edit_response` of each AU on the neutralised reconstructions; with
+    ``wrinkle_bases`` ``(N, 27, S, S)`` (cm, each face's identity's displacement per AU at intensity 1,
+    :func:`aucgan.data.wrinkles.au_wrinkle_basis`) also each AU's ``gain`` and ``agreement``."""
     bases = [neutral(reconstructor, rec) for rec in reconstructions]
     base = Reconstruction.concatenate(bases)
+    step = intensities[-1] - intensities[0]
     per_au = {}
     for au in aus:
-        per_au[au] = edit_response(reconstructor, base, au, intensities)
+        truth = None if wrinkle_bases is None else wrinkle_bases[:, MAIN_AUS.index(au)] * step
+        per_au[au] = edit_response(reconstructor, base, au, intensities, truth)
         if progress is not None:
             progress(1)
     return {"intensities": list(intensities), "per_au": per_au}

@@ -259,6 +259,19 @@ def error_summary(metrics: Mapping[str, Any], separator: str = "; ") -> str:
             f"{metric.label} {_with_unit(face, metric.unit)} vs flat {_with_unit(flat, metric.unit)}: "
             f"{_comparison(metric, 'face').text}"
         )
+        if metric.section.get("active") is not None:
+            active = metric.shown(metric.section.get("active"))
+            active_flat = metric.shown(metric.section.get("active_flat"))
+            half = metric.section.get("active_half_res")
+            ceiling = (
+                ""
+                if half is None
+                else f", half-resolution truth {_with_unit(metric.shown(half), metric.unit)}"
+            )
+            parts.append(
+                f"{metric.label} in the active wrinkle regions {_with_unit(active, metric.unit)} vs flat "
+                f"{_with_unit(active_flat, metric.unit)}{ceiling}: {_comparison(metric, 'active').text}"
+            )
     return separator.join(parts)
 
 

@@ -91,7 +91,7 @@ def evaluate(
     n_faces: int = 32,
     batch_size: int = 16,
     gallery: int = 4,
-    edit_faces: int = 8,
+    edit_faces: int = 16,
     edit_aus: Sequence[str] = tuple(AU_WRINKLE_REGIONS),
     extra_gallery: Sequence[GalleryItem] = (),
     extra_images: dict[str, Path] | None = None,
@@ -109,9 +109,14 @@ def evaluate(
     with tqdm(total=n_faces, desc="evaluate", unit="face", disable=not progress) as bar:
         sections, consistency, reconstructions = detail_errors(reconstructor, batches, bar.update)
     inference_seconds = time.perf_counter() - start
+    edited = first_faces(reconstructions, edit_faces)
     with tqdm(total=len(edit_aus), desc="AU edits", unit="AU", disable=not progress) as bar:
         edits = edit_metrics(
-            reconstructor, first_faces(reconstructions, edit_faces), edit_aus, progress=bar.update
+            reconstructor,
+            edited,
+            edit_aus,
+            progress=bar.update,
+            wrinkle_bases=wrinkle_bases(reconstructor, batches, sum(r.batch_size for r in edited)),
         )
     faces: list[Path] = []
     items: list[GalleryItem] = []
@@ -166,6 +171,14 @@ def evaluate(
     }
     report = write_report(out, metrics, [*items, *extra_gallery], figures)
     return EvaluationResult(metrics, report, faces)
+
+
+def wrinkle_bases(reconstructor: Reconstructor, batches: Sequence[SyntheticSample], n: int) -> torch.Tensor:
+    """``(n, 27, S, S)`` cm: the world's displacement per AU at intensity 1 for the identities of the first
+    ``n`` faces of ``batches`` — the true change of each AU edit on those faces."""
+    world = world_parameters(reconstructor.cfg).world()
+    identities = torch.cat([batch.identity for batch in batches])[:n]
+    return torch.stack([world.identity(int(identity)).wrinkle_basis for identity in identities])
 
 
 def first_faces(reconstructions: Sequence[Reconstruction], n: int) -> list[Reconstruction]:

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import torch
 
+from aucgan.au import MAIN_AUS
+
 
 @dataclass(frozen=True)
 class Ellipse:
@@ -151,3 +153,23 @@ def polygon_mask(polygon: torch.Tensor, size: int) -> torch.Tensor:
     crossing_u = a[:, 0] + t * (b[:, 0] - a[:, 0])
     crossings = (straddles & (points[..., 0] < crossing_u)).sum(-1)
     return (crossings % 2 == 1).reshape(size, size)
+
+
+def au_region_mask(au: str, size: int) -> torch.Tensor:
+    """``(S, S)`` the union of ``au``'s wrinkle regions (hard masks)."""
+    return torch.stack([region_mask(name, size) for name in AU_WRINKLE_REGIONS[au]]).amax(0)
+
+
+def active_region_mask(occurrence: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, 1, S, S)``: the union of the wrinkle regions of the AUs that occur in each face.
+
+    Args:
+        occurrence: ``(B, 27)`` bool (or 0/1) AU occurrences in :data:`aucgan.au.MAIN_AUS` order.
+        size: UV map size.
+    """
+    if occurrence.ndim != 2 or occurrence.shape[1] != len(MAIN_AUS):
+        raise ValueError(f"occurrence must be (B, {len(MAIN_AUS)}), got {tuple(occurrence.shape)}")
+    masks = torch.stack(
+        [au_region_mask(au, size) if au in AU_WRINKLE_REGIONS else torch.zeros(size, size) for au in MAIN_AUS]
+    ).to(occurrence.device)
+    return (occurrence.float()[:, :, None, None] * masks).amax(1, keepdim=True)
