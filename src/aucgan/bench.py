@@ -107,7 +107,7 @@ def _reconstructor(cfg: Config, device: torch.device):
 
 def inference(cfg: Config, design: str, batch: int, repeats: int, device_name: str) -> dict[str, Any]:
     """Stage and end-to-end times of ``design`` at ``batch`` (run in a fresh process: see :func:`run`)."""
-    from aucgan.stages.detail import au_condition
+    from aucgan.stages.detail import au_condition, read_photo
 
     device = torch.device(device_name)
     rec = _reconstructor(design_config(cfg, design), device)
@@ -124,7 +124,12 @@ def inference(cfg: Config, design: str, batch: int, repeats: int, device_name: s
         stages = {
             "coarse": lambda: rec.coarse(images),
             "au net": lambda: rec.detail.read_aus(images),
-            "detail": lambda: rec.detail.decode(coarse, rec.detail.encoder(images), condition),
+            "detail": lambda: rec.detail.decode(
+                coarse,
+                rec.detail.encoder(images),
+                condition,
+                read_photo(rec.coarse, images, coarse)[0] if rec.detail.reads_photo else None,
+            ),
             "render": lambda: rec.render_views(full),
             "end to end": lambda: rec.render_views(rec(images)),
         }

@@ -33,7 +33,7 @@ from aucgan.nets.detail_decoder import build_detail_decoder
 from aucgan.nets.detail_encoder import ConvDetailEncoder, ResNetDetailEncoder
 from aucgan.nets.discriminator import build_discriminator
 from aucgan.stages.coarse import CoarseStage
-from aucgan.stages.detail import DetailStage
+from aucgan.stages.detail import PHOTO_CHANNELS, DetailStage
 
 ALBEDO_EXAMPLES = 96
 """Training identities the built-in face's albedo model is fitted to."""
@@ -248,12 +248,21 @@ def detail_encoder(kind: str, n_detail: int) -> nn.Module:
 def detail_stage(cfg: Config, uv_space: UVSpace, au: MEFARG | None, n_expression: int) -> DetailStage:
     """Detail encoder + decoder of ``cfg.model`` around a (frozen) AU net."""
     feature_dim = au.channels if au is not None else 512
+    options = {}
+    if cfg.model.detail_decoder == "uv-unet":
+        options = {
+            "uv_size": uv_space.size,
+            "photo_channels": PHOTO_CHANNELS,
+            "paths": tuple(cfg.model.detail_paths),
+        }
     decoder = build_detail_decoder(
         cfg.model.detail_decoder,
         3 + n_expression + cfg.model.n_detail,
         cfg.model.max_z,
         feature_dim=feature_dim,
+        **options,
     )
+    decoder.with_output_gain(cfg.model.detail_output_gain)
     if cfg.model.detail_init == "flat":
         decoder.start_flat()
     encoder = detail_encoder(cfg.model.detail_encoder, cfg.model.n_detail)

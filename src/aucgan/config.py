@@ -221,13 +221,22 @@ class ModelConfig:
             (DECA's E_detail).
         n_detail: length of the detail code.
         detail_decoder: AU conditioning of the displacement decoder: ``"none"`` (DECA), ``"concat-1x1"``
-            (the reference AUCGAN) or ``"token-attention"``.
+            (the reference AUCGAN), ``"token-attention"`` or ``"uv-unet"`` (AU maps placed in UV and the photo
+            read in UV, :class:`~aucgan.nets.detail_decoder.UVUNetDecoder`).
         discriminator: AU conditioning of the discriminator: ``"reference-3x9"`` (the reference AUCGAN),
-            ``"projection"`` (patch logits) or ``"projection-global"``.
+            ``"projection"`` (patch logits), ``"projection-global"`` (all three on the photo and the
+            rendering) or ``"uv-projection"`` (patch logits on the photo and the detail texture in UV space).
         detail_init: a fresh decoder's output layer: ``"flat"`` (zeroed: training starts from the flat
             prediction) or ``"random"`` (PyTorch's default init: about ±max_z/5 of random displacement).
-        max_z: largest displacement the decoder produces, in face-model units (cm for the built-in
-            face, whose wrinkles reach about 0.03 cm; 0.01 m for FLAME).
+        detail_paths: the information paths of the ``"uv-unet"`` decoder (for the ablation): ``"photo"``
+            (the photo read in UV), ``"au"`` (per-AU maps placed in UV) and ``"latent"`` (jaw, expression
+            and detail code); the UV coordinates are always read.
+        detail_output_gain: the decoder's output is ``max_z · tanh(gain · x)``: with ``max_z`` far above a
+            typical fold, a gain of about typical / max_z keeps the last layer's weights at their usual
+            size (the built-in face's presets: 0.05, folds of 0.5 mm under a 1 cm bound); 1 for DECA.
+        max_z: largest displacement the decoder produces, in face-model units: 1.0 for the built-in face (cm:
+            its world's deepest possible fold, :func:`aucgan.data.wrinkles.max_displacement`, is 0.8 cm; real
+            folds reach about 0.3 cm), 0.01 for FLAME (m, DECA's bound: the same centimetre).
     """
 
     coarse_backbone: str = setting("resnet18", choices=("resnet18", "resnet50"))
@@ -238,10 +247,16 @@ class ModelConfig:
     au_input_size: int = setting(0, low=0, high=1024)
     detail_encoder: str = setting("conv", choices=("conv", "resnet18", "resnet50"))
     n_detail: int = setting(128, low=1)
-    detail_decoder: str = setting("token-attention", choices=("none", "concat-1x1", "token-attention"))
-    discriminator: str = setting("projection", choices=("reference-3x9", "projection", "projection-global"))
+    detail_decoder: str = setting(
+        "token-attention", choices=("none", "concat-1x1", "token-attention", "uv-unet")
+    )
+    detail_paths: tuple[str, ...] = setting(("photo", "au", "latent"), choices=("photo", "au", "latent"))
+    discriminator: str = setting(
+        "projection", choices=("reference-3x9", "projection", "projection-global", "uv-projection")
+    )
     detail_init: str = setting("flat", choices=("flat", "random"))
-    max_z: float = setting(0.05, low=1e-6)
+    detail_output_gain: float = setting(1.0, low=1e-6)
+    max_z: float = setting(1.0, low=1e-6)
 
 
 @dataclass
@@ -287,8 +302,17 @@ class LossConfig:
         au_score_kind: ``"mse"`` or ``"bce"`` on probabilities (never BCE-with-logits).
         au_feature: AU consistency as the cosine distance of the per-AU features.
         adversarial: generator's adversarial weight.
-        displacement_truth: synthetic data only: L1 of the displacement against the world's ground truth
-            over the skin, in units of ``model.max_z`` (0 = off, DECA's self-supervised objective alone).
+        displacement_truth: synthetic data only: error of the displacement against the world's ground truth
+            over the skin, in units of ``model.max_z / 20`` (0 = off, DECA's self-supervised objective
+            alone); :mod:`aucgan.losses.truth`.
+        displacement_truth_kind: ``"l2"`` (learns sparse folds) or ``"l1"`` (stays near zero on them).
+        displacement_gradient: synthetic data only: squared error of the displacement's slopes against the
+            truth's (what the detail normals see).
+        edit_truth: synthetic data only: the truth losses again on an *edit pair* — each photo decoded with
+            the AU intensities of another image of the same identity, against that image's displacement —
+            so that an AU edit draws the folds the world would (0 = off).
+        edit_true_aus: share of edit pairs conditioned on the world's true AU intensities (the rest on what
+            the AU net reads from the other image).
         adversarial_kind: ``"non-saturating"`` or ``"hinge"``.
         real_target, fake_target: non-saturating discriminator targets (the reference smoothed to 0.9/0.1).
         r1_gamma: lazy R1 penalty strength on real images (0 = off).
@@ -312,6 +336,10 @@ class LossConfig:
     au_feature: float = setting(0.1, low=0.0)
     adversarial: float = setting(0.01, low=0.0)
     displacement_truth: float = setting(0.0, low=0.0)
+    displacement_truth_kind: str = setting("l2", choices=("l2", "l1"))
+    displacement_gradient: float = setting(0.0, low=0.0)
+    edit_truth: float = setting(0.0, low=0.0)
+    edit_true_aus: float = setting(0.5, low=0.0, high=1.0)
     adversarial_kind: str = setting("non-saturating", choices=("non-saturating", "hinge"))
     real_target: float = setting(0.9, low=0.0, high=1.0)
     fake_target: float = setting(0.1, low=0.0, high=1.0)
@@ -820,11 +848,14 @@ def _check_value(annotation: Any, metadata: Mapping[str, Any], value: Any, key: 
     if value is None:
         return
     choices = metadata.get(_CHOICES)
-    if choices is not None and value not in choices:
-        allowed = ", ".join(repr(choice) for choice in choices)
-        raise ConfigError(
-            f"{where}: invalid value for '{key}': got {_show(value)}, expected one of {allowed}"
-        )
+    if choices is not None:
+        is_sequence = isinstance(value, (list, tuple))
+        if any(item not in choices for item in (value if is_sequence else (value,))):
+            allowed = ", ".join(repr(choice) for choice in choices)
+            subject = "elements from" if is_sequence else "one of"
+            raise ConfigError(
+                f"{where}: invalid value for '{key}': got {_show(value)}, expected {subject} {allowed}"
+            )
     low, high = metadata.get(_LOW), metadata.get(_HIGH)
     if low is None and high is None:
         return

@@ -33,7 +33,7 @@ from aucgan.nets.au_net import AUOutput
 from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
-from aucgan.stages.detail import DetailOutput, DetailStage, au_condition
+from aucgan.stages.detail import DetailOutput, DetailStage, UVEvidence, au_condition, read_photo
 from aucgan.stages.landmark_fit import LandmarkCoarse, landmarks_to_ndc, mediapipe_backend
 from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_part, read_weights
 
@@ -86,6 +86,8 @@ class Reconstruction:
         detail: displacement, detail normals, shading and texture in UV space.
         landmarks: ``(B, 468, 3)`` NDC, the dense landmarks the coarse fit used
             (``coarse.backend=mediapipe``); ``None`` with the coarse network.
+        evidence: what the photo shows in UV space, for a detail decoder that reads it (``None`` for the
+            others); an edit keeps it, as it keeps the photo.
     """
 
     images: torch.Tensor
@@ -94,6 +96,7 @@ class Reconstruction:
     condition: AUCondition
     detail: DetailOutput
     landmarks: torch.Tensor | None = None
+    evidence: UVEvidence | None = None
 
     @property
     def batch_size(self) -> int:
@@ -335,8 +338,9 @@ class Reconstructor:
             coarse, landmarks = self.coarse(images), None
         au = self.detail.read_aus(images)
         condition = au_condition(au)
-        detail = self.detail.decode(coarse, self.detail.encoder(images), condition)
-        return Reconstruction(images, coarse, au, condition, detail, landmarks)
+        evidence = read_photo(self.coarse, images, coarse)[0] if self.detail.reads_photo else None
+        detail = self.detail.decode(coarse, self.detail.encoder(images), condition, evidence)
+        return Reconstruction(images, coarse, au, condition, detail, landmarks, evidence)
 
     def find_landmarks(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 468, 3)`` NDC landmarks of the largest face MediaPipe finds in each of the square
@@ -364,7 +368,9 @@ class Reconstructor:
     ) -> Reconstruction:
         """The same faces with new coarse ``codes`` and detail ``condition`` (the detail code is kept)."""
         coarse = self.coarse.decode(codes)
-        detail = self.detail.decode(coarse, reconstruction.detail.detail_code, condition)
+        detail = self.detail.decode(
+            coarse, reconstruction.detail.detail_code, condition, reconstruction.evidence
+        )
         return dataclasses.replace(reconstruction, coarse=coarse, condition=condition, detail=detail)
 
     def edit(self, reconstruction: Reconstruction, intensities: Mapping[str, float]) -> Reconstruction:
@@ -636,7 +642,6 @@ def read_face(
             au = AUOutput(scores=tensor("au_scores"), features=tensor("au_features"))
             intensities = tensor("au_intensities") if "au_intensities" in arrays else au.main_scores
             condition = AUCondition(au.features, intensities)
-            detail = reconstructor.detail.decode(coarse, tensor("detail_code"), condition)
     except (ValueError, RuntimeError) as error:
         first = str(error).splitlines()[0]
         raise FaceFolderError(
@@ -644,8 +649,20 @@ def read_face(
             f"({record.get('weights', 'unknown')})"
         ) from None
     images = _read_png(folder / "input.png", reconstructor.image_size, device)
+    try:
+        with torch.inference_mode():
+            evidence = None
+            if reconstructor.detail.reads_photo:
+                evidence = read_photo(reconstructor.coarse, images, coarse)[0]
+            detail = reconstructor.detail.decode(coarse, tensor("detail_code"), condition, evidence)
+    except (ValueError, RuntimeError) as error:
+        first = str(error).splitlines()[0]
+        raise FaceFolderError(
+            f"{path}: does not fit these weights ({first}); edit with the weights that reconstructed it "
+            f"({record.get('weights', 'unknown')})"
+        ) from None
     landmarks = tensor("landmarks") if "landmarks" in arrays else None
-    return Reconstruction(images, coarse, au, condition, detail, landmarks), record
+    return Reconstruction(images, coarse, au, condition, detail, landmarks, evidence), record
 
 
 def _read_png(path: Path, size: int, device: torch.device) -> torch.Tensor:

@@ -13,12 +13,13 @@ from aucgan.nets.detail_decoder import (
     AUTokenEmbedding,
     DecaDetailDecoder,
     ReferenceConcatDecoder,
+    UVUNetDecoder,
     build_detail_decoder,
     uv_fourier_features,
 )
 
 LATENT_DIM = 3 + 50 + 128  # FLAME jaw pose + expression + detail code
-KINDS = tuple(DETAIL_DECODERS)
+KINDS = tuple(kind for kind, cls in DETAIL_DECODERS.items() if cls is not UVUNetDecoder)  # global-latent
 CONDITIONED = ("concat-1x1", "token-attention")
 
 
@@ -254,6 +255,7 @@ def test_registry_builds_each_kind_and_names_the_valid_ones():
         "none": DecaDetailDecoder,
         "concat-1x1": ReferenceConcatDecoder,
         "token-attention": AUTokenDecoder,
+        "uv-unet": UVUNetDecoder,
     }
     for kind, cls in expected.items():
         decoder = build_detail_decoder(kind, LATENT_DIM, 0.02)
@@ -274,3 +276,90 @@ def test_start_flat_predicts_zero_and_learns_from_the_first_step(kind):
     assert output.weight.grad.abs().sum() > 0
     torch.optim.SGD(decoder.parameters(), lr=1.0).step()
     assert decoder(latent, condition).abs().max() > 0
+
+
+# The UV U-Net -----------------------------------------------------------------------------------------
+
+UV = 32
+
+
+def uv_net(paths=("photo", "au", "latent"), **options) -> UVUNetDecoder:
+    torch.manual_seed(0)
+    return build_detail_decoder("uv-unet", LATENT_DIM, 0.5, uv_size=UV, paths=paths, **options)
+
+
+def uv_inputs(batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 14, UV, UV, generator=torch.Generator().manual_seed(seed))
+
+
+def test_uv_unet_output_is_at_the_uv_size_within_max_z_and_starts_flat():
+    latent, condition = make_inputs()
+    net = uv_net().eval()
+    with torch.no_grad():
+        out = net(latent, condition, uv_inputs())
+    assert out.shape == (2, 1, UV, UV) and 0 < out.abs().max() <= 0.5
+    assert net.reads_photo and net.conditioned
+    net.start_flat()
+    assert torch.equal(net(latent, condition, uv_inputs()), torch.zeros(2, 1, UV, UV))
+
+
+@pytest.mark.parametrize("off", ["photo", "au", "latent"])
+def test_uv_unet_paths_switch_off(off):
+    paths = tuple(path for path in ("photo", "au", "latent") if path != off)
+    net = uv_net(paths).eval()
+    if "latent" in paths:  # FiLM starts at zero (the latent has no effect until trained)
+        nn.init.normal_(net.film.weight, std=0.1)
+    latent, condition = make_inputs()
+    other_latent, other_condition = make_inputs(seed=5)
+    photo = uv_inputs() if "photo" in paths else None
+    with torch.no_grad():
+        base = net(latent, condition, photo)
+        changed = {
+            "photo": net(latent, condition, uv_inputs(seed=9)) if "photo" in paths else base,
+            "au": net(latent, other_condition, photo),
+            "latent": net(other_latent, condition, photo),
+        }
+    for path, out in changed.items():
+        if path == off:
+            torch.testing.assert_close(out, base, rtol=0, atol=0)
+        else:
+            assert (out - base).abs().max() > 0, path
+    assert net.reads_photo == (off != "photo") and net.conditioned == (off != "au")
+
+
+def test_uv_unet_an_au_at_zero_contributes_nothing_and_its_map_scales_with_intensity():
+    net = uv_net(("au",)).eval()
+    _, condition = make_inputs()
+    with torch.no_grad():
+        zero = condition.with_intensities(torch.zeros_like(condition.intensities))
+        torch.testing.assert_close(net.au_map(zero), torch.zeros_like(net.au_map(zero)), rtol=0, atol=0)
+        one = torch.zeros_like(condition.intensities)
+        one[:, au_index("AU12")] = 1.0
+        half = one * 0.5
+        torch.testing.assert_close(
+            net.au_map(condition.with_intensities(half)), 0.5 * net.au_map(condition.with_intensities(one))
+        )
+
+
+def test_uv_unet_gradients_reach_every_parameter_and_the_photo():
+    net = uv_net().train()
+    latent, condition = make_inputs()
+    photo = uv_inputs().requires_grad_(True)
+    condition.intensities.requires_grad_(True)
+    out = net(latent, condition, photo)
+    (out * torch.randn_like(out)).sum().backward()
+    assert photo.grad.abs().sum() > 0 and condition.intensities.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_uv_unet_refuses_missing_photo_bad_sizes_and_unknown_paths():
+    net = uv_net()
+    latent, condition = make_inputs()
+    with pytest.raises(ValueError, match=r"uv_inputs must be \(2, 14, 32, 32\), got None"):
+        net(latent, condition, None)
+    with pytest.raises(ValueError, match=r"got \(2, 14, 16, 16\)"):
+        net(latent, condition, torch.zeros(2, 14, 16, 16))
+    with pytest.raises(ValueError, match="divisible"):
+        build_detail_decoder("uv-unet", LATENT_DIM, 0.5, uv_size=40)
+    with pytest.raises(ValueError, match="unknown paths"):
+        build_detail_decoder("uv-unet", LATENT_DIM, 0.5, uv_size=UV, paths=("photo", "noise"))

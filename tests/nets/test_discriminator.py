@@ -165,8 +165,25 @@ def test_input_errors_quote_the_actual_shape(variant):
 def test_registry_builds_each_kind_and_names_the_valid_ones():
     assert type(build_discriminator("reference-3x9")) is Reference3x9Discriminator
     assert build_discriminator("projection", mode="global").mode == "global"
-    assert set(DISCRIMINATORS) == {"reference-3x9", "projection"}
+    assert set(DISCRIMINATORS) == {"reference-3x9", "projection", "uv-projection"}
     with pytest.raises(ValueError, match="projection"):
         build_discriminator("conditional")
     with pytest.raises(ValueError, match="'patch' or 'global'"):
         build_discriminator("projection", mode="pooled")
+
+
+def test_uv_projection_judges_uv_maps_knowing_where_each_patch_is():
+    torch.manual_seed(0)
+    critic = build_discriminator("uv-projection").eval()
+    assert critic.space == "uv" and build_discriminator("projection").space == "image"
+    maps, condition = make_inputs(size=64)
+    with torch.no_grad():
+        logits = critic(maps, condition)
+        assert logits.shape == (2, 1, 8, 8)
+        # The same map content placed elsewhere in UV is judged differently: the trunk reads (u, v).
+        shifted = critic(maps.roll(shifts=16, dims=-1), condition)
+        assert not torch.allclose(shifted.roll(shifts=-2, dims=-1), logits)
+        edited = AUCondition(condition.features, condition.intensities.clone())
+        edited.intensities[:, au_index("AU12")] += 1.0
+        assert (critic(maps, edited) - logits).abs().max() > 0
+    assert parametrize.is_parametrized(critic.trunk[0])  # spectrally normalised like its parent

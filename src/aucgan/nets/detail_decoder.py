@@ -19,6 +19,11 @@ The variants, selected by name through :func:`build_detail_decoder`:
   features are squeezed by a 1×1 conv and concatenated to the latent at 1 × 1.
 * ``"token-attention"`` — :class:`AUTokenDecoder`: the AUs stay tokens (features + editable intensity +
   identity); UV positions attend to them at coarse resolutions.
+* ``"uv-unet"`` — :class:`UVUNetDecoder`: each fold from where its information is. The AUs are placed in
+  UV (a learned map per AU, weighted by its intensity and modulated by its features) and say which folds
+  and where; the photo, sampled into UV through the coarse fit, says their phase and the identity's own
+  lines, through a U-Net with skip connections at UV resolution. It alone reads ``uv_inputs`` (its class
+  attribute ``reads_photo``) and works at the face model's UV size.
 """
 
 from __future__ import annotations
@@ -75,6 +80,24 @@ class AUCondition:
         return dataclasses.replace(self, intensities=intensities)
 
 
+class ScaledTanh(nn.Module):
+    """``tanh(gain · x)``: a decoder's last activation. ``gain`` sets which pre-activation is a typical
+    displacement: with ``max_z`` far above the typical fold (the built-in face's world needs 1 cm of room
+    for folds of about 0.5 mm), gain 1 asks the output convolution for weights of about 1/20 of their
+    usual size, which Adam's steps of a fixed size overshoot. No parameters: DECA's weights load as before
+    and, at gain 1, give DECA's output."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        super().__init__()
+        self.gain = float(gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.gain * x)
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain:g}"
+
+
 def _check_latent(latent: torch.Tensor, latent_dim: int) -> None:
     if latent.ndim != 2 or latent.shape[1] != latent_dim:
         raise ValueError(f"latent must be (B, {latent_dim}), got {tuple(latent.shape)}")
@@ -104,9 +127,12 @@ class DetailDecoder(nn.Module):
         max_z: bound of the output displacement, model units.
         uv_size: side of the output map (256).
         conditioned: whether :meth:`forward` reads the :class:`AUCondition` (``False`` only for ``"none"``).
+        reads_photo: whether :meth:`forward` takes a third argument, ``uv_inputs (B, C, S, S)``: what the
+            photo says in UV space (:func:`aucgan.stages.detail.photo_maps`).
     """
 
     conditioned: bool = True
+    reads_photo: bool = False
 
     def __init__(self, latent_dim: int, max_z: float) -> None:
         super().__init__()
@@ -117,6 +143,16 @@ class DetailDecoder(nn.Module):
         self.latent_dim = latent_dim
         self.max_z = float(max_z)
         self.uv_size = UV_SIZE
+
+    def with_output_gain(self, gain: float) -> DetailDecoder:
+        """Set the gain of the last activation, ``max_z · tanh(gain · x)`` (:class:`ScaledTanh`). Returns
+        ``self``."""
+        if not gain > 0:
+            raise ValueError(f"output gain must be positive, got {gain}")
+        for module in self.modules():
+            if isinstance(module, ScaledTanh):
+                module.gain = float(gain)
+        return self
 
     def start_flat(self) -> DetailDecoder:
         """Zero the output convolution (the last 1-channel conv), so that a fresh decoder predicts no
@@ -163,7 +199,7 @@ class DecaDetailDecoder(DetailDecoder):
                 nn.BatchNorm2d(c_out, 0.8),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
-        layers += [nn.Conv2d(widths[-1], 1, 3, 1, 1), nn.Tanh()]
+        layers += [nn.Conv2d(widths[-1], 1, 3, 1, 1), ScaledTanh()]
         self.conv_blocks = nn.Sequential(*layers)
 
     def forward(self, latent: torch.Tensor, condition: AUCondition | None = None) -> torch.Tensor:
@@ -217,7 +253,7 @@ class ReferenceConcatDecoder(DetailDecoder):
                 nn.LeakyReLU(0.2, inplace=True),
             ]
         self.blocks = nn.Sequential(*blocks)
-        self.to_displacement = nn.Sequential(nn.Conv2d(widths[-1], 1, 3, 1, 1), nn.Tanh())
+        self.to_displacement = nn.Sequential(nn.Conv2d(widths[-1], 1, 3, 1, 1), ScaledTanh())
 
     def forward(self, latent: torch.Tensor, condition: AUCondition | None) -> torch.Tensor:
         """``latent (B, latent_dim)`` and a condition → ``(B, 1, 256, 256)``."""
@@ -391,7 +427,7 @@ class AUTokenDecoder(DetailDecoder):
                 if size in attention_sizes
             }
         )
-        self.to_displacement = nn.Sequential(nn.Conv2d(channels[-1], 1, 3, 1, 1), nn.Tanh())
+        self.to_displacement = nn.Sequential(nn.Conv2d(channels[-1], 1, 3, 1, 1), ScaledTanh())
 
     def forward(self, latent: torch.Tensor, condition: AUCondition | None) -> torch.Tensor:
         """``latent (B, latent_dim)`` and a condition → ``(B, 1, 256, 256)``."""
@@ -410,10 +446,162 @@ class AUTokenDecoder(DetailDecoder):
         return self.to_displacement(maps) * self.max_z
 
 
+UV_PATHS = ("photo", "au", "latent")
+"""The information paths of :class:`UVUNetDecoder`; each can be switched off for an ablation."""
+
+
+def _conv_norm(c_in: int, c_out: int, groups: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(groups, c_out), nn.LeakyReLU(0.2, inplace=True)
+    )
+
+
+class UVUNetDecoder(DetailDecoder):
+    """Each fold from where its information is: AUs placed in UV, the photo read in UV, one U-Net.
+
+    Mechanism:
+
+    1. **AU maps (path ``"au"``).** A learned map per AU, ``P_k`` ``(au_channels, m, m)`` over the UV
+       square, weighted by the AU's intensity ``s_k`` and modulated per channel by its features ``f_k``:
+       ``A = sum_k s_k (1 + tanh(W f_k)) P_k``, up-sampled to every level of the U-Net. The AUs say *which*
+       folds and *where*; an edited intensity scales exactly its own map, so an edit can only act where that
+       AU's map lives, and at ``s_k = 0`` the AU contributes nothing.
+    2. **Photo (path ``"photo"``).** ``uv_inputs`` — the photo sampled into UV through the coarse fit,
+       texel visibility, the coarse normals, the coarse (flat) rendering and the light
+       (:func:`aucgan.stages.detail.photo_maps`) — enter at full UV resolution. The photo says the *phase*
+       of the folds and the identity's own lines.
+    3. **U-Net.** Levels at S, S/2, … (``channels``), two conv 3×3 + GroupNorm + LeakyReLU(0.2) each,
+       stride-2 down-sampling; the decoder up-samples (bilinear ×2) and concatenates the encoder's level
+       (skip connections at UV resolution) and the AU maps at that level. The UV coordinates are always an
+       input, so positions are known even with both paths off.
+    4. **Latent (path ``"latent"``).** The latent (jaw, expression, detail code) scales and shifts the
+       bottleneck's channels (FiLM, zero-initialised).
+    5. **Output.** conv 3×3 → 1 channel, ``tanh × max_z``, at ``uv_size``² (the face model's UV size:
+       nothing is resampled).
+
+    Shape:
+        latent ``(B, latent_dim)``, condition features ``(B, n_aus, feature_dim)`` and intensities
+        ``(B, n_aus)``, uv_inputs ``(B, photo_channels, uv_size, uv_size)`` (``None`` without the photo
+        path) → ``(B, 1, uv_size, uv_size)`` within ``±max_z``.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 181,
+        max_z: float = 0.01,
+        n_aus: int = 27,
+        feature_dim: int = 512,
+        uv_size: int = UV_SIZE,
+        photo_channels: int = 14,
+        paths: tuple[str, ...] = UV_PATHS,
+        channels: tuple[int, ...] = (16, 32, 48, 64, 96),
+        au_channels: int = 8,
+        au_map_size: int = 0,
+        groups: int = 4,
+    ) -> None:
+        super().__init__(latent_dim, max_z)
+        unknown = set(paths) - set(UV_PATHS)
+        if unknown:
+            raise ValueError(f"unknown paths {sorted(unknown)}; valid: {', '.join(UV_PATHS)}")
+        if uv_size % 2 ** (len(channels) - 1):
+            raise ValueError(
+                f"uv_size {uv_size} must be divisible by 2^{len(channels) - 1} (the U-Net's levels)"
+            )
+        if any(c % groups for c in channels):
+            raise ValueError(f"every width in {channels} must be divisible by groups={groups}")
+        self.uv_size, self.n_aus, self.feature_dim = uv_size, n_aus, feature_dim
+        self.paths = tuple(path for path in UV_PATHS if path in paths)
+        self.reads_photo = "photo" in self.paths
+        self.conditioned = "au" in self.paths
+        self.photo_channels = photo_channels
+        au_width = au_channels if self.conditioned else 0
+        if self.conditioned:
+            size = au_map_size or uv_size // 4
+            self.au_maps = nn.Parameter(0.01 * torch.randn(n_aus, au_channels, size, size))
+            self.au_feature_gain = nn.Linear(feature_dim, au_channels)
+            nn.init.zeros_(self.au_feature_gain.weight)
+            nn.init.zeros_(self.au_feature_gain.bias)
+        u = (torch.arange(uv_size) + 0.5) / uv_size
+        v, u = torch.meshgrid(1.0 - u, u, indexing="ij")
+        self.register_buffer("uv_coordinates", torch.stack([u, v])[None] * 2 - 1, persistent=False)
+        c_in = 2 + (photo_channels if self.reads_photo else 0) + au_width
+        self.down = nn.ModuleList()
+        for level, width in enumerate(channels):
+            start = c_in if level == 0 else channels[level - 1]
+            self.down.append(
+                nn.Sequential(
+                    _conv_norm(start, width, groups, stride=1 if level == 0 else 2),
+                    _conv_norm(width, width, groups),
+                )
+            )
+        if "latent" in self.paths:
+            self.film = nn.Linear(latent_dim, 2 * channels[-1])
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+        self.up = nn.ModuleList(
+            nn.Sequential(
+                _conv_norm(channels[level + 1] + channels[level] + au_width, channels[level], groups),
+                _conv_norm(channels[level], channels[level], groups),
+            )
+            for level in range(len(channels) - 1)
+        )
+        self.to_displacement = nn.Sequential(nn.Conv2d(channels[0], 1, 3, 1, 1), ScaledTanh())
+
+    def au_map(self, condition: AUCondition) -> torch.Tensor:
+        """``(B, au_channels, m, m)``: the AU maps weighted by intensity and modulated by the features."""
+        gain = 1.0 + torch.tanh(self.au_feature_gain(condition.features))
+        return torch.einsum("bk,bkc,kchw->bchw", condition.intensities, gain, self.au_maps)
+
+    def forward(
+        self, latent: torch.Tensor, condition: AUCondition | None, uv_inputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``latent (B, latent_dim)``, a condition (path ``au``) and ``uv_inputs`` (path ``photo``) →
+        ``(B, 1, uv_size, uv_size)``."""
+        _check_latent(latent, self.latent_dim)
+        batch, size = latent.shape[0], self.uv_size
+        inputs = [self.uv_coordinates.expand(batch, -1, -1, -1).to(latent.dtype)]
+        if self.reads_photo:
+            expected = (batch, self.photo_channels, size, size)
+            if uv_inputs is None or tuple(uv_inputs.shape) != expected:
+                got = None if uv_inputs is None else tuple(uv_inputs.shape)
+                raise ValueError(
+                    f"{type(self).__name__} reads the photo: uv_inputs must be {expected}, got {got}"
+                )
+            inputs.append(uv_inputs)
+        au = None
+        if self.conditioned:
+            condition = _check_condition(condition, batch, self.n_aus, self.feature_dim, type(self).__name__)
+            au = self.au_map(condition)
+            inputs.append(
+                nn.functional.interpolate(au, size=(size, size), mode="bilinear", align_corners=False)
+            )
+        x = torch.cat(inputs, dim=1)
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        if "latent" in self.paths:
+            scale, shift = self.film(latent)[..., None, None].chunk(2, dim=1)
+            x = x * (1 + scale) + shift
+        for level in reversed(range(len(self.up))):
+            skip = skips[level]
+            parts = [
+                nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False),
+                skip,
+            ]
+            if au is not None:
+                parts.append(
+                    nn.functional.interpolate(au, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+                )
+            x = self.up[level](torch.cat(parts, dim=1))
+        return self.to_displacement(x) * self.max_z
+
+
 DETAIL_DECODERS: dict[str, type[DetailDecoder]] = {
     "none": DecaDetailDecoder,
     "concat-1x1": ReferenceConcatDecoder,
     "token-attention": AUTokenDecoder,
+    "uv-unet": UVUNetDecoder,
 }
 """Decoder classes by conditioning kind."""
 
@@ -438,6 +626,8 @@ def build_detail_decoder(
     if kind not in DETAIL_DECODERS:
         raise ValueError(f"unknown detail decoder kind {kind!r}; valid: {', '.join(DETAIL_DECODERS)}")
     cls = DETAIL_DECODERS[kind]
+    if cls is UVUNetDecoder:
+        return cls(latent_dim, max_z, n_aus=n_aus, feature_dim=feature_dim, **options)
     if not cls.conditioned:
         return cls(latent_dim, max_z, **options)
     return cls(latent_dim, max_z, n_aus=n_aus, feature_dim=feature_dim, **options)

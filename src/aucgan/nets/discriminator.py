@@ -18,6 +18,11 @@ The variants, selected by name through :func:`build_discriminator`:
 * ``"reference-3x9"`` — :class:`Reference3x9Discriminator`: the reference design, kept measurable.
 * ``"projection"`` — :class:`ProjectionDiscriminator`: a projection discriminator (Miyato & Koyama 2018)
   over AU tokens, ``mode="patch"`` or ``"global"``.
+* ``"uv-projection"`` — :class:`UVProjectionDiscriminator`: the same projection discriminator on UV maps
+  (the photo sampled into UV against the detail texture, both on the visible skin), with the texel's UV
+  coordinates as input: it judges detail where it lives, and knows where each patch is.
+
+Each class has ``space``: ``"image"`` (it judges photos and renderings) or ``"uv"`` (UV textures).
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ class Reference3x9Discriminator(nn.Module):
         images ``(B, 3, H, W)``, condition features ``(B, n_aus, feature_dim)`` → ``(B, 1, H/8, W/8)``.
     """
 
+    space = "image"
+
     def __init__(self, n_aus: int = 27, feature_dim: int = 512) -> None:
         super().__init__()
         if n_aus % 3:
@@ -142,6 +149,8 @@ class ProjectionDiscriminator(nn.Module):
         ``(B, n_aus)`` → ``(B, 1, H/8, W/8)`` (patch) or ``(B, 1)`` (global).
     """
 
+    space = "image"
+
     def __init__(
         self,
         n_aus: int = 27,
@@ -149,13 +158,14 @@ class ProjectionDiscriminator(nn.Module):
         mode: str = "patch",
         token_dim: int = 128,
         channels: tuple[int, int, int, int] = (64, 128, 256, 512),
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         if mode not in ("patch", "global"):
             raise ValueError(f"mode must be 'patch' or 'global', got {mode!r}")
         self.n_aus, self.feature_dim, self.mode = n_aus, feature_dim, mode
         layers: list[nn.Module] = []
-        c_in = 3
+        c_in = in_channels
         for index, c_out in enumerate(channels):
             kernel, stride = (3, 1) if index == len(channels) - 1 else (4, 2)
             layers += [spectral_norm(nn.Conv2d(c_in, c_out, kernel, stride, 1)), nn.LeakyReLU(0.2)]
@@ -166,6 +176,10 @@ class ProjectionDiscriminator(nn.Module):
         self.tokens = AUTokenEmbedding(n_aus, feature_dim, token_dim)
         self.projection = spectral_norm(nn.Linear(token_dim, c_in, bias=False))
 
+    def trunk_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the trunk reads: the images themselves."""
+        return images
+
     def condition_embedding(self, condition: AUCondition) -> torch.Tensor:
         """``Σ_k W t_k`` ``(B, out_channels)``: the vector φ is compared with."""
         return self.projection(self.tokens(condition)).sum(dim=1)
@@ -173,7 +187,7 @@ class ProjectionDiscriminator(nn.Module):
     def forward(self, images: torch.Tensor, condition: AUCondition) -> torch.Tensor:
         """``images (B, 3, H, W)`` and a condition → ``(B, 1, H/8, W/8)`` or ``(B, 1)`` logits."""
         _check_inputs(images, condition, self.n_aus, self.feature_dim, type(self).__name__)
-        features = self.trunk(images)
+        features = self.trunk(self.trunk_input(images))
         embedding = self.condition_embedding(condition)
         if self.mode == "global":
             pooled = features.mean(dim=(2, 3))
@@ -183,9 +197,37 @@ class ProjectionDiscriminator(nn.Module):
         return realism + torch.einsum("bc,bchw->bhw", embedding, features)[:, None]
 
 
+class UVProjectionDiscriminator(ProjectionDiscriminator):
+    """:class:`ProjectionDiscriminator` on UV maps: it judges the detail texture (albedo × detail shading)
+    against the photo sampled into UV, both on the visible skin, where wrinkles live and have the same
+    place on every face. The trunk reads the map and the texel's ``(u, v)`` (two more channels, in
+    [-1, 1]), so a patch's realism and its agreement with each AU token can depend on where it is: folds of
+    AU12 belong beside the nose, not on the forehead.
+
+    Shape:
+        uv maps ``(B, 3, S, S)``, condition as :class:`ProjectionDiscriminator` → ``(B, 1, S/8, S/8)``
+        (patch) or ``(B, 1)`` (global).
+    """
+
+    space = "uv"
+
+    def __init__(self, n_aus: int = 27, feature_dim: int = 512, **options: object) -> None:
+        super().__init__(n_aus, feature_dim, in_channels=5, **options)
+
+    def trunk_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The maps and the UV coordinates of their texels (row 0 at v ≈ 1)."""
+        b, _, h, w = images.shape
+        u = (torch.arange(w, device=images.device, dtype=images.dtype) + 0.5) / w
+        v = 1.0 - (torch.arange(h, device=images.device, dtype=images.dtype) + 0.5) / h
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        coordinates = torch.stack([uu, vv])[None].expand(b, -1, -1, -1) * 2 - 1
+        return torch.cat([images, coordinates], dim=1)
+
+
 DISCRIMINATORS: dict[str, type[nn.Module]] = {
     "reference-3x9": Reference3x9Discriminator,
     "projection": ProjectionDiscriminator,
+    "uv-projection": UVProjectionDiscriminator,
 }
 """Discriminator classes by conditioning kind."""
 
@@ -194,7 +236,7 @@ def build_discriminator(kind: str, n_aus: int = 27, feature_dim: int = 512, **op
     """Build the discriminator of a conditioning ``kind`` (a key of :data:`DISCRIMINATORS`).
 
     Args:
-        kind: ``"reference-3x9"`` or ``"projection"``.
+        kind: ``"reference-3x9"``, ``"projection"`` or ``"uv-projection"``.
         n_aus, feature_dim: condition size ``(K, C)``.
         options: further keyword arguments of the chosen class (e.g. ``mode="global"`` for projection).
     """
