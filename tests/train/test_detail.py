@@ -9,6 +9,7 @@ mode whatever ``train()`` says.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -210,7 +211,7 @@ def step(world):
         return {name: None if p.grad is None else p.grad.clone() for name, p in named}
 
     with module.step_randomness():
-        coarse, aus, condition, detail, rendering = module.run_detail(batch, batch.image)
+        coarse, aus, condition, detail, rendering, _ = module.run_detail(batch, batch.image)
         condition = AUCondition(condition.features.detach(), condition.intensities.detach())
         d_losses = module.discriminator_losses(batch.image, rendering.image, condition)
         # retain_graph: had the fakes not been detached, the generator's grads show it (not a freed graph)
@@ -319,7 +320,7 @@ def test_au_consistency_alone_sends_gradient_to_the_generator(world, step, monke
     )
     module.zero_grad(set_to_none=True)
     with module.step_randomness():
-        coarse, aus, condition, detail, rendering = module.run_detail(step.batch, step.batch.image)
+        coarse, aus, condition, detail, rendering, _ = module.run_detail(step.batch, step.batch.image)
         losses = module.generator_losses(step.batch.image, coarse, aus, condition, detail, rendering)
     assert set(losses) == {term} and losses[term] > 0
     losses[term].backward()
@@ -401,7 +402,7 @@ def test_mrf_is_on_with_a_vgg19_file(world, step, tmp_path, monkeypatch):
     assert module.vgg is not None and not any("ID-MRF" in message for message in messages)
     batch = step.batch
     with module.step_randomness():
-        coarse, aus, condition, detail, rendering = module.run_detail(batch, batch.image)
+        coarse, aus, condition, detail, rendering, _ = module.run_detail(batch, batch.image)
         losses = module.generator_losses(batch.image, coarse, aus, condition, detail, rendering)
     assert set(losses) == expected_generator_losses(cfg, vgg=True)
     losses["mrf"].backward()
@@ -409,15 +410,34 @@ def test_mrf_is_on_with_a_vgg19_file(world, step, tmp_path, monkeypatch):
     assert all(p.grad is None for p in module.vgg.parameters())
 
 
-def test_displacement_truth_is_the_skin_l1_in_units_of_max_z(world, step):
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_truth_losses_are_the_skin_errors_in_units_of_max_z_over_20(world, step, kind):
     module, cfg = world.module, world.cfg
+    cfg = dataclasses.replace(
+        cfg,
+        loss=dataclasses.replace(
+            cfg.loss, displacement_truth=2.0, displacement_truth_kind=kind, displacement_gradient=0.5
+        ),
+    )
     detail = step.outputs[3]
     truth = step.batch.uv_displacement
     skin = module.coarse.uv_space.skin
-    expected = ((detail.uv_displacement - truth).abs() * skin).sum() / (skin.sum() * truth.shape[0])
-    actual = module.displacement_truth(detail.uv_displacement, truth)
-    assert float(actual) == pytest.approx(float(expected) / cfg.model.max_z, rel=1e-5)
-    assert float(module.displacement_truth(truth, truth)) == 0.0
+    unit = cfg.model.max_z / 20
+    error = (detail.uv_displacement - truth) / unit
+    values = error.square() if kind == "l2" else error.abs()
+    expected = (values * skin).sum() / (skin.sum() * truth.shape[0])
+    original, module.cfg = module.cfg, cfg
+    try:
+        losses = module.truth_losses(detail.uv_displacement, truth)
+        perfect = module.truth_losses(truth, truth)
+    finally:
+        module.cfg = original
+    assert set(losses) == {"displacement_truth", "displacement_gradient"}
+    assert float(losses["displacement_truth"].detach()) == pytest.approx(
+        2.0 * float(expected.detach()), rel=1e-5
+    )
+    assert float(losses["displacement_gradient"].detach()) > 0
+    assert all(float(value) == 0.0 for value in perfect.values())
 
 
 def test_held_out_errors_of_a_flat_prediction_equal_the_flat_baseline(world, step, monkeypatch):
@@ -436,8 +456,12 @@ def test_held_out_errors_of_a_flat_prediction_equal_the_flat_baseline(world, ste
     module.train()
     assert set(errors) == {
         "displacement_mae", "displacement_mae_flat", "normal_error_deg", "normal_error_flat_deg",
-        "normal_error_wrinkle_deg", "normal_error_wrinkle_flat_deg",
+        "normal_error_wrinkle_deg", "normal_error_wrinkle_flat_deg", "normal_error_active_deg",
+        "normal_error_active_flat_deg",
     }  # fmt: skip
+    assert float(zero["normal_error_active_deg"]) == pytest.approx(
+        float(zero["normal_error_active_flat_deg"]), abs=1e-3
+    )
     assert float(zero["displacement_mae"]) == pytest.approx(float(zero["displacement_mae_flat"]), rel=1e-6)
     assert float(zero["normal_error_deg"]) == pytest.approx(float(zero["normal_error_flat_deg"]), abs=1e-3)
     assert float(zero["normal_error_wrinkle_deg"]) == pytest.approx(
@@ -456,3 +480,75 @@ def test_detail_init_is_honoured(world, init):
         -1
     ]
     assert (output.weight.abs().sum() == 0) == (init == "flat")
+
+
+# The uv-unet decoder, its edit pairs and the UV discriminator --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def uv_world(world):
+    loss = dataclasses.replace(
+        world.cfg.loss, displacement_truth=1.0, displacement_gradient=0.5, edit_truth=1.0, edit_true_aus=0.5
+    )
+    model = dataclasses.replace(world.cfg.model, detail_decoder="uv-unet", discriminator="uv-projection")
+    cfg = dataclasses.replace(world.cfg, model=model, loss=loss)
+    torch.manual_seed(0)
+    return SimpleNamespace(cfg=cfg, module=DetailTraining(cfg))
+
+
+def test_uv_unet_step_trains_on_truth_edit_pairs_and_the_uv_discriminator(uv_world, step, monkeypatch):
+    module, batch = uv_world.module, step.batch
+    assert module.detail.reads_photo and module.discriminator.space == "uv"
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(module, "log_dict", lambda values, **_: logged.update(values))
+    monkeypatch.setattr(module, "log", lambda name, value, **_: logged.update({name: value}))
+    judged: list[torch.Tensor] = []
+    forward = module.discriminator.forward
+    monkeypatch.setattr(module.discriminator, "forward", lambda x, c: judged.append(x) or forward(x, c))
+    before = state_copy(module.detail.decoder)
+    optimizers = [entry for entry in module.configure_optimizers()[0]]
+    monkeypatch.setattr(module, "optimizers", lambda: optimizers)
+    schedules = [SimpleNamespace(step=lambda: None)] * 2
+    monkeypatch.setattr(module, "lr_schedulers", lambda: schedules)
+    monkeypatch.setattr(module, "toggled_optimizer", lambda _opt: contextlib.nullcontext())
+
+    def optimise(optimizer, losses, _name):
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    monkeypatch.setattr(module, "optimise", optimise)
+    monkeypatch.setattr(module, "finish_step", lambda: None)
+    module.train()
+    module.training_step(batch, 0)
+    for name in ("displacement_truth", "displacement_gradient", "edit_truth", "edit_gradient", "adversarial"):
+        assert f"train/{name}" in logged, name
+    size = module.cfg.render.uv_size
+    assert judged and all(x.shape[-2:] == (size, size) for x in judged)  # UV maps, not images
+    after = module.detail.decoder.state_dict()
+    assert any(not torch.equal(after[name], value) for name, value in before.items())
+
+
+def test_edit_pairs_take_the_other_images_aus_and_keep_the_photo(uv_world, step, monkeypatch):
+    module, batch = uv_world.module, step.batch
+    k = module.group_size
+    with torch.no_grad():
+        coarse, aus, condition, detail, _, evidence = module.run_detail(batch, batch.image)
+    seen = {}
+
+    def decode(target, code, cond, evid):
+        seen.update(target=target, code=code, condition=cond, evidence=evid)
+        return detail
+
+    monkeypatch.setattr(module.detail, "decode", decode)
+    torch.manual_seed(0)
+    module.edit_pair(batch, coarse, aus, condition, evidence, detail.detail_code)
+    true, read = swap_within_groups(batch.expression, k), swap_within_groups(aus.main_scores, k)
+    chosen = seen["condition"].intensities
+    assert all(
+        torch.allclose(c, t) or torch.allclose(c, r) for c, t, r in zip(chosen, true, read, strict=True)
+    )
+    assert seen["condition"].features is condition.features  # the photo's own AU features
+    assert seen["evidence"] is evidence and seen["code"] is detail.detail_code
+    torch.testing.assert_close(seen["target"].codes.jaw_pose, swap_within_groups(coarse.codes.jaw_pose, k))
+    torch.testing.assert_close(seen["target"].codes.expression, chosen)  # the built-in face: expression = AUs

@@ -15,6 +15,7 @@ Both learning-rate schedules step once per training step, as declared. Every los
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -32,19 +33,21 @@ from aucgan.build import (
 from aucgan.config import Config
 from aucgan.data.real import RealSample
 from aucgan.data.synthetic import SyntheticSample
-from aucgan.face_model.regions import AU_WRINKLE_REGIONS, region_mask
+from aucgan.face_model.regions import AU_WRINKLE_REGIONS, active_region_mask, region_mask
 from aucgan.geometry.render import Rendering, texel_visibility
 from aucgan.geometry.shading import sh_shading
+from aucgan.geometry.uv import angle_degrees
 from aucgan.losses.adversarial import discriminator_loss, generator_loss, r1_penalty
 from aucgan.losses.au_consistency import au_feature_loss, au_score_loss
 from aucgan.losses.mrf import id_mrf
 from aucgan.losses.photometric import masked_l1
 from aucgan.losses.regularizers import displacement_magnitude, displacement_symmetry, shading_smoothness
+from aucgan.losses.truth import displacement_error, displacement_gradient_error
 from aucgan.nets.au_net import AUOutput
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.nets.vgg import DEFAULT_LAYERS, load_vgg19
 from aucgan.stages.coarse import CoarseOutput
-from aucgan.stages.detail import DetailOutput, au_condition, photo_in_uv
+from aucgan.stages.detail import DetailOutput, UVEvidence, au_condition, photo_in_uv, read_photo
 from aucgan.train.augmentation import face_augmentation
 from aucgan.train.module import StageModule
 
@@ -53,9 +56,14 @@ MRF_LAYER_WEIGHTS = {"relu3_2": 1.0, "relu4_2": 1.0}
 log = logging.getLogger(__name__)
 
 
+TRUTH_UNIT = 1.0 / 20.0
+"""The truth losses measure displacement in units of ``model.max_z`` times this (0.5 mm for the built-in
+face's 1 cm bound)."""
+
+
 def swap_within_groups(codes: torch.Tensor, group_size: int) -> torch.Tensor:
     """Each sample takes the code of the next image of its identity (batches hold whole groups of
-    ``group_size`` images per identity): ``(B, D)`` → ``(B, D)``."""
+    ``group_size`` images per identity): ``(B, ...)`` → ``(B, ...)``."""
     batch = codes.shape[0]
     if batch % group_size:
         raise ValueError(f"a batch of {batch} does not hold whole groups of {group_size}")
@@ -65,9 +73,9 @@ def swap_within_groups(codes: torch.Tensor, group_size: int) -> torch.Tensor:
 
 def normal_angle_degrees(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean angle (degrees) between unit normal maps ``(B, 3, S, S)`` over ``mask (B or 1, 1, S, S)``."""
-    cosine = (predicted * target).sum(1, keepdim=True).clamp(-1.0, 1.0)
-    weights = mask.expand_as(cosine)
-    return (torch.rad2deg(torch.acos(cosine)) * weights).sum() / weights.sum().clamp(min=1)
+    angles = angle_degrees(predicted, target)
+    weights = mask.expand_as(angles)
+    return (angles * weights).sum() / weights.sum().clamp(min=1)
 
 
 class DetailTraining(StageModule):
@@ -118,14 +126,22 @@ class DetailTraining(StageModule):
 
     def run_detail(
         self, batch: SyntheticSample | RealSample, images: torch.Tensor
-    ) -> tuple[CoarseOutput, AUOutput, AUCondition, DetailOutput, Rendering]:
+    ) -> tuple[CoarseOutput, AUOutput, AUCondition, DetailOutput, Rendering, UVEvidence | None]:
+        """The detail pipeline on ``images``: coarse fit, AU reading, the photo's evidence in UV (for a
+        decoder that reads it), detail and the detailed rendering (rasterised once)."""
         coarse = self.coarse_output(batch, images)
         with torch.no_grad():
             aus = self.detail.read_aus(images)
         condition = au_condition(aus)
-        detail = self.detail.decode(coarse, self.detail.encoder(images), condition)
-        rendering = self.coarse.render(coarse, uv_normals=detail.uv_detail_normals, background=images)
-        return coarse, aus, condition, detail, rendering
+        evidence, fragments = None, None
+        if self.detail.reads_photo:
+            with torch.no_grad():
+                evidence, fragments = read_photo(self.coarse, images, coarse)
+        detail = self.detail.decode(coarse, self.detail.encoder(images), condition, evidence)
+        rendering = self.coarse.render(
+            coarse, uv_normals=detail.uv_detail_normals, background=images, fragments=fragments
+        )
+        return coarse, aus, condition, detail, rendering, evidence
 
     def visible_skin(self, coarse: CoarseOutput, rendering: Rendering) -> torch.Tensor:
         """``(B, 1, S, S)`` the skin texels seen in the image (where photometric losses and errors look)."""
@@ -138,6 +154,19 @@ class DetailTraining(StageModule):
     def discriminate(self, images: torch.Tensor, condition: AUCondition) -> torch.Tensor:
         """The one way images reach the discriminator: the same augmentation for reals and fakes."""
         return self.discriminator(self.augment(images).images, condition)
+
+    def judged(
+        self, images: torch.Tensor, coarse: CoarseOutput, detail: DetailOutput, rendering: Rendering
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reals, fakes)`` for the discriminator: the photos and the detailed renderings, or, for a
+        discriminator in UV space, the photo sampled into UV and the detail texture, both on the skin texels
+        seen in the photo."""
+        if self.discriminator.space != "uv":
+            return images, rendering.image
+        with torch.no_grad():
+            visible = self.visible_skin(coarse, rendering)
+            photo = photo_in_uv(images, coarse)
+        return photo * visible, detail.uv_texture * visible
 
     # Losses -------------------------------------------------------------------------------------------
 
@@ -168,7 +197,11 @@ class DetailTraining(StageModule):
         condition: AUCondition,
         detail: DetailOutput,
         rendering: Rendering,
+        evidence: UVEvidence | None = None,
+        fakes: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The generator's weighted losses; ``fakes`` are what the discriminator judges (default: the
+        detailed rendering)."""
         weights = self.cfg.loss
         skin = self.coarse.uv_space.to(images.device).skin
         visible = self.visible_skin(coarse, rendering)
@@ -191,7 +224,7 @@ class DetailTraining(StageModule):
             )
         if weights.detail_consistency > 0 and self.group_size > 1:
             swapped_code = swap_within_groups(detail.detail_code, self.group_size)
-            swapped = self.detail.decode(coarse, swapped_code, condition)
+            swapped = self.detail.decode(coarse, swapped_code, condition, evidence)
             losses["detail_consistency"] = weights.detail_consistency * masked_l1(
                 swapped.uv_texture, photo, visible
             )
@@ -207,7 +240,8 @@ class DetailTraining(StageModule):
                 )
         if weights.adversarial > 0:
             losses["adversarial"] = weights.adversarial * generator_loss(
-                self.discriminate(rendering.image, condition), weights.adversarial_kind
+                self.discriminate(rendering.image if fakes is None else fakes, condition),
+                weights.adversarial_kind,
             )
         return losses
 
@@ -218,20 +252,26 @@ class DetailTraining(StageModule):
         g_schedule, d_schedule = self.lr_schedulers()
         with self.step_randomness():
             images = batch.image if self.input_augment is None else self.input_augment(batch.image).images
-            coarse, aus, condition, detail, rendering = self.run_detail(batch, images)
+            coarse, aus, condition, detail, rendering, evidence = self.run_detail(batch, images)
             condition = AUCondition(condition.features.detach(), condition.intensities.detach())
+            reals, fakes = self.judged(images, coarse, detail, rendering)
             if self.cfg.loss.adversarial > 0:
                 with self.toggled_optimizer(d_optimizer):
-                    d_losses = self.discriminator_losses(images, rendering.image, condition)
+                    d_losses = self.discriminator_losses(reals, fakes, condition)
                     self.optimise(d_optimizer, d_losses, "discriminator")
                 self.log_dict({f"train/{name}": value.detach() for name, value in d_losses.items()})
             with self.toggled_optimizer(g_optimizer):
-                g_losses = self.generator_losses(images, coarse, aus, condition, detail, rendering)
-                if self.cfg.loss.displacement_truth > 0:
-                    g_losses["displacement_truth"] = (
-                        self.cfg.loss.displacement_truth
-                        * self.displacement_truth(detail.uv_displacement, batch.uv_displacement)
-                    )
+                g_losses = self.generator_losses(
+                    images, coarse, aus, condition, detail, rendering, evidence, fakes
+                )
+                if isinstance(batch, SyntheticSample):
+                    g_losses.update(self.truth_losses(detail.uv_displacement, batch.uv_displacement))
+                    if self.cfg.loss.edit_truth > 0 and self.group_size > 1:
+                        pair = self.edit_pair(batch, coarse, aus, condition, evidence, detail.detail_code)
+                        for name, value in self.truth_losses(
+                            pair, swap_within_groups(batch.uv_displacement, self.group_size)
+                        ).items():
+                            g_losses[name.replace("displacement", "edit")] = self.cfg.loss.edit_truth * value
                 self.optimise(g_optimizer, g_losses, "generator")
         g_schedule.step()
         if self.cfg.loss.adversarial > 0:
@@ -240,23 +280,67 @@ class DetailTraining(StageModule):
         self.log("train/g_total", sum(g_losses.values()).detach(), prog_bar=True)
         self.finish_step()
 
-    def displacement_truth(self, predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-        """``mean_skin |z - z_true| / max_z``: supervision from the synthetic world's ground truth."""
+    def truth_losses(self, predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Supervision from the synthetic world's true displacement over the skin
+        (:mod:`aucgan.losses.truth`), weighted: ``displacement_truth`` (``loss.displacement_truth_kind``) and
+        ``displacement_gradient``, in units of ``model.max_z`` × :data:`TRUTH_UNIT`."""
+        weights = self.cfg.loss
         skin = self.coarse.uv_space.to(predicted.device).skin
-        return masked_l1(predicted / self.cfg.model.max_z, truth / self.cfg.model.max_z, skin)
+        unit = self.cfg.model.max_z * TRUTH_UNIT
+        losses = {}
+        if weights.displacement_truth > 0:
+            losses["displacement_truth"] = weights.displacement_truth * displacement_error(
+                predicted, truth, skin, unit, weights.displacement_truth_kind
+            )
+        if weights.displacement_gradient > 0:
+            losses["displacement_gradient"] = weights.displacement_gradient * displacement_gradient_error(
+                predicted, truth, skin, unit
+            )
+        return losses
+
+    def edit_pair(
+        self,
+        batch: SyntheticSample,
+        coarse: CoarseOutput,
+        aus: AUOutput,
+        condition: AUCondition,
+        evidence: UVEvidence | None,
+        detail_code: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, 1, S, S)``: each face's photo (its evidence, ``detail_code`` and AU features) decoded with
+        the AU intensities, jaw and expression of the next image of its identity — an edit whose truth the
+        world knows (that image's displacement). The intensities are the world's true ones with probability
+        ``loss.edit_true_aus``, else what the AU net reads from that image."""
+        k = self.group_size
+        true = swap_within_groups(batch.expression.to(aus.scores), k)
+        read = swap_within_groups(aus.main_scores, k)
+        use_true = torch.rand(true.shape[0], 1, device=true.device) < self.cfg.loss.edit_true_aus
+        intensities = torch.where(use_true, true, read)
+        codes = coarse.codes
+        expression = swap_within_groups(codes.expression, k)
+        if self.coarse.face_model.expression_is_au_rig:
+            expression = intensities
+        pose = torch.cat([codes.global_pose, swap_within_groups(codes.jaw_pose, k)], dim=1)
+        target = dataclasses.replace(
+            coarse, codes=dataclasses.replace(codes, expression=expression, pose=pose)
+        )
+        detail = self.detail.decode(target, detail_code, condition.with_intensities(intensities), evidence)
+        return detail.uv_displacement
 
     def held_out_errors(self, batch: SyntheticSample) -> dict[str, torch.Tensor]:
         """Errors against the synthetic ground truth, over the skin texels: ``displacement_mae`` (face-model
         units), ``normal_error_deg``, and ``normal_error_wrinkle_deg`` over the AUs' wrinkle regions (the
         union of :data:`~aucgan.face_model.regions.AU_WRINKLE_REGIONS`); each ``*_flat`` is the same for a
         flat prediction (zero displacement: the coarse normals), for scale."""
-        coarse = self.coarse_output(batch, batch.image)
-        detail = self.detail(batch.image, coarse)
+        coarse, _, _, detail, _, _ = self.run_detail(batch, batch.image)
         skin = self.coarse.uv_space.to(batch.image.device).skin
         wrinkles = self.wrinkle_regions.to(skin) * skin
+        active = active_region_mask(batch.au_occurrence, skin.shape[-1]).to(skin) * skin
         count = skin.sum() * batch.image.shape[0]
         truth, flat = batch.uv_detail_normals, coarse.surface.normals
         return {
+            "normal_error_active_deg": normal_angle_degrees(detail.uv_detail_normals, truth, active),
+            "normal_error_active_flat_deg": normal_angle_degrees(flat, truth, active),
             "displacement_mae": ((detail.uv_displacement - batch.uv_displacement).abs() * skin).sum() / count,
             "displacement_mae_flat": (batch.uv_displacement.abs() * skin).sum() / count,
             "normal_error_deg": normal_angle_degrees(detail.uv_detail_normals, truth, skin),
@@ -276,7 +360,7 @@ class DetailTraining(StageModule):
         """Photos have no true displacement: ``photo_detail_l1``, the mean absolute difference between the
         detail-shaded texture and the photo over the visible skin texels, and ``photo_flat_l1`` for the
         coarse (flat) shading, for scale."""
-        coarse, _, _, detail, rendering = self.run_detail(batch, batch.image)
+        coarse, _, _, detail, rendering, _ = self.run_detail(batch, batch.image)
         visible = self.visible_skin(coarse, rendering)
         photo = photo_in_uv(batch.image, coarse)
         flat = coarse.uv_albedo * sh_shading(coarse.surface.normals, coarse.codes.light)
@@ -295,8 +379,7 @@ class DetailTraining(StageModule):
 
     def visuals(self, batch: SyntheticSample | RealSample) -> list[torch.Tensor]:
         """Columns of the image grid: input | coarse | detail shading | displacement | detail normals."""
-        coarse = self.coarse_output(batch, batch.image)
-        detail = self.detail(batch.image, coarse)
+        coarse, _, _, detail, _, _ = self.run_detail(batch, batch.image)
         smooth = self.coarse.render(coarse, background=batch.image)
         detailed = self.coarse.render(coarse, uv_normals=detail.uv_detail_normals)
         size = batch.image.shape[-2:]
