@@ -321,7 +321,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     try:
         result = evaluate(
-            _reconstructor(args, world_seed=True), Path(args.out), n_faces=args.n, batch_size=args.batch_size
+            _reconstructor(args, world_seed=True),
+            Path(args.out),
+            n_faces=args.n,
+            batch_size=args.batch_size,
+            ground_truth_coarse=args.ground_truth_coarse,
         )
     except ValueError as error:  # e.g. MediaPipe finds no face in a test render (coarse.backend=mediapipe)
         raise UsageError(str(error).splitlines()[0]) from None
@@ -570,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="report folder")
     evaluate.add_argument("--n", type=int, default=64, help="test faces (default %(default)s)")
     evaluate.add_argument("--batch-size", type=int, default=16, help="faces per batch (default %(default)s)")
+    evaluate.add_argument(
+        "--ground-truth-coarse",
+        action="store_true",
+        help="read each face through its true coarse fit: measures the detail stage alone",
+    )
     _add_model_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 

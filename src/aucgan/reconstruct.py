@@ -312,12 +312,15 @@ class Reconstructor:
         return self.coarse.image_size
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> Reconstruction:
+    def __call__(
+        self, images: torch.Tensor, landmarks: torch.Tensor | None = None, coarse: CoarseOutput | None = None
+    ) -> Reconstruction:
         """Reconstruct ``images (B, 3, H, W)`` in [0, 1] (resized to the network's input size if needed).
 
         With the mediapipe backend, ``landmarks (B, 468, 3)`` NDC are the faces' dense landmarks (as
         :func:`aucgan.stages.landmark_fit.landmarks_to_ndc` makes them); when not given, MediaPipe finds them
-        in the images (the largest face of each).
+        in the images (the largest face of each). A given ``coarse`` output (e.g. a synthetic face's true
+        fit, to measure the detail stage alone) replaces the coarse stage.
 
         Raises:
             ValueError: images of the wrong shape; with the mediapipe backend, an image with no face.
@@ -327,11 +330,13 @@ class Reconstructor:
         images = images.to(self.device, torch.float32)
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="area")
-        if self.landmark_coarse is not None and landmarks is None:
+        if self.landmark_coarse is not None and landmarks is None and coarse is None:
             landmarks = self.find_landmarks(images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.landmark_coarse is not None:
+        if coarse is not None:
+            landmarks = None
+        elif self.landmark_coarse is not None:
             landmarks = landmarks.to(self.device, torch.float32)
             coarse, _ = self.landmark_coarse(images, landmarks)
         else:

@@ -23,6 +23,7 @@ from aucgan.evaluate.metrics import (
     edit_response,
     half_resolution,
     neutral,
+    true_coarse,
 )
 from aucgan.face_model.regions import AU_WRINKLE_REGIONS, region_mask
 
@@ -310,3 +311,17 @@ def test_active_region_errors_against_an_independent_computation(random_reconstr
     assert normals["active_flat"] == pytest.approx(float((flat * mask).sum() / mask.sum()), rel=1e-5)
     assert normals["active"] >= 0 and normals["active_half_res"] >= 0
     assert mae["active_vs_flat_se"] > 0
+
+
+def test_ground_truth_coarse_measures_the_detail_stage_alone(random_reconstructor, truth_batch):
+    sections, _, (rec,) = detail_errors(random_reconstructor, [truth_batch], ground_truth_coarse=True)
+    coarse = true_coarse(random_reconstructor, truth_batch)
+    torch.testing.assert_close(rec.coarse.vertices, coarse.vertices)
+    skin = random_reconstructor.coarse.uv_space.skin[0, 0].double()
+    truth = truth_batch.uv_detail_normals.float()
+    flat = angle_degrees(coarse.surface.normals, truth)[:, 0].double()
+    expected = float((flat * skin).sum() / (skin.sum() * flat.shape[0]))
+    assert sections["normal_error_deg"]["flat"] == pytest.approx(expected, rel=1e-5)
+    # Through the true fit, a flat prediction's error is the detail's own: well under the coarse stage's.
+    through_network, _, _ = detail_errors(random_reconstructor, [truth_batch])
+    assert sections["normal_error_deg"]["flat"] < through_network["normal_error_deg"]["flat"]
