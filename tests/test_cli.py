@@ -332,7 +332,7 @@ def test_presets_load_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [
             f"aucgan {argv[0]}: no config file or preset named 'synthetc'; presets: default, flame-deca, "
-            "synthetic, synthetic-tiny"
+            "synthetic, synthetic-deca, synthetic-tiny"
         ], argv
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny"]
 

@@ -286,8 +286,8 @@ def test_pack_of_a_ground_truth_coarse_checkpoint_says_why(random_reconstructor,
 def test_evaluate_writes_the_report(random_weights, tmp_path, monkeypatch):
     every_au = evaluate_run.edit_metrics
 
-    def one_au(reconstructor, reconstructions, aus, progress=None):
-        return every_au(reconstructor, reconstructions, ("AU12",), progress=progress)
+    def one_au(reconstructor, reconstructions, aus, **options):
+        return every_au(reconstructor, reconstructions, ("AU12",), **options)
 
     monkeypatch.setattr(evaluate_run, "edit_metrics", one_au)  # 1 edited AU of 18 keeps it fast
     result = run_cli(

@@ -388,7 +388,7 @@ def test_a_file_wins_over_a_preset_of_the_same_name(tmp_path: Path, monkeypatch)
     Path("synthetic.yaml").write_text("seed: 7\n", encoding="utf-8")
     assert resolve_config("synthetic.yaml") == Path("synthetic.yaml")
     assert load_config(Config, "synthetic.yaml").seed == 7
-    assert load_config(Config, "synthetic").render.image_size == 128  # the bare name is the preset
+    assert load_config(Config, "synthetic").render.image_size == 160  # the bare name is the preset
     Path("synthetic-tiny").mkdir()  # a folder is no config: the name still means the preset
     assert resolve_config("synthetic-tiny") == PRESETS / "synthetic-tiny.yaml"
 

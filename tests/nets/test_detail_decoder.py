@@ -13,6 +13,7 @@ from aucgan.nets.detail_decoder import (
     AUTokenEmbedding,
     DecaDetailDecoder,
     ReferenceConcatDecoder,
+    ScaledTanh,
     UVUNetDecoder,
     build_detail_decoder,
     uv_fourier_features,
@@ -80,7 +81,9 @@ def test_deca_block_batchnorms_have_eps_0_8_and_upsampling_is_bilinear():
     assert all(blocks[i].momentum == pytest.approx(0.1) for i in (0, 3, 7, 11, 15, 19))
     upsamplers = [m for m in blocks if isinstance(m, nn.Upsample)]
     assert [(m.scale_factor, m.mode, m.align_corners) for m in upsamplers] == [(2.0, "bilinear", False)] * 5
-    assert isinstance(blocks[22], nn.Tanh)
+    assert isinstance(blocks[22], ScaledTanh) and blocks[22].gain == 1.0  # DECA's tanh, no parameters
+    x = torch.linspace(-3, 3, 13)
+    torch.testing.assert_close(blocks[22](x), torch.tanh(x))
 
 
 def test_deca_ignores_the_condition():
