@@ -419,9 +419,9 @@ def test_extra_keys_of_the_error_and_edit_sections_are_shown(tmp_path):
     assert "<td>active half res</td>" in errors and ">21.0<" in errors
     edit = text[text.index('id="edit"') :]
     assert ">gain</th>" in edit and edit.count(">0.750<") == len(metrics["edit"]["per_au"])
-    assert "(µm²)</span></th>" in edit
+    assert ">RMS inside at 1</th>" in edit
     au12 = edit[edit.index("AU12<small>") :]
-    assert ">60.0<" in au12[: au12.index("</tr>")]  # 0.6e-4 mm² at intensity 1
+    assert ">7.75 µm<" in au12[: au12.index("</tr>")]  # the root of 0.6e-4 mm² at intensity 1
 
 
 def test_tables_are_not_beside_the_plots(full_report):

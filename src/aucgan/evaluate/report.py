@@ -616,6 +616,14 @@ def _verdict_badge(comparison: FlatComparison, short: bool = False) -> str:
     return f'<span class="badge {comparison.verdict}" title="{_e(comparison.text)}">{_e(label)}</span>'
 
 
+def _root_unit(unit: str) -> str:
+    """The length whose square ``unit`` is (``"mm²"`` → ``"mm"``); ``""`` for anything else."""
+    for suffix in ("²", "^2", "2"):
+        if unit.endswith(suffix) and unit[: -len(suffix)] in _LENGTHS_IN_METRES:
+            return unit[: -len(suffix)]
+    return ""
+
+
 def _energy_unit(data: Mapping[str, Any]) -> tuple[str, float]:
     """The display unit and factor of the edit section's energies (one for the whole section)."""
     units = _section(data, "units") or {}
@@ -1047,10 +1055,16 @@ def _edit_section(data: Mapping[str, Any], plots: Mapping[str, Path], folder: Pa
     intensities = edit.get("intensities") or []
     top = f"{intensities[-1]:g}" if intensities and intensities[-1] is not None else "the top"
     per_au = edit.get("per_au") or {}
-    energy_unit, factor = _energy_unit(data)
+    length_unit = _root_unit(str((_section(data, "units") or {}).get("energy", "")))
     extra: list[str] = []
     for entry in per_au.values():
         extra.extend(key for key in entry if key not in _EDIT_KNOWN and key not in extra)
+
+    def rms(energy: Any) -> str:
+        """The root of a mean squared displacement, each cell in its own unit (5.2 µm beside 1.04 mm)."""
+        if energy is None or not math.isfinite(float(energy)) or energy < 0:
+            return "n/a"
+        return _e(format_quantity(math.sqrt(float(energy)), length_unit))
 
     def cell(value: Any) -> str:
         if isinstance(value, bool):
@@ -1067,25 +1081,25 @@ def _edit_section(data: Mapping[str, Any], plots: Mapping[str, Path], folder: Pa
         cells = [
             _format_number(entry.get("locality")),
             "n/a" if monotonic is None else cell(monotonic),
-            _e(_format_number(None if inside is None else inside * factor)),
-            _e(_format_number(None if outside is None else outside * factor)),
+            rms(inside),
+            rms(outside),
             *(cell(entry.get(key)) for key in extra),
         ]
         rows.append(f"<tr><td>{_au_cell(au)}</td>{''.join(f'<td class=num>{c}</td>' for c in cells)}</tr>")
-    unit = f' <span class="unit">({_e(energy_unit)})</span>' if energy_unit else ""
     listed = {key for entry in per_au.values() for key, value in entry.items() if isinstance(value, list)}
     headings = [
         "locality",
         "monotonic",
-        f"energy inside at {_e(top)}{unit}",
-        f"energy outside at {_e(top)}{unit}",
+        f"RMS inside at {_e(top)}",
+        f"RMS outside at {_e(top)}",
         *(_e(_humanise(key) + (f" at {top}" if key in listed else "")) for key in extra),
     ]
     head = "<tr><th>AU</th>" + "".join(f'<th class="num">{text}</th>' for text in headings) + "</tr>"
     levels = ", ".join("n/a" if value is None else f"{value:g}" for value in intensities)
     lead = _lead(
-        f"Each AU is raised alone through the intensities {levels}; the curves and the energy columns show "
-        "the mean squared displacement inside the AU's wrinkle regions (solid) and outside them (dashed).",
+        f"Each AU is raised alone through the intensities {levels}; the curves show the mean squared "
+        "displacement inside the AU's wrinkle regions (solid) and outside them (dashed), the RMS columns "
+        "its root at the top intensity.",
         METRIC_DESCRIPTIONS["locality"],
         METRIC_DESCRIPTIONS["monotonic"],
     )
