@@ -213,6 +213,14 @@ _TARGET_MAGNITUDE = math.log10(30.0)
 about 1 and 1000 for lengths, 0.1 and 10⁵ for areas."""
 
 
+def _length_power(unit: str) -> tuple[str, int]:
+    """``unit`` as a length and its power (``"mm²"`` → ``("mm", 2)``); ``(unit, 1)`` for anything else."""
+    for suffix, exponent in _POWERS.items():
+        if suffix and unit.endswith(suffix) and unit[: -len(suffix)] in _LENGTHS_IN_METRES:
+            return unit[: -len(suffix)], exponent
+    return unit, 1
+
+
 def display_unit(unit: str, values: Iterable[float | None]) -> tuple[str, float]:
     """The unit to show ``values`` (measured in ``unit``) in, and the factor that converts them to it.
 
@@ -222,10 +230,7 @@ def display_unit(unit: str, values: Iterable[float | None]) -> tuple[str, float]
     values that are all missing or zero, are kept as they are (factor 1).
     """
     text = str(unit).strip()
-    base, power = text, 1
-    for suffix, exponent in _POWERS.items():
-        if suffix and text.endswith(suffix) and text[: -len(suffix)] in _LENGTHS_IN_METRES:
-            base, power = text[: -len(suffix)], exponent
+    base, power = _length_power(text)
     if base not in _LENGTHS_IN_METRES:
         return text, 1.0
     magnitudes = [abs(value) for value in values if value is not None and math.isfinite(value) and value != 0]
@@ -618,10 +623,8 @@ def _verdict_badge(comparison: FlatComparison, short: bool = False) -> str:
 
 def _root_unit(unit: str) -> str:
     """The length whose square ``unit`` is (``"mm²"`` → ``"mm"``); ``""`` for anything else."""
-    for suffix in ("²", "^2", "2"):
-        if unit.endswith(suffix) and unit[: -len(suffix)] in _LENGTHS_IN_METRES:
-            return unit[: -len(suffix)]
-    return ""
+    base, power = _length_power(unit.strip())
+    return base if power == 2 else ""
 
 
 def _energy_unit(data: Mapping[str, Any]) -> tuple[str, float]:
