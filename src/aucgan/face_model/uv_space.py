@@ -9,7 +9,14 @@ import torch
 from aucgan.face_model.base import FACE_PART_SKIN, FaceModel
 from aucgan.geometry.mesh import vertex_normals
 from aucgan.geometry.render import UVLayout, uv_layout, uv_maps
-from aucgan.geometry.uv import GridStencils, displacement_to_normals, grid_stencils, normalize_map
+from aucgan.geometry.uv import (
+    DetailFrame,
+    GridStencils,
+    detail_frame,
+    displacement_to_normals,
+    grid_stencils,
+    normalize_map,
+)
 
 
 @dataclass(frozen=True)
@@ -84,3 +91,8 @@ class UVSpace:
         return displacement_to_normals(
             surface.positions, surface.normals, uv_displacement * self.skin, stencils=self.stencils
         )
+
+    def detail_frame(self, surface: UVSurface) -> DetailFrame:
+        """The :class:`~aucgan.geometry.uv.DetailFrame` of ``surface``: ``frame.normals(d * skin)`` equals
+        :meth:`detail_normals` of ``d``, with the surface's share computed once."""
+        return detail_frame(surface.positions, surface.normals, stencils=self.stencils)

@@ -258,11 +258,53 @@ def displacement_to_normals(
         ``(B, 3, H, W)`` unit detail normals (``uv_detail_normals``); ``uv_normals`` outside ``mask`` and
         where a texel has no masked neighbour along u or v.
     """
+    _check_map("uv_displacement", uv_displacement, 1)
+    _check_same_grid("uv_displacement", uv_displacement, uv_positions)
+    return detail_frame(uv_positions, uv_normals, mask, stencils).normals(uv_displacement)
+
+
+@dataclass(frozen=True)
+class DetailFrame:
+    """What :func:`displacement_to_normals` needs of a coarse surface, computed once for any number of
+    displacements of it (e.g. the steps of an optimisation of the displacement).
+
+    Attributes:
+        normal: ``(B, 3, H, W)`` the smooth unit normals ``N``.
+        base: ``(B, 3, H, W)`` ``a N`` with ``a = (t_u x t_v) . N``, oriented (see below).
+        along_rows: ``(B, 3, H, W)`` ``-(t_u x N)``: the normal's change per unit of ``d_row`` (oriented).
+        along_u: ``(B, 3, H, W)`` ``N x t_v``: the normal's change per unit of ``d_u`` (oriented).
+        stencils: the finite-difference stencils of the mask.
+
+    Where ``a < 0`` (a mirrored layout) the three vectors are negated, so the normal agrees with ``N``.
+    """
+
+    normal: torch.Tensor
+    base: torch.Tensor
+    along_rows: torch.Tensor
+    along_u: torch.Tensor
+    stencils: GridStencils
+
+    def normals(self, uv_displacement: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` unit detail normals of ``uv_displacement (B, 1, H, W)`` (see
+        :func:`displacement_to_normals`)."""
+        _check_map("uv_displacement", uv_displacement, 1)
+        _check_same_grid("uv_displacement", uv_displacement, self.normal)
+        dd_du = _derivative(uv_displacement, self.stencils.along_u, -1)
+        dd_drow = _derivative(uv_displacement, self.stencils.along_rows, -2)
+        detail = normalize_map(self.base + dd_drow * self.along_rows + dd_du * self.along_u)
+        return torch.where(self.stencils.defined, detail, self.normal)
+
+
+def detail_frame(
+    uv_positions: torch.Tensor,
+    uv_normals: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    stencils: GridStencils | None = None,
+) -> DetailFrame:
+    """The :class:`DetailFrame` of a coarse surface (arguments as :func:`displacement_to_normals`)."""
     _check_map("uv_positions", uv_positions, 3)
     _check_map("uv_normals", uv_normals, 3)
-    _check_map("uv_displacement", uv_displacement, 1)
     _check_same_grid("uv_normals", uv_normals, uv_positions)
-    _check_same_grid("uv_displacement", uv_displacement, uv_positions)
     normal = uv_normals
     if stencils is None:
         stencils = _grid_stencils(uv_positions, mask)
@@ -270,15 +312,19 @@ def displacement_to_normals(
         raise ValueError(
             f"stencils are for {tuple(stencils.defined.shape)}, maps are {tuple(uv_positions.shape)}"
         )
-    defined, along_u, along_rows = stencils.defined, stencils.along_u, stencils.along_rows
-    dp_du, dd_du = _derivative(uv_positions, along_u, -1), _derivative(uv_displacement, along_u, -1)
-    dp_drow, dd_drow = _derivative(uv_positions, along_rows, -2), _derivative(uv_displacement, along_rows, -2)
+    dp_du = _derivative(uv_positions, stencils.along_u, -1)
+    dp_drow = _derivative(uv_positions, stencils.along_rows, -2)
     t_u = dp_du - _dot(dp_du, normal) * normal
     t_v = -dp_drow + _dot(dp_drow, normal) * normal
     area = _dot(_cross(t_u, t_v), normal)
-    detail = area * normal - dd_drow * _cross(t_u, normal) + dd_du * _cross(normal, t_v)
-    oriented = normalize_map(torch.where(area < 0, -detail, detail))
-    return torch.where(defined, oriented, uv_normals)
+    sign = torch.where(area < 0, -1.0, 1.0).to(area.dtype)
+    return DetailFrame(
+        normal=normal,
+        base=sign * area * normal,
+        along_rows=-sign * _cross(t_u, normal),
+        along_u=sign * _cross(normal, t_v),
+        stencils=stencils,
+    )
 
 
 def sample_uv_map(uv_map: torch.Tensor, uvs: torch.Tensor) -> torch.Tensor:
