@@ -72,6 +72,58 @@ def mediapipe_installed() -> None:
     pytest.importorskip("mediapipe", reason="the mediapipe extra: pip install -e '.[mediapipe]'")
 
 
+FACE_IN_PHOTO = {"grace_hopper": (264.0, 232.0, 202.0), "astronaut": (225.0, 123.5, 103.0)}
+"""Centre x, y and height in pixels of the face in each of :func:`real_photos` (the box of the 468 landmarks
+MediaPipe's face mesh finds on the whole photo)."""
+
+
+@pytest.fixture(scope="session")
+def paste_faces(real_photos: dict[str, Path]):
+    """``paste_faces(faces, width=1280, height=886)`` → a wide scene ``(height, width, 3)`` uint8 and the box
+    ``(x0, y0, x1, y1)`` of each face in it (pixels, its height square around its centre).
+
+    ``faces`` are ``(photo, face height px, centre x, centre y, mirrored)``, ``photo`` a key of
+    :func:`real_photos`: each face is cut from its photo with a disc of its height's diameter twice over
+    (hair and shoulders included), rescaled, mirrored if asked, and feathered onto a background of smooth
+    colour noise under a left-right and top-bottom gradient.
+    """
+    photos = {}
+    for name, path in real_photos.items():
+        with Image.open(path) as opened:
+            photos[name] = opened.convert("RGB")
+
+    def paste(faces, width: int = 1280, height: int = 886) -> tuple[np.ndarray, list[tuple[float, ...]]]:
+        rng = np.random.default_rng(0)
+        noise = Image.fromarray((rng.random((12, 18, 3)) * 255).astype(np.uint8))
+        rows, cols = np.mgrid[0:height, 0:width]
+        scene = (
+            0.35 * np.asarray(noise.resize((width, height), Image.Resampling.BICUBIC), np.float64)
+            + 90.0 + 50.0 * (cols / width)[..., None] + 30.0 * (rows / height)[..., None]
+            + rng.normal(0.0, 4.0, (height, width, 3))
+        )  # fmt: skip
+        boxes = []
+        for name, face_height, centre_x, centre_y, mirrored in faces:
+            source_x, source_y, source_height = FACE_IN_PHOTO[name]
+            reach = source_height  # half the cut's side: the cut is twice the face's height across
+            side = round(2 * face_height)
+            window = (source_x - reach, source_y - reach, source_x + reach, source_y + reach)
+            cut = np.asarray(
+                photos[name].resize((side, side), Image.Resampling.LANCZOS, box=window), np.float64
+            )
+            if mirrored:
+                cut = cut[:, ::-1]
+            radius = np.hypot(*(np.mgrid[0:side, 0:side] - (side - 1) / 2.0)) / (side / 2.0)
+            alpha = np.clip((1.0 - radius) / 0.25, 0.0, 1.0)[..., None]
+            x0, y0 = round(centre_x - side / 2), round(centre_y - side / 2)
+            region = scene[y0 : y0 + side, x0 : x0 + side]
+            scene[y0 : y0 + side, x0 : x0 + side] = alpha * cut + (1.0 - alpha) * region
+            half = face_height / 2.0
+            boxes.append((centre_x - half, centre_y - half, centre_x + half, centre_y + half))
+        return np.clip(scene, 0, 255).round().astype(np.uint8), boxes
+
+    return paste
+
+
 @pytest.fixture(scope="session")
 def photo_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six files: the photo as RGB, grayscale and CMYK JPEG and as RGBA PNG with a partly transparent

@@ -75,7 +75,8 @@ IMAGE_CORPUS: dict[str, int | str] = {
     "page.jpg": r"an HTML page, not an image .*download the image file itself",
     "tiny.png": r"1x1 pixels is too small to hold a face .*give a larger image",
     "huge.png": r"too many pixels to decode safely .*downscale the image",
-    "no face.png": r"no face found; if it is already a face crop pass --no-crop",
+    # the OpenCV detector of the coarse network, or MediaPipe's (coarse.backend=auto with the extra)
+    "no face.png": r"no face found; if it is already a face crop pass --no-crop|MediaPipe finds no face;",
 }
 
 

@@ -439,3 +439,13 @@ def test_package_paths_name_files_inside_the_installed_package() -> None:
     for bad in ("package://", "package://../setup.py", "package:///etc/passwd"):
         message = _error(Config, overrides=(f"assets.deca={bad}",))
         assert message.startswith(f"assets.deca={bad}: package:// names a file inside the installed aucgan")
+
+
+def test_coarse_backend_auto_and_the_face_size_limit_load() -> None:
+    cfg = load_config(Config, DEFAULT_PRESET, ["coarse.backend=auto"])
+    assert cfg.coarse.backend == "auto"
+    assert cfg.coarse.max_faces == 64 and cfg.coarse.min_face_px == pytest.approx(40.0)
+    with pytest.raises(ConfigError, match=r"coarse\.min_face_px"):
+        load_config(Config, None, ["coarse.min_face_px=0"])
+    with pytest.raises(ConfigError, match=r"coarse\.backend"):
+        load_config(Config, None, ["coarse.backend=dlib"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shutil
@@ -451,3 +452,61 @@ def test_channels_last_matches_the_contiguous_reference(random_weights):
     torch.testing.assert_close(a.coarse.vertices, b.coarse.vertices, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a.au.main_scores, b.au.main_scores, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a.detail.uv_displacement, b.detail.uv_displacement, rtol=1e-4, atol=1e-6)
+
+
+# Photometric refinement -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refining_reconstructor(random_reconstructor):
+    from aucgan.config import RefineConfig
+
+    rec = random_reconstructor
+    settings = RefineConfig(mode="always", steps=5)
+    return Reconstructor(rec.coarse, rec.detail, rec.cfg, "random, refining", refine_settings=settings)
+
+
+def test_refinement_runs_when_asked_and_only_then(random_reconstructor, refining_reconstructor):
+    images = _images(2, 64, 64, seed=3)
+    assert not random_reconstructor.refines  # auto, with the coarse network
+    assert random_reconstructor(images).refinement is None
+    refined = refining_reconstructor(images)
+    assert refined.refinement is not None and refined.photo_detail is not None
+    assert refining_reconstructor(images, refine=False).refinement is None
+    torch.testing.assert_close(
+        refined.detail.uv_displacement,
+        refining_reconstructor(images, refine=False).detail.uv_displacement + refined.photo_detail,
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    assert float(refined.detail.uv_displacement.abs().max()) <= refining_reconstructor.cfg.model.max_z
+
+
+def test_an_edit_of_a_refined_face_keeps_its_own_lines(refining_reconstructor):
+    rec = refining_reconstructor(_images(1, 64, 64, seed=4))
+    unchanged = refining_reconstructor.edit(rec, {})
+    torch.testing.assert_close(
+        unchanged.detail.uv_displacement, rec.detail.uv_displacement, rtol=1e-4, atol=1e-6
+    )
+    edited = refining_reconstructor.edit(rec, {"AU12": 1.0})
+    network_change = (
+        refining_reconstructor.edit(
+            dataclasses.replace(rec, photo_detail=None), {"AU12": 1.0}
+        ).detail.uv_displacement
+        - refining_reconstructor.redecode(
+            dataclasses.replace(rec, photo_detail=None), rec.coarse.codes, rec.condition
+        ).detail.uv_displacement
+    )
+    torch.testing.assert_close(
+        edited.detail.uv_displacement - rec.detail.uv_displacement, network_change, rtol=1e-3, atol=1e-5
+    )
+
+
+def test_a_refined_face_folder_reads_back_refined(refining_reconstructor, tmp_path):
+    rec = refining_reconstructor(_images(1, 64, 64, seed=5))
+    folder = write_face(tmp_path / "face", refining_reconstructor, rec, 0)
+    back, _ = read_face(folder, refining_reconstructor)
+    assert back.photo_detail is not None
+    torch.testing.assert_close(back.photo_detail, rec.photo_detail, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(back.coarse.uv_albedo, rec.coarse.uv_albedo, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(back.detail.uv_displacement, rec.detail.uv_displacement, rtol=1e-3, atol=1e-5)

@@ -160,12 +160,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _reconstructor(args: argparse.Namespace, world_seed: bool = False):
-    """The reconstructor the arguments name. With ``world_seed`` (``aucgan evaluate``) a ``seed=N`` override
-    picks the synthetic world the faces are drawn from (other identities, the weights unchanged)."""
+    """The reconstructor the arguments name. Without ``--config`` the coarse settings are the defaults with
+    the ``coarse.*`` overrides, and the backend ``auto`` (MediaPipe for photos when installed) unless one is
+    named. With ``world_seed`` (``aucgan evaluate``) the faces are the synthetic world's: the weights'
+    settings unless overridden, ``auto`` the coarse network, and a ``seed=N`` override picks the world the
+    faces are drawn from (other identities, the weights unchanged)."""
     import dataclasses
 
     from aucgan.config import Config, load_config
     from aucgan.reconstruct import Reconstructor
+    from aucgan.stages.landmark_fit import resolve_backend
 
     weights = args.weights
     overrides = list(args.overrides)
@@ -174,7 +178,7 @@ def _reconstructor(args: argparse.Namespace, world_seed: bool = False):
         overrides = [item for item in overrides if not item.startswith("seed=")]
         seed = load_config(Config, None, seeds[-1:]).seed
         args = argparse.Namespace(**{**vars(args), "overrides": overrides})
-        reconstructor = _reconstructor(args)
+        reconstructor = _reconstructor(args, world_seed=True)
         reconstructor.cfg = dataclasses.replace(reconstructor.cfg, seed=seed)
         return reconstructor
     if args.config is not None:
@@ -182,16 +186,25 @@ def _reconstructor(args: argparse.Namespace, world_seed: bool = False):
         if weights is None and cfg.face_model.kind == "flame":
             return Reconstructor.from_assets(cfg, args.device, source=f"config {args.config}")
         weights = weights or cfg.assets.weights or cfg.assets.detail or None
-        coarse = cfg.coarse
+        coarse, refine = cfg.coarse, cfg.refine
     else:
-        others = [item for item in overrides if not item.startswith("coarse.")]
+        others = [item for item in overrides if not item.startswith(("coarse.", "refine."))]
         if others:
             raise UsageError(
-                f"{others[0]}: without --config only coarse.* settings (and, for evaluate, seed=) can be "
-                "given (the weights hold the rest); e.g. coarse.backend=mediapipe"
+                f"{others[0]}: without --config only coarse.* and refine.* settings (and, for evaluate, "
+                "seed=) can be given (the weights hold the rest); e.g. coarse.backend=mediapipe"
             )
-        coarse = load_config(Config, None, overrides).coarse if overrides else None
-    return Reconstructor.load(weights, device=args.device, coarse_settings=coarse)
+        given = load_config(Config, None, overrides)
+        coarse = given.coarse if any(item.startswith("coarse.") for item in overrides) else None
+        refine = given.refine if any(item.startswith("refine.") for item in overrides) else None
+    if world_seed:
+        if coarse is not None and coarse.backend == "auto":
+            backend = resolve_backend(coarse, "procedural", photos=False).backend
+            coarse = dataclasses.replace(coarse, backend=backend)
+    elif args.config is None and not any(item.startswith("coarse.backend=") for item in overrides):
+        # The defaults, not the weights' stored settings (trained with another max_faces, say).
+        coarse = load_config(Config, None, ["coarse.backend=auto", *overrides]).coarse
+    return Reconstructor.load(weights, device=args.device, coarse_settings=coarse, refine_settings=refine)
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -258,6 +271,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     except InputError as error:
         raise UsageError(str(error)) from None
     reconstructor = _reconstructor(args)
+    if reconstructor.backend_note:
+        log.info("%s", reconstructor.backend_note)
     if shard is not None:
         mine = sum(shard.owns(item.name) for item in items)
         log.info("shard %s (%s): %d of %d inputs", shard, reason, mine, len(items))
@@ -304,7 +319,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
             with np.load(codes, allow_pickle=False) as data:
                 recorded = str(data["record_weights"]) if "record_weights" in data.files else ""
             weights = recorded if recorded and Path(recorded).is_file() else None
-    reconstructor = Reconstructor.load(weights, device=args.device)
+    reconstructor = Reconstructor.load(weights, device=args.device, backend="auto")
     try:
         folder, _, _ = edit_face(args.face, reconstructor, edits, args.out)
     except FaceFolderError as error:
@@ -320,12 +335,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     try:
+        reconstructor = _reconstructor(args, world_seed=True)
         result = evaluate(
-            _reconstructor(args, world_seed=True),
+            reconstructor,
             Path(args.out),
             n_faces=args.n,
             batch_size=args.batch_size,
             ground_truth_coarse=args.ground_truth_coarse,
+            refine=reconstructor.refine_settings if args.refine else None,
         )
     except ValueError as error:  # e.g. MediaPipe finds no face in a test render (coarse.backend=mediapipe)
         raise UsageError(str(error).splitlines()[0]) from None
@@ -578,6 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ground-truth-coarse",
         action="store_true",
         help="read each face through its true coarse fit: measures the detail stage alone",
+    )
+    evaluate.add_argument(
+        "--refine",
+        action="store_true",
+        help="also measure the photometric refinement (refine.* settings), on top of the network and from "
+        "flat: the `refined` rows (two refinements per face: slow)",
     )
     _add_model_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)

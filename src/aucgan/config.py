@@ -267,23 +267,77 @@ class CoarseConfig:
         backend: ``"network"`` regresses the codes with the trained coarse encoder; ``"mediapipe"`` finds
             faces and their 468 landmarks with MediaPipe (``pip install 'aucgan[mediapipe]'``) and fits the
             built-in face model to them (:mod:`aucgan.stages.landmark_fit`): no coarse training, real
-            photos, and real-photo datasets for ``aucgan train detail``.
-        max_faces: most faces MediaPipe looks for in one image.
+            photos, and real-photo datasets for ``aucgan train detail``; ``"auto"`` (what ``aucgan
+            reconstruct`` and ``edit`` use when no backend is named) is ``mediapipe`` for photos when
+            MediaPipe is installed and the face model is the built-in one, else ``network``, and always
+            ``network`` for the synthetic world (``train``, ``evaluate``; see
+            :func:`aucgan.stages.landmark_fit.resolve_backend`).
+        max_faces: most faces MediaPipe fits in one image (the largest).
         min_confidence: MediaPipe's face-detection confidence threshold.
+        min_face_px: MediaPipe: faces less tall than this in the photo's pixels (the detector's box, about
+            brows to chin) are not fitted but reported, by size, in a note.
         fit_iterations: Levenberg-Marquardt iterations of the landmark fit.
         depth_weight: weight of MediaPipe's relative landmark depth against the image position.
         shape_prior, expression_prior, jaw_prior: how strongly the fit pulls the identity code, the AU
             intensities and the jaw rotation towards zero.
     """
 
-    backend: str = setting("network", choices=("network", "mediapipe"))
-    max_faces: int = setting(4, low=1)
+    backend: str = setting("network", choices=("network", "mediapipe", "auto"))
+    max_faces: int = setting(64, low=1)
     min_confidence: float = setting(0.5, low=0.0, high=1.0)
+    min_face_px: float = setting(40.0, low=1.0)
     fit_iterations: int = setting(10, low=1)
     depth_weight: float = setting(0.5, low=0.0)
     shape_prior: float = setting(0.02, low=0.0)
     expression_prior: float = setting(0.1, low=0.0)
     jaw_prior: float = setting(0.05, low=0.0)
+
+
+@dataclass
+class RefineConfig:
+    """Photometric refinement of the detail (shape from shading in UV space, :mod:`aucgan.stages.refine`):
+    after the detail network, each face's displacement is fitted to its photo, jointly with the light and a
+    smooth albedo gain, on the visible skin.
+
+    Attributes:
+        mode: ``"auto"`` refines photos read with the MediaPipe backend (real photos, where the network
+            trained on the synthetic world misses the face's own lines) and nothing else; ``"always"``
+            and ``"never"`` say when else (words, not on/off, which YAML reads as booleans).
+        compare: where the rendering meets the photo: ``"image"``, pixel by pixel as the camera saw the face
+            (the detail normals looked up at each pixel's UV coordinates), or ``"uv"``, texel by texel
+            against the photo sampled into UV (the coarser model of the two: a texel's colour is then one
+            bilinear sample of the photo, not what the camera integrated); ``"auto"`` compares each face
+            where it is sampled more coarsely: in the image when a pixel spans at least a texel (a small
+            face, or a fine UV map), else in UV (a large crop, whose pixels are finer than the texels).
+        steps: optimisation steps per batch of faces.
+        lr: Adam's step, in texel-slope units (one unit: a 45° slope between neighbouring texels).
+        smoothness: weight of the squared Laplacian of the displacement.
+        magnitude: weight of the squared distance to the network's displacement.
+        symmetry: weight pulling texels unseen in the photo towards their seen left-right mirror.
+        levels: the displacement is optimised as a pyramid of this many resolutions.
+        light_lr: the SH light's Adam step as a fraction of ``lr`` (0 keeps the coarse fit's light).
+        band: the fit compares the residual after a Gaussian high-pass of this sigma, in texels at UV 256
+            (scaled to the UV size; the same length on the face in pixels): what the coarse fit gets
+            wrong at larger scales (shape, albedo, light) must not be explained by detail. 0: no high-pass.
+        albedo_cells: the albedo may change by a smooth gain on this many cells across the UV square.
+        robust: residuals (colour, in [0, 1]) above this count linearly, not quadratically.
+        outlier: texels whose photo differs from the coarse-only rendering by more than this relative
+            amount (grey level: hair, glasses, cast shadows) are left out.
+    """
+
+    mode: str = setting("auto", choices=("auto", "always", "never"))
+    compare: str = setting("auto", choices=("auto", "image", "uv"))
+    steps: int = setting(100, low=1)
+    lr: float = setting(0.02, low=1e-6)
+    smoothness: float = setting(0.2, low=0.0)
+    magnitude: float = setting(0.05, low=0.0)
+    symmetry: float = setting(0.01, low=0.0)
+    levels: int = setting(3, low=1, high=8)
+    band: float = setting(4.0, low=0.0)
+    light_lr: float = setting(0.1, low=0.0)
+    albedo_cells: int = setting(8, low=1)
+    robust: float = setting(0.02, low=1e-6)
+    outlier: float = setting(0.35, low=1e-6)
 
 
 @dataclass
@@ -313,6 +367,14 @@ class LossConfig:
             so that an AU edit draws the folds the world would (0 = off).
         edit_true_aus: share of edit pairs conditioned on the world's true AU intensities (the rest on what
             the AU net reads from the other image).
+        refined_target: photos only (``coarse.backend=mediapipe``), self-distillation: the error
+            (``displacement_truth_kind``, units of ``model.max_z / 20``) of the displacement against the
+            photo's *refined* displacement, :func:`~aucgan.stages.refine.refine_faces` of the cached fit
+            from flat with the ``refine.*`` settings (not from the network being trained), computed once for
+            every cached image when the photo cache is built (0 = off; this or ``refined_gradient`` above 0
+            turns the refinement of the cache on).
+        refined_gradient: photos only: squared error of the displacement's slopes against the refined
+            displacement's (as ``displacement_gradient``).
         adversarial_kind: ``"non-saturating"`` or ``"hinge"``.
         real_target, fake_target: non-saturating discriminator targets (the reference smoothed to 0.9/0.1).
         r1_gamma: lazy R1 penalty strength on real images (0 = off).
@@ -340,6 +402,8 @@ class LossConfig:
     displacement_gradient: float = setting(0.0, low=0.0)
     edit_truth: float = setting(0.0, low=0.0)
     edit_true_aus: float = setting(0.5, low=0.0, high=1.0)
+    refined_target: float = setting(0.0, low=0.0)
+    refined_gradient: float = setting(0.0, low=0.0)
     adversarial_kind: str = setting("non-saturating", choices=("non-saturating", "hinge"))
     real_target: float = setting(0.9, low=0.0, high=1.0)
     fake_target: float = setting(0.1, low=0.0, high=1.0)
@@ -479,6 +543,8 @@ class Config:
         render: the renderer.
         synth: the synthetic world.
         data, model, loss, optim, augment, trainer, assets: training (``aucgan train``).
+        coarse: how photos are read (the coarse backend).
+        refine: the photometric refinement of the detail after the network.
         resume: continue the run in ``trainer.out_dir`` from its ``last.ckpt``.
         seed: seed of every random number generator of the run.
     """
@@ -489,6 +555,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

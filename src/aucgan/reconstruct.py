@@ -25,7 +25,7 @@ import yaml
 from aucgan.atomic import atomic_open
 from aucgan.au import MAIN_AUS, SUB_AUS, au_index
 from aucgan.build import coarse_stage, detail_stage, new_au_net
-from aucgan.config import CoarseConfig, Config, ConfigError, config_from_yaml
+from aucgan.config import CoarseConfig, Config, ConfigError, RefineConfig, config_from_yaml
 from aucgan.export import write_displacement, write_image, write_normal_map, write_obj
 from aucgan.geometry.uv import dense_mesh
 from aucgan.loaders.common import CheckpointError, read_checkpoint
@@ -34,7 +34,8 @@ from aucgan.nets.coarse_encoder import CODE_NAMES, CoarseCodes
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
 from aucgan.stages.detail import DetailOutput, DetailStage, UVEvidence, au_condition, read_photo
-from aucgan.stages.landmark_fit import LandmarkCoarse, landmarks_to_ndc, mediapipe_backend
+from aucgan.stages.landmark_fit import LandmarkCoarse, landmarks_to_ndc, mediapipe_backend, resolve_backend
+from aucgan.stages.refine import Refinement, refine_faces
 from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_part, read_weights
 
 if TYPE_CHECKING:
@@ -88,6 +89,11 @@ class Reconstruction:
             (``coarse.backend=mediapipe``); ``None`` with the coarse network.
         evidence: what the photo shows in UV space, for a detail decoder that reads it (``None`` for the
             others); an edit keeps it, as it keeps the photo.
+        refinement: the photometric refinement that made ``detail`` (``refine.mode``), with its masks and
+            residuals; ``None`` when the detail is the network's own, or was read back from a face folder.
+        photo_detail: ``(B, 1, S, S)`` what the refinement added to the network's displacement: the face's
+            own lines, which an edit keeps (adding the network's change) and a face folder stores;
+            ``None`` without refinement.
     """
 
     images: torch.Tensor
@@ -97,6 +103,8 @@ class Reconstruction:
     detail: DetailOutput
     landmarks: torch.Tensor | None = None
     evidence: UVEvidence | None = None
+    refinement: Refinement | None = None
+    photo_detail: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -147,7 +155,15 @@ class Reconstructor:
         source: where the weights came from (recorded in every output's ``codes.npz``).
         coarse_settings: how the coarse stage reads photos (default ``cfg.coarse``): with
             ``backend="mediapipe"`` the coarse codes come from fitting MediaPipe's landmarks instead of the
-            encoder (needs the built-in face model and MediaPipe installed).
+            encoder (needs the built-in face model and MediaPipe installed); ``backend="auto"`` is resolved
+            for photos by :func:`~aucgan.stages.landmark_fit.resolve_backend` (``coarse_settings.backend``
+            then holds the backend it chose).
+        refine_settings: the photometric refinement of the detail (default ``cfg.refine``; its ``auto``
+            mode refines photos read with MediaPipe).
+
+    Attributes:
+        backend_note: one line for the user when ``backend="auto"`` fell back to the coarse network for
+            want of MediaPipe (what installing it brings); ``""`` otherwise.
 
     Raises:
         ConfigError: the mediapipe backend without MediaPipe installed, or with another face model.
@@ -161,8 +177,12 @@ class Reconstructor:
         source: str,
         channels_last: bool = True,
         coarse_settings: CoarseConfig | None = None,
+        refine_settings: RefineConfig | None = None,
     ) -> None:
-        self.coarse_settings = coarse_settings or cfg.coarse
+        settings = coarse_settings or cfg.coarse
+        choice = resolve_backend(settings, cfg.face_model.kind, has_encoder=coarse.encoder is not None)
+        self.coarse_settings = dataclasses.replace(settings, backend=choice.backend)
+        self.backend_note = choice.note
         if coarse.encoder is None and self.coarse_settings.backend != "mediapipe":
             raise ValueError(
                 f"{source}: has no coarse encoder (trained with coarse.backend=mediapipe); reconstruct with "
@@ -170,7 +190,8 @@ class Reconstructor:
             )
         self.coarse = coarse.eval()
         self.detail = detail.eval()
-        self.cfg = dataclasses.replace(cfg, coarse=self.coarse_settings)
+        self.refine_settings: RefineConfig = refine_settings or cfg.refine
+        self.cfg = dataclasses.replace(cfg, coarse=self.coarse_settings, refine=self.refine_settings)
         self.source = source
         self.channels_last = channels_last
         self.landmark_coarse: LandmarkCoarse | None = None
@@ -187,10 +208,13 @@ class Reconstructor:
         weights: str | os.PathLike[str] | None = None,
         device: str | torch.device = "cpu",
         coarse_settings: CoarseConfig | None = None,
+        backend: str | None = None,
+        refine_settings: RefineConfig | None = None,
     ) -> Reconstructor:
         """Load a weights file (``.safetensors``), a ``aucgan train detail`` checkpoint, or (``None``) the
         shipped synthetic-world weights; ``coarse_settings`` choose the coarse backend (default: the
-        weights' config, the coarse network).
+        weights' config, the coarse network), and ``backend`` (e.g. ``"auto"``), when given, replaces
+        theirs; ``refine_settings`` replace the weights' ``refine`` section.
 
         Raises:
             CheckpointError: one line naming the file, if it is missing, unreadable or does not fit.
@@ -207,7 +231,7 @@ class Reconstructor:
             packed = read_weights(path)
         else:
             packed = _weights_from_detail_checkpoint(path)
-        return cls.from_weights(packed, str(path), device, coarse_settings)
+        return cls.from_weights(packed, str(path), device, coarse_settings, backend, refine_settings)
 
     @classmethod
     def from_weights(
@@ -216,8 +240,12 @@ class Reconstructor:
         source: str,
         device: str | torch.device = "cpu",
         coarse_settings: CoarseConfig | None = None,
+        backend: str | None = None,
+        refine_settings: RefineConfig | None = None,
     ) -> Reconstructor:
         cfg = packed.config
+        if backend is not None:
+            coarse_settings = dataclasses.replace(coarse_settings or cfg.coarse, backend=backend)
         # A detail stage trained on photos with coarse.backend=mediapipe comes without a coarse encoder.
         coarse = coarse_stage(cfg, with_encoder=cfg.coarse.backend == "network")
         load_part(coarse, packed, "coarse", source)
@@ -225,7 +253,14 @@ class Reconstructor:
         detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
         load_part(detail, packed, "detail", source)
         try:
-            return cls(coarse.to(device), detail.to(device), cfg, source, coarse_settings=coarse_settings)
+            return cls(
+                coarse.to(device),
+                detail.to(device),
+                cfg,
+                source,
+                coarse_settings=coarse_settings,
+                refine_settings=refine_settings,
+            )
         except ValueError as error:
             raise CheckpointError(str(error)) from None
 
@@ -313,14 +348,19 @@ class Reconstructor:
 
     @torch.inference_mode()
     def __call__(
-        self, images: torch.Tensor, landmarks: torch.Tensor | None = None, coarse: CoarseOutput | None = None
+        self,
+        images: torch.Tensor,
+        landmarks: torch.Tensor | None = None,
+        coarse: CoarseOutput | None = None,
+        refine: bool | None = None,
     ) -> Reconstruction:
         """Reconstruct ``images (B, 3, H, W)`` in [0, 1] (resized to the network's input size if needed).
 
         With the mediapipe backend, ``landmarks (B, 468, 3)`` NDC are the faces' dense landmarks (as
         :func:`aucgan.stages.landmark_fit.landmarks_to_ndc` makes them); when not given, MediaPipe finds them
         in the images (the largest face of each). A given ``coarse`` output (e.g. a synthetic face's true
-        fit, to measure the detail stage alone) replaces the coarse stage.
+        fit, to measure the detail stage alone) replaces the coarse stage. ``refine`` says whether to refine
+        the detail against the images (:meth:`refine`; default :attr:`refines`).
 
         Raises:
             ValueError: images of the wrong shape; with the mediapipe backend, an image with no face.
@@ -328,6 +368,7 @@ class Reconstructor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         images = images.to(self.device, torch.float32)
+        photo = images
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="area")
         if self.landmark_coarse is not None and landmarks is None and coarse is None:
@@ -345,7 +386,58 @@ class Reconstructor:
         condition = au_condition(au)
         evidence = read_photo(self.coarse, images, coarse)[0] if self.detail.reads_photo else None
         detail = self.detail.decode(coarse, self.detail.encoder(images), condition, evidence)
-        return Reconstruction(images, coarse, au, condition, detail, landmarks, evidence)
+        reconstruction = Reconstruction(images, coarse, au, condition, detail, landmarks, evidence)
+        if self.refines if refine is None else refine:
+            square = photo.shape[-1] == photo.shape[-2]
+            reconstruction = self.refine(reconstruction, photo if square else None)
+        return reconstruction
+
+    @property
+    def refines(self) -> bool:
+        """Whether :meth:`__call__` refines the detail against the photo (``refine.mode``: ``always``, or
+        ``auto`` with the mediapipe backend)."""
+        mode = self.refine_settings.mode
+        return mode == "always" or (mode == "auto" and self.coarse_settings.backend == "mediapipe")
+
+    def refine(
+        self,
+        reconstruction: Reconstruction,
+        photo: torch.Tensor | None = None,
+        settings: RefineConfig | None = None,
+        from_flat: bool = False,
+        progress: Callable[[int], object] | None = None,
+    ) -> Reconstruction:
+        """The faces with their detail refined against the photo (:mod:`aucgan.stages.refine`): the
+        displacement, the light (in the coarse codes) and a smooth gain on the albedo are fitted to
+        ``photo (B, 3, P, P)`` (the same crops as the network's input, at any size: a larger crop shows
+        finer lines; default the input itself), starting from the network's displacement, or from flat
+        with ``from_flat``. ``progress(1)`` is called after each optimisation step.
+        """
+        settings = settings or self.refine_settings
+        photo = reconstruction.images if photo is None else photo.to(self.device, torch.float32)
+        if photo.shape[0] != reconstruction.batch_size or photo.shape[-1] != photo.shape[-2]:
+            raise ValueError(
+                f"photo must be ({reconstruction.batch_size}, 3, P, P), got {tuple(photo.shape)}"
+            )
+        with torch.inference_mode(False), torch.enable_grad():
+            coarse = _zip_tensors(lambda tensors: tensors[0].clone(), [reconstruction.coarse])
+            start = reconstruction.detail.uv_displacement.clone()
+            if from_flat:
+                start = torch.zeros_like(start)
+            refinement = refine_faces(self.coarse, coarse, photo.clone(), start, settings, progress)
+        with torch.inference_mode():
+            coarse = dataclasses.replace(
+                reconstruction.coarse,
+                codes=dataclasses.replace(reconstruction.coarse.codes, light=refinement.light),
+                uv_albedo=refinement.uv_albedo,
+            )
+            bound = self.cfg.model.max_z
+            refined = refinement.uv_displacement.clamp(-bound, bound)
+            detail = self.detail.from_displacement(coarse, reconstruction.detail.detail_code, refined)
+            photo_detail = detail.uv_displacement - reconstruction.detail.uv_displacement
+        return dataclasses.replace(
+            reconstruction, coarse=coarse, detail=detail, refinement=refinement, photo_detail=photo_detail
+        )
 
     def find_landmarks(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 468, 3)`` NDC landmarks of the largest face MediaPipe finds in each of the square
@@ -372,10 +464,13 @@ class Reconstructor:
         self, reconstruction: Reconstruction, codes: CoarseCodes, condition: AUCondition
     ) -> Reconstruction:
         """The same faces with new coarse ``codes`` and detail ``condition`` (the detail code is kept)."""
-        coarse = self.coarse.decode(codes)
+        own = reconstruction.photo_detail
+        coarse = self.coarse.decode(codes, uv_albedo=None if own is None else reconstruction.coarse.uv_albedo)
         detail = self.detail.decode(
             coarse, reconstruction.detail.detail_code, condition, reconstruction.evidence
         )
+        if own is not None:  # keep the face's own lines that the refinement added to the network's
+            detail = self.detail.from_displacement(coarse, detail.detail_code, detail.uv_displacement + own)
         return dataclasses.replace(reconstruction, coarse=coarse, condition=condition, detail=detail)
 
     def edit(self, reconstruction: Reconstruction, intensities: Mapping[str, float]) -> Reconstruction:
@@ -590,11 +685,24 @@ def write_face(
         folder / "codes.npz",
         {
             **face_codes(rec, index),
+            **refined_maps(rec, index),
             "au_names": np.array([*MAIN_AUS, *SUB_AUS]),
             **{f"record_{key}": np.array(str(value)) for key, value in text.items()},
         },
     )
     return folder
+
+
+def refined_maps(reconstruction: Reconstruction, index: int) -> dict[str, np.ndarray]:
+    """What ``codes.npz`` keeps of a refined face (nothing for the network's own detail): ``photo_detail``
+    ``(S, S)`` float32, what the refinement added to the network's displacement, and ``uv_albedo``
+    ``(3, S, S)`` float16, the albedo with its fitted gain; :func:`read_face` restores both."""
+    if reconstruction.photo_detail is None:
+        return {}
+    return {
+        "photo_detail": reconstruction.photo_detail[index, 0].detach().float().cpu().numpy(),
+        "uv_albedo": reconstruction.coarse.uv_albedo[index].detach().cpu().numpy().astype(np.float16),
+    }
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -619,7 +727,8 @@ class FaceFolderError(ValueError):
 def read_face(
     folder: str | os.PathLike[str], reconstructor: Reconstructor
 ) -> tuple[Reconstruction, dict[str, str]]:
-    """Rebuild the reconstruction written in ``folder`` from its ``codes.npz`` and ``input.png``."""
+    """Rebuild the reconstruction written in ``folder`` from its ``codes.npz`` and ``input.png`` (with the
+    refined detail and albedo when the face was refined)."""
     folder = Path(folder)
     path = folder / "codes.npz"
     if not path.is_file():
@@ -642,8 +751,9 @@ def read_face(
 
     try:
         codes = CoarseCodes(**{name: tensor(name) for name in CODE_NAMES})
+        refined = "photo_detail" in arrays and "uv_albedo" in arrays
         with torch.inference_mode():
-            coarse = reconstructor.coarse.decode(codes)
+            coarse = reconstructor.coarse.decode(codes, uv_albedo=tensor("uv_albedo") if refined else None)
             au = AUOutput(scores=tensor("au_scores"), features=tensor("au_features"))
             intensities = tensor("au_intensities") if "au_intensities" in arrays else au.main_scores
             condition = AUCondition(au.features, intensities)
@@ -660,6 +770,11 @@ def read_face(
             if reconstructor.detail.reads_photo:
                 evidence = read_photo(reconstructor.coarse, images, coarse)[0]
             detail = reconstructor.detail.decode(coarse, tensor("detail_code"), condition, evidence)
+            photo_detail = tensor("photo_detail")[:, None] if refined else None
+            if photo_detail is not None:
+                detail = reconstructor.detail.from_displacement(
+                    coarse, detail.detail_code, detail.uv_displacement + photo_detail
+                )
     except (ValueError, RuntimeError) as error:
         first = str(error).splitlines()[0]
         raise FaceFolderError(
@@ -667,7 +782,8 @@ def read_face(
             f"({record.get('weights', 'unknown')})"
         ) from None
     landmarks = tensor("landmarks") if "landmarks" in arrays else None
-    return Reconstruction(images, coarse, au, condition, detail, landmarks, evidence), record
+    rebuilt = Reconstruction(images, coarse, au, condition, detail, landmarks, evidence)
+    return dataclasses.replace(rebuilt, photo_detail=photo_detail), record
 
 
 def _read_png(path: Path, size: int, device: torch.device) -> torch.Tensor:
@@ -694,6 +810,8 @@ class BatchReport:
         skipped: names of the inputs whose folder was finished already.
         failed: ``(input, one-line reason)`` of each input or face that failed.
         others: inputs left to the other shards (0 without sharding).
+        notes: ``(input, one-line note)`` of each input with faces found but not reconstructed (too small
+            for ``coarse.min_face_px``); also logged as they come.
     """
 
     inputs: int = 0
@@ -701,6 +819,18 @@ class BatchReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     others: int = 0
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+def skipped_faces_note(where: str, heights: Sequence[float], min_face_px: float) -> str:
+    """The one line that says which faces of ``where`` (a file) were too small to reconstruct: their
+    ``heights`` in pixels against ``coarse.min_face_px``, and the fix."""
+    sizes = ", ".join(f"{height:.0f} px" for height in heights)
+    count = f"{len(heights)} face{'s' if len(heights) != 1 else ''}"
+    return (
+        f"{where}: skipped {count} smaller than {min_face_px:g} px ({sizes}); raise the resolution or "
+        "lower coarse.min_face_px"
+    )
 
 
 def reconstruct_inputs(
@@ -717,7 +847,9 @@ def reconstruct_inputs(
     """Reconstruct every face of ``source`` (image, folder, video or list file) into ``out/<name>/``.
 
     A bad input is recorded in the report and the job goes on; an input whose folder is finished is
-    skipped. ``progress(n)`` is called as inputs are done; ``on_total(n)`` once with the input count.
+    skipped. With the mediapipe backend every face of an image at least ``coarse.min_face_px`` tall is
+    reconstructed, and the smaller ones are named in a note (:attr:`BatchReport.notes`, and logged).
+    ``progress(n)`` is called as inputs are done; ``on_total(n)`` once with the input count.
 
     Args:
         source: a path for :func:`~aucgan.data.images.collect_inputs`, or the items it returned.
@@ -742,6 +874,13 @@ def reconstruct_inputs(
     report = BatchReport(inputs=len(items), others=everything - len(items))
     pending: list[tuple[str, torch.Tensor, dict[str, str]]] = []
     pending_landmarks: list[torch.Tensor] = []
+    too_small: list[float] = []  # heights of the faces of the current input that are too small to fit
+    detector = reconstructor.detector
+
+    def landmarks_of_faces(image: np.ndarray) -> list[np.ndarray]:
+        found = detector.find(image)
+        too_small.extend(found.too_small)
+        return found.landmarks
 
     def flush() -> None:
         if not pending:
@@ -770,11 +909,24 @@ def reconstruct_inputs(
         if is_finished(out / item.name) or is_finished(out / f"{item.name}_face1"):
             report.skipped.append(item.name)
         else:
+            too_small.clear()
+            failure = ""
             try:
-                faces = prepare_faces(item, VIS_SIZE, crop=crop, detector=reconstructor.detector)
+                faces = prepare_faces(
+                    item, VIS_SIZE, crop=crop, detector=None if detector is None else landmarks_of_faces
+                )
             except InputError as error:
-                report.failed.append((str(item.path), str(error)))
-                faces = []
+                failure, faces = str(error), []
+            if too_small:
+                where = str(item.path) if item.frame is None else f"{item.path} (frame {item.frame})"
+                note = skipped_faces_note(where, too_small, detector.min_face_px)
+                if failure:  # every face found was too small: say so rather than "no face"
+                    failure = note
+                else:
+                    report.notes.append((item.name, note))
+                    log.warning("%s", note)
+            if failure:
+                report.failed.append((str(item.path), failure))
             for face in faces:
                 record = {"source": str(face.source), "frame": "" if face.frame is None else str(face.frame)}
                 if face.box is not None:
@@ -893,5 +1045,6 @@ __all__ = [
     "load_faces",
     "read_face",
     "reconstruct_inputs",
+    "skipped_faces_note",
     "write_face",
 ]

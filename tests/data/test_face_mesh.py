@@ -1,4 +1,6 @@
-"""MediaPipe's face mesh behind ``coarse.backend=mediapipe``, and the one-line error without the extra."""
+"""MediaPipe's face mesh behind ``coarse.backend=mediapipe``: every face of a group photo (the full-range
+detector on tiles, the mesh on each face's crop), small faces reported, and the one-line error without the
+extra."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aucgan.data.face_mesh import FaceMeshDetector, MediaPipeMissing, require_mediapipe
+from aucgan.data.face_mesh import FaceMeshDetector, MediaPipeMissing, _tiles, require_mediapipe
 from aucgan.data.images import (
     FaceBox,
     InputItem,
@@ -81,3 +83,78 @@ def test_no_face_is_one_line_naming_the_file(mediapipe_installed, tmp_path):
 
     with pytest.raises(InputError, match=r"wall\.png: MediaPipe finds no face"):
         faces_from_landmarks(InputItem("wall", path), read(path), 64, FaceMeshDetector())
+
+
+GROUP = (
+    ("grace_hopper", 200, 250, 250, False),
+    ("astronaut", 160, 660, 230, False),
+    ("grace_hopper", 130, 1040, 200, True),
+    ("astronaut", 110, 200, 650, True),
+    ("grace_hopper", 90, 520, 640, True),
+    ("astronaut", 75, 820, 660, False),
+    ("grace_hopper", 62, 1110, 620, False),
+)
+"""Seven faces of 62 to 200 px in a 1280x886 scene (:func:`paste_faces`), largest first."""
+
+
+def landmark_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre ``(2,)`` and size ``(2,)`` of the box of ``points (N, 2 or 3)``."""
+    low, high = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    return (low + high) / 2.0, high - low
+
+
+def faces_hit(points: np.ndarray, boxes) -> list[int]:
+    """Indices of the ``boxes`` ``(x0, y0, x1, y1)`` that hold the centre of the points' box."""
+    centre, _ = landmark_box(points)
+    return [k for k, (x0, y0, x1, y1) in enumerate(boxes) if x0 <= centre[0] <= x1 and y0 <= centre[1] <= y1]
+
+
+def test_every_face_of_a_wide_group_photo_gets_its_mesh_at_its_place(mediapipe_installed, paste_faces):
+    image, boxes = paste_faces(GROUP)
+    found = FaceMeshDetector().find(image)
+    assert found.too_small == []
+    assert len(found.landmarks) == len(GROUP)
+    for k, points in enumerate(found.landmarks):  # largest first, as GROUP
+        assert points.shape == (468, 3)
+        assert faces_hit(points, boxes) == [k], f"face {k} ({GROUP[k][1]} px) not at its place"
+        _, size = landmark_box(points)
+        assert size[1] == pytest.approx(GROUP[k][1], rel=0.15), "the mesh spans the face, brow to chin"
+        nose_tip, chin, forehead = points[4], points[152], points[10]
+        assert forehead[1] < nose_tip[1] < chin[1]
+
+
+def test_max_faces_keeps_the_largest(mediapipe_installed, paste_faces):
+    image, boxes = paste_faces(GROUP)
+    faces = FaceMeshDetector(max_faces=3)(image)
+    assert [faces_hit(points, boxes) for points in faces] == [[0], [1], [2]]
+
+
+def test_faces_too_small_are_reported_by_height_not_fitted(mediapipe_installed, paste_faces):
+    faces = (("astronaut", 120, 300, 400, False), ("astronaut", 30, 800, 300, False))
+    image, boxes = paste_faces((*faces, ("grace_hopper", 26, 1000, 600, True)))
+    found = FaceMeshDetector(min_face_px=40).find(image)
+    assert [faces_hit(points, boxes) for points in found.landmarks] == [[0]]
+    assert len(found.too_small) == 2 and found.too_small[0] >= found.too_small[1]
+    assert all(15.0 < height < 40.0 for height in found.too_small), found.too_small
+    lowered = FaceMeshDetector(min_face_px=15).find(image)
+    assert lowered.too_small == [] and len(lowered.landmarks) == 3
+
+
+def test_detection_tiles_hold_every_face_up_to_half_a_tile_whole():
+    width, height, smallest = 1280, 886, 320.0
+    tiles = _tiles(width, height, smallest)
+    assert tiles[0] == (0, 0, width, height)
+    sides = sorted({max(w, h) for _, _, w, h in tiles[1:]}, reverse=True)
+    assert sides == [640, 320], "halving from the longer side down to the smallest tile"
+    for x, y, w, h in tiles:
+        assert x >= 0 and x + w <= width and y >= 0 and y + h <= height
+    rng = np.random.default_rng(0)
+    for side in sides:
+        level = [tile for tile in tiles[1:] if max(tile[2], tile[3]) == side]
+        face = side // 2 - 2
+        for x0, y0 in zip(
+            rng.integers(0, width - face, 200), rng.integers(0, height - face, 200), strict=True
+        ):
+            assert any(
+                x <= x0 and x0 + face <= x + w and y <= y0 and y0 + face <= y + h for x, y, w, h in level
+            ), (side, x0, y0)

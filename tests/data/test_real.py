@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -12,7 +13,9 @@ import torch
 from PIL import Image
 
 from aucgan import build
-from aucgan.config import AugmentConfig, CoarseConfig, Config, load_config, preset_path
+from aucgan.config import AugmentConfig, CoarseConfig, Config, RefineConfig, load_config, preset_path
+from aucgan.data import real
+from aucgan.data.images import collect_inputs
 from aucgan.data.real import (
     RealFaces,
     RealSample,
@@ -152,3 +155,96 @@ def test_animation_frames_are_faces_of_one_source(mediapipe_installed, real_phot
     cache = build_real_cache(settings_for(cfg, clip, tmp_path / "cache.npz"), stage)
     with np.load(cache) as data:
         assert len(data["names"]) == 3 and set(data["sources"]) == {str(clip)}
+
+
+# Refined targets (self-distillation) -------------------------------------------------------------------
+
+
+def test_refined_key_changes_with_every_refine_setting_and_the_uv_size_not_the_fits_key(cfg, tmp_path):
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "face.png")
+    items = collect_inputs(str(tmp_path / "face.png"))
+    plain = settings_for(cfg, tmp_path / "face.png", tmp_path / "c.npz")
+    settings = dataclasses.replace(plain, refine=RefineConfig())
+    assert settings.key(items) == plain.key(items), "refining needs no refit"
+    key = settings.refined_key("fits", 64)
+    assert len(key) == 64 and key == settings.refined_key("fits", 64)
+    assert key != settings.refined_key("other fits", 64)
+    assert key != settings.refined_key("fits", 128)
+    for name, value in (("steps", 7), ("lr", 0.01), ("smoothness", 1.0), ("compare", "uv"), ("band", 0.0)):
+        changed = dataclasses.replace(settings, refine=dataclasses.replace(RefineConfig(), **{name: value}))
+        assert changed.refined_key("fits", 64) != key, name
+    with pytest.raises(ValueError, match="no refined targets"):
+        plain.refined_key("fits", 64)
+
+
+def test_cache_holds_targets_refined_from_flat_on_the_skin_resumes_and_follows_the_settings(
+    mediapipe_installed, real_photos, cfg, stage, tmp_path, monkeypatch
+):
+    from aucgan.stages import refine as refine_module
+
+    k = cfg.synth.images_per_identity
+    cache = tmp_path / "cache.npz"
+    settings = dataclasses.replace(
+        settings_for(cfg, real_photos["grace_hopper"], cache), refine=RefineConfig(steps=8)
+    )
+    monkeypatch.setattr(real, "REFINE_BATCH", 1)  # K batches, to interrupt after the first
+    original, starts = refine_module.refine_faces, []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        starts.append(args[3])
+        if len(starts) == 2:
+            raise RuntimeError("interrupted")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(refine_module, "refine_faces", interrupted_on_the_second)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build_real_cache(settings, stage)
+    parts = tmp_path / "cache.npz.refined-parts"
+    assert len(list(parts.glob("*.npy"))) == 1
+    with np.load(cache) as data:
+        assert "images" in data.files and "refined" not in data.files, "the fits are kept"
+    assert all(torch.equal(start, torch.zeros_like(start)) for start in starts), "refined from flat"
+
+    def no_refit(*args):
+        raise AssertionError("the faces were fitted again")
+
+    monkeypatch.setattr(real, "_fit_faces", no_refit)
+    monkeypatch.setattr(
+        refine_module, "refine_faces", lambda *a, **kw: starts.append(a[3]) or original(*a, **kw)
+    )
+    starts.clear()
+    build_real_cache(settings, stage)
+    assert len(starts) == k - 1, "the refined batch on disk is reused"
+    assert not parts.exists()
+    faces = RealFaces(cache, "train", k)
+    batch = collate([faces[i] for i in range(len(faces))])
+    size = stage.uv_space.size
+    refined = batch.refined_displacement
+    assert refined.shape == (k, 1, size, size) and refined.dtype == torch.float32
+    skin = stage.uv_space.skin.expand_as(refined) > 0
+    assert float(refined[~skin].abs().max()) == 0.0
+    moved = (refined[skin].abs() > 1e-4 * cfg.model.max_z).float().mean()
+    assert float(moved) > 0.2, "the refinement draws detail on the skin"
+    assert float(refined.abs().max()) < cfg.model.max_z
+
+    starts.clear()
+    build_real_cache(settings, stage)
+    assert not starts, "current targets are not refined again"
+    changed = dataclasses.replace(settings, refine=RefineConfig(steps=4))
+    build_real_cache(changed, stage)
+    assert len(starts) == k, "other refine settings refine again"
+    again = collate([RealFaces(cache, "train", k)[i] for i in range(k)])
+    assert not torch.allclose(again.refined_displacement, refined, atol=1e-6)
+    torch.testing.assert_close(again.image, batch.image, rtol=0, atol=0)
+
+
+def test_a_cache_without_refined_targets_gives_empty_ones(
+    mediapipe_installed, real_photos, cfg, stage, tmp_path
+):
+    settings = dataclasses.replace(
+        settings_for(cfg, real_photos["grace_hopper"], tmp_path / "cache.npz"),
+        augment=dataclasses.replace(cfg.augment, enabled=False),
+    )
+    faces = RealFaces(build_real_cache(settings, stage), "train", cfg.synth.images_per_identity)
+    batch = collate([faces[i] for i in range(len(faces))])
+    assert batch.refined_displacement.shape == (len(faces), 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -104,3 +105,32 @@ def test_demo_inputs_are_synthetic_renders_and_the_photo(random_reconstructor, t
             assert image.size == (size, size)
     shipped = (Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").is_file()
     assert sorted(path.name for path in photos.iterdir()) == (["grace_hopper.jpg"] if shipped else [])
+
+
+def test_evaluate_with_refine_measures_it_beside_the_network(random_reconstructor, tmp_path):
+    from aucgan.config import RefineConfig
+
+    result = evaluate(
+        random_reconstructor,
+        tmp_path,
+        n_faces=2,
+        batch_size=2,
+        gallery=1,
+        edit_faces=1,
+        edit_aus=("AU12",),
+        progress=False,
+        refine=RefineConfig(steps=3),
+    )
+    alone = evaluate(
+        random_reconstructor, tmp_path / "alone", n_faces=2, batch_size=2, gallery=1, edit_faces=1,
+        edit_aus=("AU12",), progress=False,
+    )  # fmt: skip
+    for key in ("normal_error_deg", "displacement_mae"):
+        refined = result.metrics[key]["refined"]
+        expected = {"face", "active", "from_flat_face", "from_flat_active", "active_vs_network_se"}
+        assert set(refined) == expected
+        assert math.isfinite(refined["face"]) and refined["face"] >= 0
+        # the network's own rows are the network's alone, refinement or not
+        assert result.metrics[key]["face"] == pytest.approx(alone.metrics[key]["face"], rel=1e-5)
+        assert "refined" not in alone.metrics[key]
+    assert result.metrics["config"]["refine"]["steps"] == 3

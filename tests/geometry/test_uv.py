@@ -9,6 +9,7 @@ from aucgan.geometry.mesh import face_normals
 from aucgan.geometry.uv import (
     angle_degrees,
     dense_mesh,
+    detail_frame,
     displace,
     displacement_to_normals,
     grid_stencils,
@@ -462,3 +463,18 @@ def test_angle_degrees_is_accurate_at_small_angles_where_acos_is_not():
     assert float(angle_degrees(a, -a)) == pytest.approx(180.0)
     with pytest.raises(ValueError, match=r"\(1, 2, 1, 1\)"):
         angle_degrees(a[:, :2], b)
+
+
+def test_a_detail_frame_serves_many_displacements_as_fresh_calls_do():
+    positions = _sphere_patch(24, 5.0, dtype=torch.float32)
+    normals = surface_normals(positions)
+    mask = torch.ones(1, 1, 24, 24, dtype=torch.bool)
+    mask[..., :3, :5] = False
+    frame = detail_frame(positions, normals, mask)
+    for seed in range(3):
+        displacement = 0.05 * torch.randn(1, 1, 24, 24, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(
+            frame.normals(displacement), displacement_to_normals(positions, normals, displacement, mask)
+        )
+    with pytest.raises(ValueError, match="uv_displacement"):
+        frame.normals(torch.zeros(1, 1, 12, 12))

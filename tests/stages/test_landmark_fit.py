@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import pytest
 import torch
 
-from aucgan.config import Config, load_config, preset_path
+from aucgan.config import CoarseConfig, Config, ConfigError, load_config, preset_path
 from aucgan.face_model.procedural import ProceduralFaceModel
 from aucgan.geometry.camera import ndc_to_pixels, orthographic_project
 from aucgan.geometry.rotation import axis_angle_to_matrix
 from aucgan.nets.coarse_encoder import CoarseCodes
 from aucgan.stages.landmark_fit import (
+    AUTO_NETWORK_NOTE,
+    BackendChoice,
     FitSettings,
     LandmarkCoarse,
     _jacobian,
@@ -23,6 +26,7 @@ from aucgan.stages.landmark_fit import (
     fit_geometry,
     landmarks_to_ndc,
     relative_landmark_error,
+    resolve_backend,
     similarity_init,
 )
 
@@ -218,3 +222,23 @@ def test_landmark_coarse_runs_on_cuda_like_on_the_cpu(coarse_stage):
     on_gpu, _ = LandmarkCoarse(stage)(images.cuda(), faces["landmarks"].cuda())
     torch.testing.assert_close(on_gpu.vertices.cpu(), on_cpu.vertices, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(on_gpu.codes.light.cpu(), on_cpu.codes.light, atol=1e-2, rtol=1e-2)
+
+
+def test_auto_backend_keeps_the_synthetic_world_and_flame_on_the_network(monkeypatch):
+    auto = CoarseConfig(backend="auto")
+    assert resolve_backend(CoarseConfig(backend="network"), "procedural") == BackendChoice("network")
+    assert resolve_backend(CoarseConfig(backend="mediapipe"), "procedural") == BackendChoice("mediapipe")
+    assert resolve_backend(auto, "procedural", photos=False) == BackendChoice("network")
+    assert resolve_backend(auto, "flame") == BackendChoice("network")
+    # Weights trained on photos have no coarse encoder: MediaPipe is their only way to read a face.
+    assert resolve_backend(auto, "procedural", has_encoder=False, photos=False) == BackendChoice("mediapipe")
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # what `import mediapipe` meets when it is absent
+    choice = resolve_backend(auto, "procedural")
+    assert choice == BackendChoice("network", AUTO_NETWORK_NOTE)
+    assert "\n" not in choice.note and "pip install 'aucgan[mediapipe]'" in choice.note
+    with pytest.raises(ConfigError, match=r"coarse\.backend=dlib: choose network, mediapipe or auto"):
+        resolve_backend(CoarseConfig(backend="dlib"), "procedural")
+
+
+def test_auto_backend_reads_photos_with_mediapipe_when_installed(mediapipe_installed):
+    assert resolve_backend(CoarseConfig(backend="auto"), "procedural") == BackendChoice("mediapipe")

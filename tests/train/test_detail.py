@@ -22,8 +22,10 @@ from torch import nn
 
 from aucgan.build import world_parameters
 from aucgan.config import Config, load_config, preset_path
+from aucgan.data.real import RealSample
 from aucgan.data.shards import SyntheticFaces
 from aucgan.data.synthetic import collate
+from aucgan.losses.truth import displacement_error, displacement_gradient_error
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.train import au as au_training
 from aucgan.train import detail as detail_training
@@ -552,3 +554,89 @@ def test_edit_pairs_take_the_other_images_aus_and_keep_the_photo(uv_world, step,
     assert seen["evidence"] is evidence and seen["code"] is detail.detail_code
     torch.testing.assert_close(seen["target"].codes.jaw_pose, swap_within_groups(coarse.codes.jaw_pose, k))
     torch.testing.assert_close(seen["target"].codes.expression, chosen)  # the built-in face: expression = AUs
+
+
+# Self-distillation: photos with refined targets -----------------------------------------------------------
+
+
+def photos_of(batch, n_albedo: int, refined: torch.Tensor) -> RealSample:
+    """A batch of photos made of a synthetic batch: its images and true coarse fits (the mean albedo), and
+    ``refined`` as the refined targets."""
+    size = batch.image.shape[0]
+    return RealSample(
+        index=batch.index, identity=batch.identity, image=batch.image, landmarks=torch.zeros(size, 468, 3),
+        shape=batch.shape, albedo=torch.zeros(size, n_albedo), expression=batch.expression,
+        pose=batch.pose, camera=batch.camera, light=batch.light, refined_displacement=refined,
+    )  # fmt: skip
+
+
+def by_hand(module: DetailTraining, monkeypatch) -> list[dict[str, float]]:
+    """Make ``module.training_step`` run without a Trainer; returns the list each step's logs go to."""
+    logs: list[dict[str, float]] = [{}]
+    monkeypatch.setattr(module, "log_dict", lambda values, **_: logs[-1].update(values))
+    monkeypatch.setattr(module, "log", lambda name, value, **_: logs[-1].update({name: value}))
+    optimizers = list(module.configure_optimizers()[0])
+    monkeypatch.setattr(module, "optimizers", lambda: optimizers)
+    monkeypatch.setattr(module, "lr_schedulers", lambda: [SimpleNamespace(step=lambda: None)] * 2)
+    monkeypatch.setattr(module, "toggled_optimizer", lambda _opt: contextlib.nullcontext())
+
+    def optimise(optimizer, losses, _name):
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    monkeypatch.setattr(module, "optimise", optimise)
+    monkeypatch.setattr(module, "finish_step", lambda: logs.append({}))
+    return logs
+
+
+@pytest.fixture(scope="module")
+def distilled(world):
+    """The tiny detail module with the refined-target losses on."""
+    loss = dataclasses.replace(world.cfg.loss, refined_target=1.0, refined_gradient=0.5)
+    cfg = dataclasses.replace(world.cfg, loss=loss)
+    torch.manual_seed(0)
+    return SimpleNamespace(cfg=cfg, module=DetailTraining(cfg))
+
+
+def test_refined_losses_are_the_truth_losses_against_the_refined_targets(distilled, step):
+    module, cfg = distilled.module, distilled.cfg
+    predicted, target = step.outputs[3].uv_displacement.detach(), step.batch.uv_displacement
+    losses = module.refined_losses(predicted, target)
+    skin, unit = module.coarse.uv_space.skin, cfg.model.max_z / 20
+    assert set(losses) == {"refined_target", "refined_gradient"}
+    torch.testing.assert_close(losses["refined_target"], displacement_error(predicted, target, skin, unit))
+    torch.testing.assert_close(
+        losses["refined_gradient"], 0.5 * displacement_gradient_error(predicted, target, skin, unit)
+    )
+    assert all(float(value) == 0.0 for value in module.refined_losses(target, target).values())
+    with pytest.raises(ValueError, match="need the photo cache's refined targets"):
+        module.refined_losses(predicted, torch.zeros(predicted.shape[0], 0))
+
+
+def test_photos_with_refined_targets_train_the_decoder_towards_them(distilled, step, monkeypatch):
+    """Training steps on photos log the refined-target losses, which fall as the network overfits them."""
+    module, cfg = distilled.module, distilled.cfg
+    photos = photos_of(step.batch, cfg.model.n_albedo, step.batch.uv_displacement)
+    logs = by_hand(module, monkeypatch)
+    module.train()
+    for _ in range(6):
+        module.training_step(photos, 0)
+    logged = [entry for entry in logs if entry]
+    assert len(logged) == 6
+    for name in ("refined_target", "refined_gradient", "photo_detail"):
+        assert all(f"train/{name}" in entry for entry in logged), name
+    assert not any("train/displacement_truth" in entry for entry in logged)
+    errors = [float(entry["train/refined_target"]) for entry in logged]
+    assert all(math.isfinite(error) for error in errors)
+    assert errors[-1] < 0.5 * errors[0], errors
+
+
+def test_photos_without_refined_targets_are_one_line_when_the_loss_is_on(distilled, step, monkeypatch):
+    module, cfg = distilled.module, distilled.cfg
+    size = step.batch.image.shape[0]
+    photos = photos_of(step.batch, cfg.model.n_albedo, torch.zeros(size, 0))
+    by_hand(module, monkeypatch)
+    module.train()
+    with pytest.raises(ValueError, match="need the photo cache's refined targets"):
+        module.training_step(photos, 0)

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ from aucgan.config import Config, ConfigError, LossConfig, load_config, preset_p
 from aucgan.train.checkpointing import LAST
 from aucgan.train.data import DataSettings, FaceDataModule
 from aucgan.train.detail import DetailTraining
-from aucgan.train.run import train
+from aucgan.train.run import real_settings, train
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = preset_path("synthetic-tiny")
@@ -339,6 +340,41 @@ def test_mediapipe_training_settings_that_cannot_work_are_one_line(
     assert main([*args, *QUIET]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_detail_learns_from_refined_targets_on_photos(mediapipe_installed, real_photos, tmp_path) -> None:
+    run = tmp_path / "run"
+    shipped = REPO / "src" / "aucgan" / "pretrained" / "synthetic.safetensors"
+    overrides = [
+        "coarse.backend=mediapipe", f"data.source={real_photos['grace_hopper']}", f"assets.au_net={shipped}",
+        f"trainer.out_dir={run}", "data.identities_per_batch=1", "trainer.steps=2", "trainer.val_every=2",
+        "trainer.image_every=2", "loss.refined_target=1", "loss.refined_gradient=0.5", "refine.steps=5",
+        *QUIET,
+    ]  # fmt: skip
+    assert main(["train", "detail", str(TINY), *overrides]) == 0
+    rows = read_metrics(run)
+    for name in ("refined_target", "refined_gradient"):
+        values = series(rows, f"train/{name}")
+        assert len(values) == 2 and all(torch.isfinite(torch.tensor(list(values.values())))), name
+    cfg = load_config(Config, TINY, overrides)
+    with np.load(run / "real_faces.npz") as data:
+        size = cfg.render.uv_size
+        assert data["refined"].shape == (cfg.synth.images_per_identity, 1, size, size)
+        assert np.abs(data["refined"]).max() > 0
+    assert not (run / "real_faces.npz.refined-parts").exists()
+
+
+def test_refined_targets_are_asked_of_the_photo_cache_and_need_photos(tmp_path, capsys) -> None:
+    photos = ["coarse.backend=mediapipe", "data.source=photos"]
+    on = load_config(Config, TINY, [*photos, "loss.refined_target=1"])
+    assert real_settings(on, "detail", tmp_path).refine == on.refine
+    gradient_only = load_config(Config, TINY, [*photos, "loss.refined_gradient=0.5", "refine.steps=7"])
+    assert real_settings(gradient_only, "detail", tmp_path).refine.steps == 7
+    assert real_settings(load_config(Config, TINY, photos), "detail", tmp_path).refine is None
+    args = ["train", "detail", str(TINY), "loss.refined_target=1", f"trainer.out_dir={tmp_path / 'run'}"]
+    assert main([*args, "coarse.backend=network", *QUIET]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loss.refined_target" in err[0] and "coarse.backend=mediapipe" in err[0]
 
 
 def test_lightning_s_false_resume_warning_is_silenced_and_others_are_not() -> None:

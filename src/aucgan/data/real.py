@@ -11,6 +11,14 @@ found and fitted again by MediaPipe and
 computed once and cached in one ``.npz`` (no pickle) keyed by the files (path, size, modification time) and
 the settings; a changed folder or setting refits.
 
+For self-distillation (``loss.refined_target`` or ``loss.refined_gradient`` above 0) the cache also holds each
+image's *refined displacement*: :func:`~aucgan.stages.refine.refine_faces` of its cached fit and crop, started
+from flat (zeros: the network being trained must not be its own teacher), at the coarse stage's UV size. Its
+own key (:meth:`RealSettings.refined_key`: the fits' key, the ``refine.*`` settings and the UV size) says
+whether the cached targets are current; changed refine settings refine again without refitting. The
+refinement is resumable: each batch is saved beside the cache as it is done (a ``.refined-parts`` folder,
+removed once the cache holds all of them), so an interrupted run refines only what is left.
+
 A split holds whole sources: with 10 or more faces, the faces of the files whose path hashes to 9 (mod 10)
 are validation ones (all frames of a video stay on one side); with fewer there is no held-out face and
 validation reuses the training faces (said in the log).
@@ -22,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -31,7 +40,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from torch.utils.data import Dataset
 
 from aucgan.atomic import atomic_open
-from aucgan.config import AugmentConfig, CoarseConfig
+from aucgan.config import AugmentConfig, CoarseConfig, RefineConfig
 from aucgan.data.images import InputError, InputItem, collect_inputs, faces_from_landmarks, load_image
 from aucgan.data.shards import DatasetError
 from aucgan.data.synthetic import stable_seed
@@ -42,6 +51,9 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 2
 FIT_BATCH = 16
 """Faces fitted together."""
+REFINED_VERSION = 1
+REFINE_BATCH = 8
+"""Faces refined together (for the refined targets)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class RealSample:
         image: ``(3, H, W)`` in [0, 1].
         landmarks: ``(468, 3)`` MediaPipe's landmarks, NDC.
         shape, albedo, expression, pose, camera: the fitted codes; light ``(9, 3)`` SH.
+        refined_displacement: ``(1, S, S)`` the image's refined displacement (face-model units, 0 off the
+            skin), the target of self-distillation; ``(0,)`` when the cache holds no refined targets.
     """
 
     index: torch.Tensor
@@ -65,6 +79,7 @@ class RealSample:
     pose: torch.Tensor
     camera: torch.Tensor
     light: torch.Tensor
+    refined_displacement: torch.Tensor
 
     uv_albedo = None
     """No albedo map: the coarse stage draws it from the fitted albedo code."""
@@ -95,6 +110,7 @@ class RealSettings:
         seed: seeds the augmentations.
         model: what the fits depend on besides these (face model, albedo model, UV size), as text.
         every: video: every N-th frame.
+        refine: the refinement of the refined targets (``refine.*``), or ``None``: no refined targets.
     """
 
     source: str
@@ -106,6 +122,7 @@ class RealSettings:
     seed: int
     model: str = ""
     every: int = 1
+    refine: RefineConfig | None = None
 
     def key(self, items: list[InputItem]) -> str:
         files = sorted({str(item.path) for item in items})
@@ -121,6 +138,20 @@ class RealSettings:
             "augment": vars(self.augment),
             "seed": self.seed,
             "model": self.model,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def refined_key(self, fits_key: str, uv_size: int) -> str:
+        """The key of the refined targets of the fits with key ``fits_key`` (:meth:`key`) at ``uv_size``:
+        it changes with any ``refine.*`` setting. ``ValueError`` when :attr:`refine` is ``None``."""
+        if self.refine is None:
+            raise ValueError("these settings ask for no refined targets (refine is None)")
+        payload = {
+            "version": REFINED_VERSION,
+            "fits": fits_key,
+            "uv_size": uv_size,
+            "start": "flat",
+            "refine": vars(self.refine),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -163,28 +194,65 @@ def _largest_face(item: InputItem, image: np.ndarray, settings: RealSettings, de
     return None if face is None else (face.image, face.landmarks)
 
 
+def _cached_keys(cache: Path) -> tuple[str, str]:
+    """``(fits key, refined key)`` of the cache at ``cache``; ``""`` for what it lacks or cannot read."""
+    if not cache.is_file():
+        return "", ""
+    try:
+        with np.load(cache, allow_pickle=False) as data:
+            keys = [str(data[name]) if name in data.files else "" for name in ("key", "refined_key")]
+    except (OSError, ValueError):
+        return "", ""
+    return keys[0], keys[1]
+
+
+def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_open(cache, binary=True) as handle:
+        np.savez(handle, **arrays)
+
+
 def build_real_cache(settings: RealSettings, stage) -> Path:
     """Find, crop and fit every photo of ``settings.source`` (the largest face of each) and its augmented
-    copies; write the cache unless one with the same key is there. ``stage`` is the built-in face's coarse
-    stage (:class:`~aucgan.stages.coarse.CoarseStage`).
+    copies; write the cache unless one with the same key is there. With ``settings.refine``, also refine
+    every cached image from flat (:func:`refine_targets`) unless the cache holds current refined targets.
+    ``stage`` is the built-in face's coarse stage (:class:`~aucgan.stages.coarse.CoarseStage`).
 
     Raises:
         DatasetError: the source holds no readable photo with a face (one line).
         ConfigError: MediaPipe is not installed, or the face model is not the built-in one.
     """
-    from tqdm import tqdm
-
-    from aucgan.stages.landmark_fit import landmarks_to_ndc, mediapipe_backend
-
     try:
         items = collect_inputs(settings.source, settings.every)
     except InputError as error:
         raise DatasetError(str(error)) from None
     key = settings.key(items)
-    if settings.cache.is_file():
+    cached_key, cached_refined = _cached_keys(settings.cache)
+    refined_key = "" if settings.refine is None else settings.refined_key(key, stage.uv_space.size)
+    if cached_key == key and (not refined_key or cached_refined == refined_key):
+        return settings.cache
+    if cached_key == key:
         with np.load(settings.cache, allow_pickle=False) as data:
-            if "key" in data.files and str(data["key"]) == key:
-                return settings.cache
+            arrays = {name: data[name] for name in data.files}
+    else:
+        arrays = _fit_faces(settings, stage, items, key)
+        _write_cache(settings.cache, arrays)
+    if settings.refine is not None:
+        arrays["refined"] = refine_targets(settings, stage, arrays, refined_key)
+        arrays["refined_key"] = np.array(refined_key)
+        _write_cache(settings.cache, arrays)
+        shutil.rmtree(_parts_folder(settings.cache), ignore_errors=True)
+        log.info(
+            "refined the detail of %d images from flat; cached in %s", len(arrays["images"]), settings.cache
+        )
+    return settings.cache
+
+
+def _fit_faces(settings: RealSettings, stage, items: list[InputItem], key: str) -> dict[str, np.ndarray]:
+    """The arrays of the cache (without refined targets) of ``items``: see :func:`build_real_cache`."""
+    from tqdm import tqdm
+
+    from aucgan.stages.landmark_fit import landmarks_to_ndc, mediapipe_backend
+
     fitter, detector = mediapipe_backend(stage, settings.coarse)
     crops: list[np.ndarray] = []
     landmarks: list[torch.Tensor] = []
@@ -233,18 +301,80 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
         coarse, _ = fitter(images[start : start + FIT_BATCH], points[start : start + FIT_BATCH])
         codes.append(coarse.codes)
     arrays = {name: torch.cat([getattr(c, name) for c in codes]).numpy() for name in CODE_NAMES}
-    with atomic_open(settings.cache, binary=True) as handle:
-        np.savez(
-            handle,
-            key=np.array(key),
-            images=np.stack(crops),
-            landmarks=points.numpy(),
-            names=np.array(names),
-            sources=np.array(sources),
-            **arrays,
-        )
     log.info("fitted %d faces x %d views; cached in %s", len(names), k_views, settings.cache)
-    return settings.cache
+    return {
+        "key": np.array(key),
+        "images": np.stack(crops),
+        "landmarks": points.numpy(),
+        "names": np.array(names),
+        "sources": np.array(sources),
+        **arrays,
+    }
+
+
+def _parts_folder(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".refined-parts")
+
+
+def _refine_rows(stage, arrays: dict[str, np.ndarray], rows: slice, refine: RefineConfig, progress):
+    """:func:`~aucgan.stages.refine.refine_faces` of the cached images ``rows``, from flat (with autograd on,
+    whatever the caller's mode: the refinement optimises)."""
+    from aucgan.stages.refine import refine_faces
+
+    with torch.inference_mode(False), torch.enable_grad():
+        images = torch.from_numpy(arrays["images"][rows]).permute(0, 3, 1, 2).float() / 255
+        codes = CoarseCodes(**{name: torch.from_numpy(arrays[name][rows]).float() for name in CODE_NAMES})
+        with torch.no_grad():
+            coarse = stage.decode(codes)
+        size = stage.uv_space.size
+        flat = images.new_zeros(images.shape[0], 1, size, size)
+        return refine_faces(stage, coarse, images, flat, refine, progress)
+
+
+def refine_targets(settings: RealSettings, stage, arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """``(N, 1, S, S)`` float16: the refined displacement of each cached image (``arrays``: the cache's
+    crops and fitted codes), :func:`~aucgan.stages.refine.refine_faces` of its crop through its fit's coarse
+    output (``stage.decode``), from flat, with ``settings.refine``, at ``stage``'s UV size; ``key`` is
+    :meth:`RealSettings.refined_key`. Batches of :data:`REFINE_BATCH` are saved in the cache's
+    ``.refined-parts`` folder as they are done, and batches already there under ``key`` are reused (other
+    keys' parts are deleted)."""
+    from tqdm import tqdm
+
+    if settings.refine is None:
+        raise ValueError("these settings ask for no refined targets (refine is None)")
+    parts = _parts_folder(settings.cache)
+    parts.mkdir(parents=True, exist_ok=True)
+    prefix = key[:16]
+    for stale in parts.glob("*.npy"):
+        if not stale.name.startswith(prefix):
+            stale.unlink()
+    count, size = len(arrays["images"]), stage.uv_space.size
+    steps = settings.refine.steps
+    targets = []
+    with tqdm(
+        total=count * steps, desc="refine detail targets", unit="face-step", disable=count * steps < 100
+    ) as bar:
+        for start in range(0, count, REFINE_BATCH):
+            rows = slice(start, min(start + REFINE_BATCH, count))
+            n = rows.stop - rows.start
+            part = parts / f"{prefix}-{start:07d}.npy"
+            target = None
+            if part.is_file():
+                try:
+                    target = np.load(part, allow_pickle=False)
+                except (OSError, ValueError):
+                    target = None
+                if target is not None and target.shape != (n, 1, size, size):
+                    target = None
+            if target is None:
+                refined = _refine_rows(stage, arrays, rows, settings.refine, lambda _, n=n: bar.update(n))
+                target = refined.uv_displacement.cpu().numpy().astype(np.float16)
+                with atomic_open(part, binary=True) as handle:
+                    np.save(handle, target)
+            else:
+                bar.update(n * steps)
+            targets.append(target)
+    return np.concatenate(targets)
 
 
 def split_identities(sources: list[str], split: str) -> list[int]:
@@ -262,7 +392,8 @@ def split_identities(sources: list[str], split: str) -> list[int]:
 
 class RealFaces(Dataset):
     """The cached real faces of one split, identity-major (item ``i`` is view ``i % K`` of the split's
-    identity ``i // K``), read into memory from the cache of :func:`build_real_cache`."""
+    identity ``i // K``), read into memory from the cache of :func:`build_real_cache` (with its refined
+    targets, when it holds them)."""
 
     def __init__(self, cache: Path, split: str, images_per_identity: int) -> None:
         try:
@@ -285,6 +416,7 @@ class RealFaces(Dataset):
         self.codes = {
             name: torch.from_numpy(arrays[name][rows]).float() for name in ("landmarks", *CODE_NAMES)
         }
+        self.refined = torch.from_numpy(arrays["refined"][rows]) if "refined" in arrays else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -295,6 +427,7 @@ class RealFaces(Dataset):
             identity=self.identity[index],
             image=self.images[index].float() / 255,
             **{name: values[index] for name, values in self.codes.items()},
+            refined_displacement=torch.zeros(0) if self.refined is None else self.refined[index].float(),
         )
 
 
@@ -304,5 +437,6 @@ __all__ = [
     "RealSettings",
     "augmented_copy",
     "build_real_cache",
+    "refine_targets",
     "split_identities",
 ]

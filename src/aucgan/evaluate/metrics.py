@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from aucgan.au import MAIN_AUS
+from aucgan.config import RefineConfig
 from aucgan.data.synthetic import SyntheticSample
 from aucgan.face_model.regions import (
     AU_WRINKLE_REGIONS,
@@ -127,6 +128,7 @@ def detail_errors(
     batches: Iterable[SyntheticSample],
     progress: Callable[[int], object] | None = None,
     ground_truth_coarse: bool = False,
+    refine: RefineConfig | None = None,
 ) -> tuple[dict, dict, list[Reconstruction]]:
     """Detail errors (mm, degrees) and AU consistency over ``batches`` of ground-truth samples; with
     ``ground_truth_coarse`` the detail stage reads each face through its true coarse fit (the detail stage
@@ -140,6 +142,12 @@ def detail_errors(
     normals are compared by :func:`~aucgan.geometry.uv.angle_degrees`, on the reconstruction's coarse
     surface for flat and half-resolution), the ``au_consistency`` section and the reconstructions (for
     pictures and edits).
+
+    With ``refine`` settings each section also has a ``refined`` part: the errors (``face`` over the skin,
+    ``active``) of the photometric refinement (:meth:`~aucgan.reconstruct.Reconstructor.refine`) on top
+    of the network's prediction and, as ``from_flat_face`` and ``from_flat_active``, started from flat;
+    ``active_vs_network_se``, the standard error over faces of the refined-minus-network difference. The
+    network's own rows are always the network's alone.
     """
     uv_space = reconstructor.coarse.uv_space
     skin = uv_space.skin.cpu()
@@ -149,11 +157,18 @@ def detail_errors(
     displacement, displacement_flat = _Sums(masks), _Sums(masks)
     normals, normals_flat = _Sums(masks), _Sums(masks)
     active = {name: _ActiveSums() for name in ("d", "d_flat", "d_half", "n", "n_flat", "n_half")}
+    refined = {
+        f"{key}_{where}": _ActiveSums()
+        for key in ("d", "n", "d_flat_start", "n_flat_start")
+        for where in ("face", "active")
+    }
     input_scores, render_scores, truth = [], [], []
     reconstructions = []
     for batch in batches:
         rec = reconstructor(
-            batch.image, coarse=true_coarse(reconstructor, batch) if ground_truth_coarse else None
+            batch.image,
+            coarse=true_coarse(reconstructor, batch) if ground_truth_coarse else None,
+            refine=False,
         )
         predicted = rec.detail.uv_displacement.cpu()
         displacement.add((predicted - batch.uv_displacement).abs()[:, 0])
@@ -173,6 +188,17 @@ def detail_errors(
         active["n"].add(angle_degrees(rec.detail.uv_detail_normals.cpu(), truth_normals)[:, 0], regions)
         active["n_flat"].add(angle_degrees(rec.coarse.surface.normals.cpu(), truth_normals)[:, 0], regions)
         active["n_half"].add(angle_degrees(half_normals, truth_normals)[:, 0], regions)
+        if refine is not None:
+            face_skin = skin[:, 0].expand_as(regions)
+            for start, from_flat in (("", False), ("_flat_start", True)):
+                detail = reconstructor.refine(rec, settings=refine, from_flat=from_flat).detail
+                errors = {
+                    "d": (detail.uv_displacement.cpu() - batch.uv_displacement).abs()[:, 0],
+                    "n": angle_degrees(detail.uv_detail_normals.cpu(), truth_normals)[:, 0],
+                }
+                for key, error in errors.items():
+                    refined[f"{key}{start}_face"].add(error, face_skin)
+                    refined[f"{key}{start}_active"].add(error, regions)
         with torch.inference_mode():
             rendering = reconstructor.coarse.render(
                 rec.coarse, uv_normals=rec.detail.uv_detail_normals, background=rec.images
@@ -199,6 +225,18 @@ def detail_errors(
             "active_vs_flat_se": scale * paired_standard_error(faces[seen], flat_faces[seen]),
             "regions": ours,
             "regions_flat": baseline,
+            **({} if refine is None else {"refined": refined_section(scale, key)}),
+        }
+
+    def refined_section(scale: float, key: str) -> dict:
+        network, ours = active[key].faces(), refined[f"{key}_active"].faces()
+        seen = ~torch.isnan(network)
+        return {
+            "face": refined[f"{key}_face"].mean(scale),
+            "active": refined[f"{key}_active"].mean(scale),
+            "from_flat_face": refined[f"{key}_flat_start_face"].mean(scale),
+            "from_flat_active": refined[f"{key}_flat_start_active"].mean(scale),
+            "active_vs_network_se": scale * paired_standard_error(ours[seen], network[seen]),
         }
 
     inputs = torch.cat(input_scores) >= 0.5

@@ -277,6 +277,13 @@ def error_summary(metrics: Mapping[str, Any], separator: str = "; ") -> str:
                 f"{metric.label} in the active wrinkle regions {_with_unit(active, metric.unit)} vs flat "
                 f"{_with_unit(active_flat, metric.unit)}{ceiling}: {_comparison(metric, 'active').text}"
             )
+        refined = metric.section.get("refined")
+        if isinstance(refined, Mapping) and refined.get("active") is not None:
+            shown = {key: _with_unit(metric.shown(refined.get(key)), metric.unit) for key in refined}
+            parts.append(
+                f"{metric.label} in the active wrinkle regions after photometric refinement "
+                f"{shown['active']} (from flat {shown['from_flat_active']}; skin-wide {shown['face']})"
+            )
     return separator.join(parts)
 
 

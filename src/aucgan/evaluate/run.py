@@ -3,6 +3,7 @@ the report (``metrics.json``, ``report.html``, plots, example face folders)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aucgan.build import world_parameters
+from aucgan.config import RefineConfig
 from aucgan.data.shards import SyntheticFaces
 from aucgan.data.synthetic import SyntheticSample, collate
 from aucgan.evaluate.metrics import detail_errors, edit_metrics
@@ -98,10 +100,12 @@ def evaluate(
     progress: bool = True,
     title: str = "aucgan evaluation — synthetic test split",
     ground_truth_coarse: bool = False,
+    refine: RefineConfig | None = None,
 ) -> EvaluationResult:
     """Measure ``reconstructor`` on ``n_faces`` held-out synthetic faces; write the report into ``out``.
     With ``ground_truth_coarse`` the faces' true coarse fits replace the coarse stage (the detail stage
-    alone is measured)."""
+    alone is measured). With ``refine`` settings the photometric refinement is measured too, on top of the
+    network and from flat (the ``refined`` parts of the error sections)."""
     import numpy as np
 
     if n_faces < 1:
@@ -111,7 +115,7 @@ def evaluate(
     start = time.perf_counter()
     with tqdm(total=n_faces, desc="evaluate", unit="face", disable=not progress) as bar:
         sections, consistency, reconstructions = detail_errors(
-            reconstructor, batches, bar.update, ground_truth_coarse=ground_truth_coarse
+            reconstructor, batches, bar.update, ground_truth_coarse=ground_truth_coarse, refine=refine
         )
     inference_seconds = time.perf_counter() - start
     edited = first_faces(reconstructions, edit_faces)
@@ -163,6 +167,7 @@ def evaluate(
             "face_model": reconstructor.cfg.face_model.kind,
             "world_seed": reconstructor.cfg.seed,
             "coarse": "ground truth" if ground_truth_coarse else "the coarse stage",
+            **({} if refine is None else {"refine": dataclasses.asdict(refine)}),
         },
         "weights": {"source": reconstructor.source},
         "n_faces": n_faces,

@@ -191,7 +191,15 @@ class DetailStage(nn.Module):
             raw = self.decoder(latent, condition, photo_maps(evidence))
         else:
             raw = self.decoder(latent, condition)
-        displacement = resample_displacement(raw, uv_space.size) * uv_space.skin
+        return self.from_displacement(coarse, detail_code, resample_displacement(raw, uv_space.size))
+
+    def from_displacement(
+        self, coarse: CoarseOutput, detail_code: torch.Tensor, displacement: torch.Tensor
+    ) -> DetailOutput:
+        """The :class:`DetailOutput` of a UV ``displacement (B, 1, S, S)`` on ``coarse`` (kept on the skin):
+        its normals, their shading under the coarse light and the texture."""
+        uv_space = self.uv_space.to(displacement.device)
+        displacement = displacement * uv_space.skin
         normals = uv_space.detail_normals(coarse.surface, displacement)
         shading = sh_shading(normals, coarse.codes.light)
         return DetailOutput(

@@ -479,7 +479,68 @@ def mediapipe_backend(stage: CoarseStage, settings: CoarseConfig) -> tuple[Landm
         expression_prior=settings.expression_prior,
         jaw_prior=settings.jaw_prior,
     )
-    return LandmarkCoarse(stage, fit), FaceMeshDetector(settings.max_faces, settings.min_confidence)
+    return LandmarkCoarse(stage, fit), FaceMeshDetector(
+        settings.max_faces, settings.min_confidence, settings.min_face_px
+    )
+
+
+AUTO_NETWORK_NOTE = (
+    "note: coarse.backend=auto uses the coarse network, which knows only the synthetic world; "
+    "pip install 'aucgan[mediapipe]' fits real photos' head pose and shape (MediaPipe landmarks)"
+)
+"""What ``coarse.backend=auto`` says when it falls back to the network for want of MediaPipe."""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The coarse backend that ``coarse.backend`` names, ``"auto"`` resolved.
+
+    Attributes:
+        backend: ``"network"`` or ``"mediapipe"``.
+        note: one line for the user when ``"auto"`` fell back to the network for want of MediaPipe
+            (:data:`AUTO_NETWORK_NOTE`); ``""`` otherwise.
+    """
+
+    backend: str
+    note: str = ""
+
+
+def resolve_backend(
+    settings: CoarseConfig, face_model_kind: str, has_encoder: bool = True, photos: bool = True
+) -> BackendChoice:
+    """The backend ``settings.backend`` stands for; ``"network"`` and ``"mediapipe"`` stand for themselves.
+
+    ``"auto"`` is ``"mediapipe"`` where it is the only way to read a face (weights without a coarse encoder,
+    trained with ``coarse.backend=mediapipe``), else ``"network"`` for the synthetic world (``photos=False``:
+    training, evaluation on its renders, whose truth the network was trained against) and for another face
+    model than the built-in one (the landmark fit knows only it), else ``"mediapipe"`` when MediaPipe is
+    installed and imports (:func:`aucgan.data.face_mesh.require_mediapipe`), else ``"network"`` with a
+    note saying what the extra brings.
+
+    Args:
+        settings: the coarse settings.
+        face_model_kind: ``face_model.kind`` of the weights (``"procedural"`` or ``"flame"``).
+        has_encoder: whether the coarse stage has its trained encoder.
+        photos: whether the images are photos (``reconstruct``, ``edit``) rather than the synthetic world's.
+
+    Raises:
+        ConfigError: an unknown backend.
+    """
+    if settings.backend not in ("network", "mediapipe", "auto"):
+        raise ConfigError(f"coarse.backend={settings.backend}: choose network, mediapipe or auto")
+    if settings.backend != "auto":
+        return BackendChoice(settings.backend)
+    if not has_encoder:
+        return BackendChoice("mediapipe")
+    if not photos or face_model_kind != "procedural":
+        return BackendChoice("network")
+    from aucgan.data.face_mesh import MediaPipeMissing, require_mediapipe
+
+    try:
+        require_mediapipe()
+    except MediaPipeMissing:
+        return BackendChoice("network", AUTO_NETWORK_NOTE)
+    return BackendChoice("mediapipe")
 
 
 def relative_landmark_error(
@@ -507,7 +568,9 @@ def landmarks_to_ndc(points: torch.Tensor, size: int) -> torch.Tensor:
 
 
 __all__ = [
+    "AUTO_NETWORK_NOTE",
     "DENSE_LANDMARKS",
+    "BackendChoice",
     "FitSettings",
     "GeometryFit",
     "LandmarkCoarse",
@@ -517,5 +580,6 @@ __all__ = [
     "mediapipe_backend",
     "relative_landmark_error",
     "require_dense_face_model",
+    "resolve_backend",
     "similarity_init",
 ]

@@ -10,7 +10,10 @@ rendered over the input. Then
    parameters do not receive gradients: Lightning's ``toggled_optimizer``).
 
 Both learning-rate schedules step once per training step, as declared. Every loss is its own function in
-:mod:`aucgan.losses`, with its formula; the weights come from ``cfg.loss``.
+:mod:`aucgan.losses`, with its formula; the weights come from ``cfg.loss``. Synthetic samples add the truth
+losses against the world's displacement; photos with refined targets (``loss.refined_target``,
+``loss.refined_gradient``: :mod:`aucgan.data.real`) add the same losses against their refined displacement
+(self-distillation).
 """
 
 from __future__ import annotations
@@ -272,6 +275,8 @@ class DetailTraining(StageModule):
                             pair, swap_within_groups(batch.uv_displacement, self.group_size)
                         ).items():
                             g_losses[name.replace("displacement", "edit")] = self.cfg.loss.edit_truth * value
+                else:
+                    g_losses.update(self.refined_losses(detail.uv_displacement, batch.refined_displacement))
                 self.optimise(g_optimizer, g_losses, "generator")
         g_schedule.step()
         if self.cfg.loss.adversarial > 0:
@@ -285,17 +290,55 @@ class DetailTraining(StageModule):
         (:mod:`aucgan.losses.truth`), weighted: ``displacement_truth`` (``loss.displacement_truth_kind``) and
         ``displacement_gradient``, in units of ``model.max_z`` × :data:`TRUTH_UNIT`."""
         weights = self.cfg.loss
+        return self.target_losses(
+            predicted,
+            truth,
+            ("displacement_truth", "displacement_gradient"),
+            (weights.displacement_truth, weights.displacement_gradient),
+        )
+
+    def refined_losses(self, predicted: torch.Tensor, refined: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Self-distillation on photos: the truth losses against each photo's refined displacement
+        ``refined (B, 1, S, S)`` (:class:`~aucgan.data.real.RealSample`), weighted by ``refined_target`` and
+        ``refined_gradient``; none when both are 0.
+
+        Raises:
+            ValueError: a weight is above 0 but the batch holds no refined targets (one line).
+        """
+        weights = self.cfg.loss
+        if weights.refined_target <= 0 and weights.refined_gradient <= 0:
+            return {}
+        if refined.ndim != 4:
+            raise ValueError(
+                "loss.refined_target / loss.refined_gradient need the photo cache's refined targets and this "
+                "batch has none: train with coarse.backend=mediapipe data.source=PHOTOS (`aucgan train`)"
+            )
+        return self.target_losses(
+            predicted,
+            refined.to(predicted),
+            ("refined_target", "refined_gradient"),
+            (weights.refined_target, weights.refined_gradient),
+        )
+
+    def target_losses(
+        self,
+        predicted: torch.Tensor,
+        target: torch.Tensor,
+        names: tuple[str, str],
+        weights: tuple[float, float],
+    ) -> dict[str, torch.Tensor]:
+        """The displacement ``predicted (B, 1, S, S)`` against ``target`` over the skin, in units of
+        ``model.max_z`` × :data:`TRUTH_UNIT`, as ``{names[0]: weights[0] × displacement_error,
+        names[1]: weights[1] × displacement_gradient_error}`` (:mod:`aucgan.losses.truth`, the first of kind
+        ``loss.displacement_truth_kind``); a weight of 0 leaves its loss out."""
         skin = self.coarse.uv_space.to(predicted.device).skin
         unit = self.cfg.model.max_z * TRUTH_UNIT
         losses = {}
-        if weights.displacement_truth > 0:
-            losses["displacement_truth"] = weights.displacement_truth * displacement_error(
-                predicted, truth, skin, unit, weights.displacement_truth_kind
-            )
-        if weights.displacement_gradient > 0:
-            losses["displacement_gradient"] = weights.displacement_gradient * displacement_gradient_error(
-                predicted, truth, skin, unit
-            )
+        if weights[0] > 0:
+            kind = self.cfg.loss.displacement_truth_kind
+            losses[names[0]] = weights[0] * displacement_error(predicted, target, skin, unit, kind)
+        if weights[1] > 0:
+            losses[names[1]] = weights[1] * displacement_gradient_error(predicted, target, skin, unit)
         return losses
 
     def edit_pair(

@@ -6,6 +6,7 @@ A run folder holds ``config.yaml`` (resolved), ``checkpoints/last.ckpt`` and ``s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
@@ -68,12 +69,20 @@ def _quiet_lightning() -> None:
 
 def real_settings(cfg: Config, stage: str, out: Path) -> RealSettings | None:
     """With ``coarse.backend=mediapipe``: the real-photo dataset of ``data.source`` (detail stage only),
-    cached in the run folder; ``None`` otherwise.
+    cached in the run folder, with refined targets when ``loss.refined_target`` or ``loss.refined_gradient``
+    is above 0; ``None`` otherwise.
 
     Raises:
-        ConfigError: another stage, no source, or a source that is a synthetic dataset (one line).
+        ConfigError: another stage, no source, a source that is a synthetic dataset, or refined targets
+            without photos (one line).
     """
+    refined = cfg.loss.refined_target > 0 or cfg.loss.refined_gradient > 0
     if cfg.coarse.backend != "mediapipe":
+        if refined:
+            raise ConfigError(
+                "loss.refined_target and loss.refined_gradient learn from the refinement of photos: train "
+                "with coarse.backend=mediapipe data.source=PHOTOS, or set them to 0"
+            )
         return None
     if stage != "detail":
         raise ConfigError(
@@ -101,6 +110,7 @@ def real_settings(cfg: Config, stage: str, out: Path) -> RealSettings | None:
         augment=cfg.augment,
         seed=cfg.seed,
         model=f"{cfg.face_model} n_albedo={cfg.model.n_albedo} uv_size={cfg.render.uv_size}",
+        refine=cfg.refine if refined else None,
     )
 
 
@@ -141,6 +151,11 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    if cfg.coarse.backend == "auto":  # the synthetic world: the coarse network, its truth kept
+        from aucgan.stages.landmark_fit import resolve_backend
+
+        backend = resolve_backend(cfg.coarse, cfg.face_model.kind, photos=False).backend
+        cfg = dataclasses.replace(cfg, coarse=dataclasses.replace(cfg.coarse, backend=backend))
     out = run_directory(cfg, stage, config_path)
     last = out / "checkpoints" / LAST
     if cfg.resume and not last.is_file():

@@ -1,0 +1,398 @@
+"""Photometric refinement of the detail: shape from shading in UV space, no training data needed.
+
+Starting from a displacement (the network's, or flat), the refinement fits, per face, the UV displacement,
+the SH light and a smooth albedo correction so that ``albedo × SH(detail normals)`` matches the photo
+sampled into UV through the coarse fit, on the visible skin only. The albedo may only change at low
+frequency (a coarse grid of gains, upsampled), so the photo's fine shading can only be explained by the
+displacement; a curvature penalty, a pull towards the starting displacement and left-right symmetry where a
+side is unseen keep it a surface.
+
+The displacement is optimised in *texel-slope units*: one unit is the world length of one texel step on this
+face, so a difference of 1 between neighbouring texels tilts the normal by 45° whatever the face model's
+units (centimetres for the built-in face, metres for FLAME) or the UV size; the settings do not depend on
+either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from aucgan.config import RefineConfig
+from aucgan.face_model.appearance import part_masks
+from aucgan.face_model.base import FaceModel
+from aucgan.face_model.uv_space import UVSpace, UVSurface
+from aucgan.geometry.render import image_to_uv, texel_visibility
+from aucgan.geometry.shading import sh_shading
+from aucgan.geometry.uv import normalize_map
+from aucgan.stages.coarse import CoarseOutput, CoarseStage
+
+HIGH_PASS_SIGMA_AT_256 = 2.0
+"""Sigma, in texels at UV 256 (scaled with the UV size), of the Gaussian whose complement is the high-pass
+of :func:`high_frequency_residual`: it keeps features narrower than about 4 texels at UV 256 (3.5 mm on the
+built-in face), wrinkles and pores, and drops what a smooth albedo or light can explain."""
+
+UNSUPPORTED_WEIGHT = 1.0
+"""Weight of the pull towards the starting displacement on skin the photo does not speak for (outliers such
+as hair and glasses, and unseen texels whose mirror is not seen either): a hundred times the default
+magnitude pull, so that the fitted detail does not leak there through the smoothness and the pyramid."""
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What :func:`refine_detail` returns.
+
+    Attributes:
+        uv_displacement: ``(B, 1, S, S)`` refined displacement, face-model units, 0 off the skin.
+        uv_detail_normals: ``(B, 3, S, S)`` its detail normals.
+        light: ``(B, 9, 3)`` refitted SH light.
+        uv_albedo: ``(B, 3, S, S)`` the starting albedo times the fitted smooth gain.
+        uv_rendering: ``(B, 3, S, S)`` the refined rendering in UV: ``uv_albedo × SH(uv_detail_normals)``.
+        mask: ``(B, 1, S, S)`` the texels that were fitted and where the residuals are measured: the
+            visible skin of :func:`fit_mask` without the outliers, texels whose photo the coarse-only
+            rendering misses by more than ``settings.outlier`` (hair, glasses, cast shadows).
+        residual_coarse: ``(B,)`` high-frequency residual RMS over ``mask`` of the coarse-only rendering
+            (no displacement, the starting light and albedo; :func:`high_frequency_residual`).
+        residual: ``(B,)`` the same for the refined rendering.
+        start: ``(B, 1, S, S)`` the displacement the refinement started from (face-model units).
+    """
+
+    uv_displacement: torch.Tensor
+    uv_detail_normals: torch.Tensor
+    light: torch.Tensor
+    uv_albedo: torch.Tensor
+    uv_rendering: torch.Tensor
+    mask: torch.Tensor
+    residual_coarse: torch.Tensor
+    residual: torch.Tensor
+    start: torch.Tensor
+
+
+def texel_length(surface: UVSurface, skin: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, 1, 1)``: the mean world length of one texel step along u and v on the skin of ``surface``."""
+    positions = surface.positions
+    along_u = (positions[..., :, 1:] - positions[..., :, :-1]).norm(dim=1, keepdim=True)
+    along_v = (positions[..., 1:, :] - positions[..., :-1, :]).norm(dim=1, keepdim=True)
+    both_u = skin[..., :, 1:] * skin[..., :, :-1]
+    both_v = skin[..., 1:, :] * skin[..., :-1, :]
+    total = (along_u * both_u).sum((1, 2, 3)) + (along_v * both_v).sum((1, 2, 3))
+    count = both_u.sum((1, 2, 3)) + both_v.sum((1, 2, 3))
+    return (total / count.clamp(min=1.0)).clamp(min=1e-12)[:, None, None, None]
+
+
+def gaussian_blur(values: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` with zero padding (truncated at 2.5 sigma)."""
+    radius = max(1, math.ceil(2.5 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=values.dtype, device=values.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = values.shape[1]
+    rows = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    cols = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    blurred = F.conv2d(values, rows, padding=(0, radius), groups=channels)
+    return F.conv2d(blurred, cols, padding=(radius, 0), groups=channels)
+
+
+def masked_blur(values: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Normalised Gaussian blur of ``values`` over ``mask (B, 1, H, W)``: texels outside the mask do not
+    count (the average of the masked neighbourhood; 0 where no masked texel is near)."""
+    weight = gaussian_blur(mask, sigma)
+    return gaussian_blur(values * mask, sigma) / weight.clamp(min=1e-6) * (weight > 1e-6)
+
+
+def high_frequency_residual(
+    photo: torch.Tensor, rendering: torch.Tensor, mask: torch.Tensor, sigma: float | None = None
+) -> torch.Tensor:
+    """``(B,)`` RMS over ``mask`` of the photo's residual against a rendering after a Gaussian high-pass.
+
+    The residual ``photo - rendering (B, 3, S, S)`` minus its masked Gaussian blur of ``sigma`` texels
+    (default :data:`HIGH_PASS_SIGMA_AT_256` scaled to the UV size): what smooth albedo and light cannot
+    explain, i.e. the fine shading a detail map should account for. NaN for a face with an empty mask.
+    """
+    if sigma is None:
+        sigma = HIGH_PASS_SIGMA_AT_256 * photo.shape[-1] / 256.0
+    residual = photo - rendering
+    high = (residual - masked_blur(residual, mask, sigma)) * mask
+    count = mask.sum((1, 2, 3)) * photo.shape[1]
+    return ((high**2).sum((1, 2, 3)) / count).sqrt()
+
+
+def _high_pass(
+    residual: torch.Tensor, mask: torch.Tensor, sigma: float, blurred_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``residual`` minus its masked Gaussian blur (``blurred_mask``: :func:`gaussian_blur` of ``mask``,
+    precomputed; ``None``: no high-pass)."""
+    if blurred_mask is None:
+        return residual
+    return residual - _coarse_blur(residual * mask, sigma) / blurred_mask.clamp(min=1e-6)
+
+
+def _coarse_blur(values: torch.Tensor, sigma: float) -> torch.Tensor:
+    """:func:`gaussian_blur`, computed at half resolution when ``sigma`` spans 2 samples or more (the
+    blurred map has nothing finer to lose; a quarter of the cost, which the fit pays at every step)."""
+    if sigma < 2.0 or values.shape[-1] % 2 or values.shape[-2] % 2:
+        return gaussian_blur(values, sigma)
+    half = gaussian_blur(F.avg_pool2d(values, 2), sigma / 2.0)
+    return F.interpolate(half, size=values.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _laplacian(values: torch.Tensor) -> torch.Tensor:
+    kernel = values.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+    return F.conv2d(values, kernel, padding=1)
+
+
+def _erode(mask: torch.Tensor, texels: int) -> torch.Tensor:
+    if texels <= 0:
+        return mask
+    return 1.0 - F.max_pool2d(1.0 - mask, 2 * texels + 1, stride=1, padding=texels)
+
+
+def _charbonnier(residual: torch.Tensor, scale: float) -> torch.Tensor:
+    return scale**2 * (torch.sqrt(1.0 + (residual / scale) ** 2) - 1.0)
+
+
+def fit_mask(
+    skin: torch.Tensor,
+    visibility: torch.Tensor,
+    normals: torch.Tensor,
+    excluded: torch.Tensor | None = None,
+    min_facing: float = 0.3,
+) -> torch.Tensor:
+    """``(B, 1, S, S)`` the texels the photo can tell the detail of: skin, seen, facing the camera by at
+    least ``min_facing`` (the cosine of the view angle: grazing texels are smeared in the photo), one texel
+    in from the skin's border, and outside ``excluded (1 or B, 1, S, S)`` (brows, lips, eyes... dilated)."""
+    mask = _erode(skin.expand_as(visibility), 1) * visibility * (normals[:, 2:3] > min_facing)
+    if excluded is not None:
+        mask = mask * (1.0 - excluded)
+    return mask
+
+
+def pixel_grid(pixel_uv: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W, 2)`` the ``grid_sample`` grid of a rendering's per-pixel UV coordinates
+    ``(B, 2, H, W)`` (:attr:`~aucgan.geometry.render.Rendering.uv`, v up)."""
+    u, v = pixel_uv[:, 0], pixel_uv[:, 1]
+    return torch.stack([2.0 * u - 1.0, 1.0 - 2.0 * v], dim=-1)
+
+
+def _at_pixels(uv_map: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    return F.grid_sample(uv_map, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+def refine_detail(
+    uv_space: UVSpace,
+    surface: UVSurface,
+    images: torch.Tensor,
+    pixel_uv: torch.Tensor,
+    pixel_mask: torch.Tensor,
+    photo: torch.Tensor,
+    mask: torch.Tensor,
+    albedo: torch.Tensor,
+    light: torch.Tensor,
+    displacement: torch.Tensor,
+    settings: RefineConfig,
+    pixel_length: torch.Tensor | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> Refinement:
+    """Refine ``displacement (B, 1, S, S)`` against the photo, jointly with the SH ``light (B, 9, 3)`` and
+    a smooth gain on ``albedo (B, 3, S, S)``; ``progress(1)`` is called after each step. Gradients do not
+    flow to the inputs.
+
+    The fit compares renderings with ``images (B, 3, H, W)`` pixel by pixel, as the camera saw them: the
+    coarse fit's rasterisation gives each pixel its UV coordinates ``pixel_uv (B, 2, H, W)`` and
+    ``pixel_mask (B, 1, H, W)`` (pixels of the face), and the detail normals and albedo are looked up there.
+    Only pixels whose texel is in ``mask (B, 1, S, S)`` (:func:`fit_mask`) count. ``photo (B, 3, S, S)``, the
+    photo sampled into UV, is what the reported high-frequency residuals compare in UV, and what the fit
+    compares with ``settings.compare="uv"``. With ``"auto"`` each face is compared where it is sampled more
+    coarsely: in the image when a pixel spans at least a texel (``pixel_length (B,)``, world units per
+    pixel, against :func:`texel_length`), else in UV.
+    """
+    if settings.compare == "auto" and pixel_length is None:
+        raise ValueError("refine.compare=auto needs the pixel_length of each face")
+    skin = uv_space.skin.to(photo.device, photo.dtype)
+    surface = UVSurface(surface.positions.detach(), surface.normals.detach())
+    photo, albedo, start_light = photo.detach(), albedo.detach(), light.detach()
+    scale = texel_length(surface, skin)
+    start = (displacement.detach() * skin) / scale
+    size = uv_space.size
+    batch = photo.shape[0]
+
+    grid = pixel_grid(pixel_uv.detach().to(photo.dtype))
+    images = images.detach()
+
+    def smooth_gain(gain: torch.Tensor) -> torch.Tensor:
+        # bicubic over the coarse cells up to 4 samples per cell, then bilinear: smooth, and cheap to
+        # differentiate at full size
+        middle = min(size, 4 * settings.albedo_cells)
+        smooth = F.interpolate(gain, size=(middle, middle), mode="bicubic", align_corners=False)
+        return torch.exp(F.interpolate(smooth, size=(size, size), mode="bilinear", align_corners=False))
+
+    frame = uv_space.detail_frame(surface)
+
+    def render(slope: torch.Tensor, gain: torch.Tensor, sh: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        normals = frame.normals(slope * scale * skin)
+        lit = albedo * smooth_gain(gain)
+        return lit * sh_shading(normals, sh), normals, lit
+
+    def render_pixels(slope: torch.Tensor, gain: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+        normals = frame.normals(slope * scale * skin)
+        at_pixels = _at_pixels(torch.cat([normals, albedo * smooth_gain(gain)], dim=1), grid)
+        return at_pixels[:, 3:] * sh_shading(normalize_map(at_pixels[:, :3]), sh)
+
+    with torch.no_grad():
+        no_gain = photo.new_zeros(batch, 3, 1, 1)
+        coarse_only, _, _ = render(torch.zeros_like(start), no_gain, start_light)
+        grey_photo, grey_render = photo.mean(1, keepdim=True), coarse_only.mean(1, keepdim=True)
+        agrees = (grey_photo / grey_render.clamp(min=1e-3) - 1.0).abs() < settings.outlier
+        mask = mask.detach() * agrees
+        residual_coarse = high_frequency_residual(photo, coarse_only, mask)
+        pixels = pixel_mask.detach().to(photo.dtype) * _at_pixels(mask, grid, mode="nearest")
+        pixel_count = pixels.sum((1, 2, 3)).clamp(min=1.0)
+        texel_count = mask.sum((1, 2, 3)).clamp(min=1.0)
+        if settings.compare == "auto":
+            in_image = pixel_length.flatten() >= scale.flatten()
+        else:
+            in_image = torch.full((batch,), settings.compare == "image", device=photo.device)
+        # The fit sees the residual's band finer than settings.band texels at UV 256 (in the image: the same
+        # length on the face, in pixels): smooth mismatches of the coarse fit must not become detail.
+        band_uv = settings.band * size / 256.0
+        band_world = float((scale.flatten() * band_uv).mean())
+        band_pixels = band_world / float(pixel_length.mean()) if pixel_length is not None else band_uv
+        blurred_mask_uv = _coarse_blur(mask, band_uv) if settings.band > 0 else None
+        blurred_pixels = _coarse_blur(pixels, band_pixels) if settings.band > 0 else None
+
+    levels = [
+        photo.new_zeros(batch, 1, size >> k, size >> k, requires_grad=True)
+        for k in range(settings.levels)
+        if size >> k >= 4
+    ]
+
+    def displacement_of(levels: list[torch.Tensor]) -> torch.Tensor:
+        total = start + levels[0]
+        for k, level in enumerate(levels[1:], start=1):
+            upsampled = F.interpolate(level, size=(size, size), mode="bilinear", align_corners=False)
+            total = total + (2.0**k) * upsampled
+        return total
+
+    gain = photo.new_zeros(batch, 3, settings.albedo_cells, settings.albedo_cells, requires_grad=True)
+    sh = start_light.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam(
+        [
+            {"params": levels, "lr": settings.lr},
+            {"params": [gain], "lr": settings.lr * 0.1},
+            {"params": [sh], "lr": settings.lr * settings.light_lr},
+        ]
+    )
+    interior = _erode(skin, 1)
+    seen_mirror = (mask.flip(-1) > 0) & (mask == 0)
+    unseen = (seen_mirror & (skin > 0)).to(photo.dtype)
+    # Texels the photo does not speak for (hair, glasses, unseen without a seen mirror) stay at the start.
+    grow = max(1, round(2 * size / 256))
+    near_fit = F.max_pool2d(mask, 2 * grow + 1, stride=1, padding=grow)
+    unsupported = skin * (1.0 - torch.maximum(near_fit, unseen))
+    skin_texels = skin.sum().clamp(min=1.0)
+    for _ in range(settings.steps):
+        slope = displacement_of(levels)
+        data = slope.new_zeros(batch)
+        if not in_image.all():
+            rendered, _, _ = render(slope, gain, sh)
+            residual = _high_pass(rendered - photo, mask, band_uv, blurred_mask_uv)
+            in_uv = (_charbonnier(residual, settings.robust) * mask).sum((1, 2, 3)) / texel_count
+            data = data + in_uv * ~in_image
+        if in_image.any():
+            rendered = render_pixels(slope, gain, sh)
+            residual = _high_pass(rendered - images, pixels, band_pixels, blurred_pixels)
+            at_pixels = (_charbonnier(residual, settings.robust) * pixels).sum((1, 2, 3))
+            data = data + at_pixels / pixel_count * in_image
+        curvature = ((_laplacian(slope) * interior) ** 2).sum((1, 2, 3)) / skin_texels
+        pull = (((slope - start) * skin) ** 2).sum((1, 2, 3)) / skin_texels
+        outside = (((slope - start) * unsupported) ** 2).sum((1, 2, 3)) / skin_texels
+        loss = (
+            data / settings.robust**2
+            + settings.smoothness * curvature
+            + settings.magnitude * pull
+            + UNSUPPORTED_WEIGHT * outside
+        )
+        if settings.symmetry > 0:
+            mirrored = slope.flip(-1).detach()
+            loss = loss + settings.symmetry * ((slope - mirrored) ** 2 * unseen).sum((1, 2, 3)) / skin_texels
+        optimiser.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimiser.step()
+        if progress is not None:
+            progress(1)
+
+    with torch.no_grad():
+        slope = displacement_of(levels)
+        rendered, normals, lit = render(slope, gain, sh)
+        return Refinement(
+            uv_displacement=slope.detach() * scale * skin,
+            uv_detail_normals=normals,
+            light=sh.detach(),
+            uv_albedo=lit,
+            uv_rendering=rendered,
+            mask=mask,
+            residual_coarse=residual_coarse,
+            residual=high_frequency_residual(photo, rendered, mask),
+            start=start * scale,
+        )
+
+
+def excluded_parts(face_model: FaceModel, size: int) -> torch.Tensor:
+    """``(1, 1, S, S)`` float: the texels whose colour is not skin shading (brows, lips, eyes, the mouth
+    opening), dilated by about 2 texels at UV 256; zeros for a face model without part outlines (FLAME,
+    whose UV skin mask already leaves out the eyes and mouth)."""
+    rims = getattr(face_model, "rims", None)
+    if rims is None:
+        return torch.zeros(1, 1, size, size)
+    parts = part_masks(face_model.uvs, rims, size)
+    excluded = (parts.lips | parts.brows | parts.eyes | parts.irises | parts.mouth).float()[None, None]
+    grow = max(1, round(2 * size / 256))
+    return F.max_pool2d(excluded, 2 * grow + 1, stride=1, padding=grow)
+
+
+def refine_faces(
+    coarse_stage: CoarseStage,
+    coarse: CoarseOutput,
+    images: torch.Tensor,
+    displacement: torch.Tensor,
+    settings: RefineConfig,
+    progress: Callable[[int], object] | None = None,
+) -> Refinement:
+    """:func:`refine_detail` of ``images (B, 3, H, W)`` read through their coarse fit ``coarse``, starting
+    from ``displacement (B, 1, S, S)`` (the network's, or zeros): the coarse faces are rasterised at the
+    images' size for the pixels' UV coordinates and the texels' visibility; the fitted texels are the
+    visible skin of :func:`fit_mask`, without :func:`excluded_parts`."""
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"refinement needs square images (B, 3, S, S), got {tuple(images.shape)}")
+    images = images.detach().float()
+    uv_space = coarse_stage.uv_space.to(images.device)
+    rendering = coarse_stage.render(coarse, image_size=images.shape[-1])
+    surface = coarse.surface
+    skin = uv_space.skin.to(images.dtype)
+    seen = texel_visibility(surface.positions, surface.normals, coarse.codes.camera, rendering.fragments)
+    excluded = excluded_parts(coarse_stage.face_model, uv_space.size).to(images.device)
+    mask = fit_mask(skin, seen * skin, surface.normals, excluded)
+    photo = image_to_uv(images, surface.positions, coarse.codes.camera).clamp(0, 1)
+    pixel_length = 2.0 / (coarse.codes.camera[:, 0].abs().clamp(min=1e-12) * images.shape[-1])
+    return refine_detail(
+        uv_space, surface, images, rendering.uv, rendering.mask, photo, mask, coarse.uv_albedo,
+        coarse.codes.light, displacement, settings, pixel_length, progress,
+    )  # fmt: skip
+
+
+__all__ = [
+    "HIGH_PASS_SIGMA_AT_256",
+    "Refinement",
+    "excluded_parts",
+    "fit_mask",
+    "gaussian_blur",
+    "high_frequency_residual",
+    "masked_blur",
+    "refine_detail",
+    "refine_faces",
+    "texel_length",
+]

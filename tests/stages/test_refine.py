@@ -1,0 +1,154 @@
+"""Tests of aucgan.stages.refine: the photometric refinement of the detail (shape from shading in UV space).
+
+Where the truth is known (the synthetic world, read through its true coarse fit), refinement from flat must
+recover part of each face's wrinkles and must keep a true displacement it starts from; the residual it
+reports falls; its filters and masks do what they say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from aucgan.au import MAIN_AUS
+from aucgan.build import coarse_stage
+from aucgan.config import Config, ConfigError, RefineConfig, load_config
+from aucgan.data.synthetic import SyntheticWorld, collate, identity_in_split
+from aucgan.face_model.regions import active_region_mask
+from aucgan.face_model.uv_space import UVSurface
+from aucgan.geometry.uv import angle_degrees
+from aucgan.stages.refine import (
+    excluded_parts,
+    fit_mask,
+    gaussian_blur,
+    high_frequency_residual,
+    masked_blur,
+    refine_faces,
+    texel_length,
+)
+
+SIZE = 128  # image and UV side: the world's folds are resolved, the test stays fast
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def world_batch():
+    cfg = load_config(Config, None, [f"render.image_size={SIZE}", f"render.uv_size={SIZE}"])
+    stage = coarse_stage(cfg, with_encoder=False)
+    world = SyntheticWorld(seed=0, image_size=SIZE, uv_size=SIZE)
+    # test identities with a broad fold each (AU12, nasolabial; AU4, between the brows) at full intensity
+    expression = torch.zeros(27)
+    expression[[MAIN_AUS.index("AU4"), MAIN_AUS.index("AU12")]] = 1.0
+    samples = [world.sample(identity_in_split("test", rank) * 4, expression) for rank in range(2)]
+    batch = collate(samples)
+    with torch.no_grad():
+        coarse = stage.decode(batch.coarse_codes(stage.albedo.n_albedo), uv_albedo=batch.uv_albedo)
+    return cfg, stage, batch, coarse
+
+
+def _active_error(normals: torch.Tensor, batch, stage) -> float:
+    regions = active_region_mask(batch.au_occurrence, SIZE) * stage.uv_space.skin * batch.uv_visibility
+    errors = angle_degrees(normals, batch.uv_detail_normals.float())
+    return float((errors * regions).sum() / regions.sum())
+
+
+def test_refinement_from_flat_recovers_the_folds_the_photo_shows(world_batch):
+    cfg, stage, batch, coarse = world_batch
+    settings = dataclasses.replace(cfg.refine, steps=STEPS)
+    refinement = refine_faces(stage, coarse, batch.image, torch.zeros(2, 1, SIZE, SIZE), settings)
+    flat = _active_error(coarse.surface.normals, batch, stage)
+    refined = _active_error(refinement.uv_detail_normals, batch, stage)
+    assert refined < 0.8 * flat, (refined, flat)
+    assert refinement.uv_displacement.shape == (2, 1, SIZE, SIZE)
+    assert float((refinement.uv_displacement * (1 - stage.uv_space.skin)).abs().max()) == 0.0
+    # the albedo changes only by a smooth gain: its ratio to the start has no fine structure
+    gain = refinement.uv_albedo / coarse.uv_albedo.clamp(min=1e-3)
+    skin = stage.uv_space.skin.expand(2, 3, -1, -1)
+    fine = (gain - masked_blur(gain, stage.uv_space.skin.expand(2, 1, -1, -1), 2.0)) * skin
+    assert float(fine.abs().amax()) < 0.02
+
+
+def test_refinement_started_at_the_truth_keeps_it(world_batch):
+    cfg, stage, batch, coarse = world_batch
+    settings = dataclasses.replace(cfg.refine, steps=STEPS)
+    refinement = refine_faces(stage, coarse, batch.image, batch.uv_displacement, settings)
+    flat = _active_error(coarse.surface.normals, batch, stage)
+    kept = _active_error(refinement.uv_detail_normals, batch, stage)
+    truth = _active_error(stage.uv_space.detail_normals(coarse.surface, batch.uv_displacement), batch, stage)
+    assert truth < 0.1 * flat
+    assert kept < 0.5 * flat, (kept, truth, flat)
+
+
+def test_refinement_does_not_touch_its_inputs_and_records_its_start(world_batch):
+    cfg, stage, batch, coarse = world_batch
+    start = 0.01 * torch.ones(2, 1, SIZE, SIZE)
+    before = (start.clone(), batch.image.clone(), coarse.uv_albedo.clone(), coarse.codes.light.clone())
+    refinement = refine_faces(stage, coarse, batch.image, start, dataclasses.replace(cfg.refine, steps=2))
+    for old, new in zip(before, (start, batch.image, coarse.uv_albedo, coarse.codes.light), strict=True):
+        assert torch.equal(old, new)
+    torch.testing.assert_close(refinement.start, start * stage.uv_space.skin, rtol=1e-5, atol=1e-7)
+
+
+def test_texel_length_of_a_plane_is_its_spacing():
+    size, side = 16, 3.0
+    rows = (torch.arange(size) + 0.5) / size
+    v, u = torch.meshgrid(1.0 - rows, rows, indexing="ij")
+    positions = torch.stack([u * side, v * side, torch.zeros_like(u)])[None]
+    normals = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, size, size)
+    length = texel_length(UVSurface(positions, normals), torch.ones(1, 1, size, size))
+    torch.testing.assert_close(length.flatten(), torch.tensor([side / size]))
+
+
+def test_high_frequency_residual_is_zero_for_a_perfect_or_smoothly_wrong_rendering_not_for_a_grooved_one():
+    size = 64
+    photo = 0.5 + 0.1 * torch.linspace(0, 1, size).view(1, 1, 1, size).expand(1, 3, size, size)
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., 8:56, 8:56] = 1.0
+    assert float(high_frequency_residual(photo, photo, mask)) == 0.0
+    smoothly_wrong = photo * 1.05
+    assert float(high_frequency_residual(photo, smoothly_wrong, mask, sigma=2.0)) < 2e-3
+    grooves = photo + 0.05 * torch.sin(torch.arange(size) * 2.0).view(1, 1, size, 1)
+    assert float(high_frequency_residual(grooves, photo, mask, sigma=2.0)) > 0.03  # all of 0.05 / sqrt 2
+
+
+def test_masked_blur_ignores_what_lies_outside_the_mask():
+    values = torch.full((1, 1, 32, 32), 2.0)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., :, :16] = 1.0
+    values[..., :, 16:] = 100.0  # outside the mask: must not leak in
+    blurred = masked_blur(values, mask, 3.0)
+    torch.testing.assert_close(blurred[..., :, :16], torch.full((1, 1, 32, 16), 2.0))
+    kernel_sum = gaussian_blur(torch.ones(1, 1, 64, 64), 2.0)[..., 32, 32]
+    torch.testing.assert_close(kernel_sum, torch.tensor([[1.0]]))
+
+
+def test_fit_mask_keeps_seen_skin_facing_the_camera_outside_the_excluded_parts(world_batch):
+    _, stage, batch, coarse = world_batch
+    skin = stage.uv_space.skin
+    excluded = excluded_parts(stage.face_model, SIZE)
+    assert excluded.shape == (1, 1, SIZE, SIZE) and 0 < float(excluded.mean()) < 0.3
+    mask = fit_mask(skin, batch.uv_visibility, coarse.surface.normals, excluded)
+    assert float((mask * (1 - skin)).sum()) == 0.0
+    assert float((mask * excluded).sum()) == 0.0
+    assert float((mask * (1 - batch.uv_visibility)).sum()) == 0.0
+    assert float((mask * (coarse.surface.normals[:, 2:3] <= 0.3)).sum()) == 0.0
+    assert float(mask.mean()) > 0.2
+
+
+def test_a_face_model_without_part_outlines_excludes_nothing():
+    class Plain:
+        pass
+
+    assert float(excluded_parts(Plain(), 32).abs().sum()) == 0.0
+
+
+def test_refine_settings_load_and_reject_bad_values():
+    cfg = load_config(Config, None, ["refine.mode=always", "refine.steps=7", "refine.compare=uv"])
+    assert (cfg.refine.mode, cfg.refine.steps, cfg.refine.compare) == ("always", 7, "uv")
+    assert RefineConfig().mode == "auto"
+    with pytest.raises(ConfigError):
+        load_config(Config, None, ["refine.compare=somewhere"])
+    with pytest.raises(ConfigError):
+        load_config(Config, None, ["refine.steps=0"])
