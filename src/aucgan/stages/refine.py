@@ -90,11 +90,15 @@ def gaussian_blur(values: torch.Tensor, sigma: float) -> torch.Tensor:
     offsets = torch.arange(-radius, radius + 1, dtype=values.dtype, device=values.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    channels = values.shape[1]
-    rows = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    cols = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    blurred = F.conv2d(values, rows, padding=(0, radius), groups=channels)
-    return F.conv2d(blurred, cols, padding=(radius, 0), groups=channels)
+    weights = kernel.tolist()
+    # Shifted, weighted sums: for these few taps several times faster than a grouped convolution on CPU,
+    # forward and backward.
+    padded = F.pad(values, (radius, radius, 0, 0))
+    width = values.shape[-1]
+    rows = sum(weight * padded[..., :, k : k + width] for k, weight in enumerate(weights))
+    padded = F.pad(rows, (0, 0, radius, radius))
+    height = values.shape[-2]
+    return sum(weight * padded[..., k : k + height, :] for k, weight in enumerate(weights))
 
 
 def masked_blur(values: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -141,8 +145,15 @@ def _coarse_blur(values: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _laplacian(values: torch.Tensor) -> torch.Tensor:
-    kernel = values.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-    return F.conv2d(values, kernel, padding=1)
+    """The 5-point Laplacian of ``(B, C, H, W)`` maps, zero outside."""
+    padded = F.pad(values, (1, 1, 1, 1))
+    return (
+        padded[..., :-2, 1:-1]
+        + padded[..., 2:, 1:-1]
+        + padded[..., 1:-1, :-2]
+        + padded[..., 1:-1, 2:]
+        - 4.0 * values
+    )
 
 
 def _erode(mask: torch.Tensor, texels: int) -> torch.Tensor:
