@@ -116,3 +116,24 @@ def test_sigkill_during_checkpoint_saves_always_leaves_a_loadable_checkpoint(tmp
 def test_the_kill_harness_catches_a_plain_save(tmp_path):
     problems = kill_during_saves("plain", tmp_path / "last.ckpt", trials=8, seed=1)
     assert problems, "a plain torch.save was never caught mid-write; the harness would miss torn files"
+
+
+def test_atomic_save_npz_writes_the_arrays_or_leaves_the_old_file(tmp_path, monkeypatch):
+    from aucgan.atomic import atomic_save_npz
+
+    path = tmp_path / "codes.npz"
+    assert atomic_save_npz(path, {"a": np.arange(3), "b": np.ones((2, 2), np.float16)}) == path
+    with np.load(path) as data:
+        np.testing.assert_array_equal(data["a"], np.arange(3))
+        assert data["b"].dtype == np.float16
+    before = path.read_bytes()
+
+    def torn(handle, **arrays):
+        handle.write(b"PK half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", torn)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save_npz(path, {"a": np.zeros(5)})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.npz"]

@@ -76,3 +76,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 __all__ = ["atomic_open", "atomic_path", "atomic_torch_save", "atomic_write_bytes"]
+
+
+def atomic_save_npz(path: str | os.PathLike[str], arrays: Any) -> Path:
+    """``numpy.savez`` of the mapping ``arrays`` (name → array) to ``path`` through :func:`atomic_open`;
+    returns ``path``."""
+    import numpy as np
+
+    with atomic_open(path) as handle:
+        np.savez(handle, **arrays)
+    return Path(os.fspath(path))

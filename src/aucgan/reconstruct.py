@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from aucgan.atomic import atomic_open
+from aucgan.atomic import atomic_save_npz
 from aucgan.au import MAIN_AUS, SUB_AUS, au_index
 from aucgan.build import coarse_stage, detail_stage, new_au_net
 from aucgan.config import CoarseConfig, Config, ConfigError, RefineConfig, config_from_yaml
@@ -672,8 +672,7 @@ def write_face(
     )  # fmt: skip
     write_normal_map(folder / "normal_map.png", rec.detail.uv_detail_normals[index])
     displacement = rec.detail.uv_displacement[index, 0].detach().float().cpu()
-    write_displacement(folder / "displacement.png", displacement, reconstructor.cfg.model.max_z)
-    _save_npy(folder / "displacement.npy", displacement.numpy())
+    write_displacement(folder / "displacement.png", displacement, reconstructor.cfg.model.max_z)  # + .npy
     panels = [
         panel_image(input_image),
         *(panel_image(views[name][index]) for name in ("coarse", "detail", "shading")),
@@ -681,7 +680,7 @@ def write_face(
     panels.append(au_chart(rec.au.main_scores[index]))
     write_image(folder / "vis.png", vis_grid(panels))
     text = {"weights": reconstructor.source, **(record or {})}
-    _save_npz(
+    atomic_save_npz(
         folder / "codes.npz",
         {
             **face_codes(rec, index),
@@ -703,16 +702,6 @@ def refined_maps(reconstruction: Reconstruction, index: int) -> dict[str, np.nda
         "photo_detail": reconstruction.photo_detail[index, 0].detach().float().cpu().numpy(),
         "uv_albedo": reconstruction.coarse.uv_albedo[index].detach().cpu().numpy().astype(np.float16),
     }
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_open(path, binary=True) as handle:
-        np.save(handle, array)
-
-
-def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    with atomic_open(path, binary=True) as handle:
-        np.savez(handle, **arrays)
 
 
 def is_finished(folder: str | os.PathLike[str]) -> bool:

@@ -125,16 +125,21 @@ def test_a_list_file_names_the_photos(mediapipe_installed, real_photos, cfg, sta
     ]
 
 
-def test_without_augmentation_the_k_images_are_the_photo(
-    mediapipe_installed, real_photos, cfg, stage, tmp_path
-):
+def unaugmented_photo(cfg, stage, real_photos, tmp_path) -> RealFaces:
+    """The training faces of a cache of grace_hopper alone, its K copies not augmented."""
     import dataclasses
 
     settings = dataclasses.replace(
         settings_for(cfg, real_photos["grace_hopper"], tmp_path / "cache.npz"),
         augment=dataclasses.replace(cfg.augment, enabled=False),
     )
-    faces = RealFaces(build_real_cache(settings, stage), "train", cfg.synth.images_per_identity)
+    return RealFaces(build_real_cache(settings, stage), "train", cfg.synth.images_per_identity)
+
+
+def test_without_augmentation_the_k_images_are_the_photo(
+    mediapipe_installed, real_photos, cfg, stage, tmp_path
+):
+    faces = unaugmented_photo(cfg, stage, real_photos, tmp_path)
     assert len(faces) == cfg.synth.images_per_identity
     assert all(torch.equal(faces[0].image, faces[i].image) for i in range(len(faces)))
 
@@ -241,10 +246,6 @@ def test_cache_holds_targets_refined_from_flat_on_the_skin_resumes_and_follows_t
 def test_a_cache_without_refined_targets_gives_empty_ones(
     mediapipe_installed, real_photos, cfg, stage, tmp_path
 ):
-    settings = dataclasses.replace(
-        settings_for(cfg, real_photos["grace_hopper"], tmp_path / "cache.npz"),
-        augment=dataclasses.replace(cfg.augment, enabled=False),
-    )
-    faces = RealFaces(build_real_cache(settings, stage), "train", cfg.synth.images_per_identity)
+    faces = unaugmented_photo(cfg, stage, real_photos, tmp_path)
     batch = collate([faces[i] for i in range(len(faces))])
     assert batch.refined_displacement.shape == (len(faces), 0)

@@ -501,28 +501,14 @@ def uv_world(world):
 def test_uv_unet_step_trains_on_truth_edit_pairs_and_the_uv_discriminator(uv_world, step, monkeypatch):
     module, batch = uv_world.module, step.batch
     assert module.detail.reads_photo and module.discriminator.space == "uv"
-    logged: dict[str, float] = {}
-    monkeypatch.setattr(module, "log_dict", lambda values, **_: logged.update(values))
-    monkeypatch.setattr(module, "log", lambda name, value, **_: logged.update({name: value}))
+    logs = by_hand(module, monkeypatch)
     judged: list[torch.Tensor] = []
     forward = module.discriminator.forward
     monkeypatch.setattr(module.discriminator, "forward", lambda x, c: judged.append(x) or forward(x, c))
     before = state_copy(module.detail.decoder)
-    optimizers = [entry for entry in module.configure_optimizers()[0]]
-    monkeypatch.setattr(module, "optimizers", lambda: optimizers)
-    schedules = [SimpleNamespace(step=lambda: None)] * 2
-    monkeypatch.setattr(module, "lr_schedulers", lambda: schedules)
-    monkeypatch.setattr(module, "toggled_optimizer", lambda _opt: contextlib.nullcontext())
-
-    def optimise(optimizer, losses, _name):
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-
-    monkeypatch.setattr(module, "optimise", optimise)
-    monkeypatch.setattr(module, "finish_step", lambda: None)
     module.train()
     module.training_step(batch, 0)
+    logged = logs[0]
     for name in ("displacement_truth", "displacement_gradient", "edit_truth", "edit_gradient", "adversarial"):
         assert f"train/{name}" in logged, name
     size = module.cfg.render.uv_size

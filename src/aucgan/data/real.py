@@ -39,7 +39,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from torch.utils.data import Dataset
 
-from aucgan.atomic import atomic_open
+from aucgan.atomic import atomic_open, atomic_save_npz
 from aucgan.config import AugmentConfig, CoarseConfig, RefineConfig
 from aucgan.data.images import InputError, InputItem, collect_inputs, faces_from_landmarks, load_image
 from aucgan.data.shards import DatasetError
@@ -139,7 +139,7 @@ class RealSettings:
             "seed": self.seed,
             "model": self.model,
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return _digest(payload)
 
     def refined_key(self, fits_key: str, uv_size: int) -> str:
         """The key of the refined targets of the fits with key ``fits_key`` (:meth:`key`) at ``uv_size``:
@@ -153,7 +153,7 @@ class RealSettings:
             "start": "flat",
             "refine": vars(self.refine),
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return _digest(payload)
 
 
 def augmented_copy(image: np.ndarray, augment: AugmentConfig, seed: int) -> np.ndarray:
@@ -194,6 +194,11 @@ def _largest_face(item: InputItem, image: np.ndarray, settings: RealSettings, de
     return None if face is None else (face.image, face.landmarks)
 
 
+def _digest(payload: dict) -> str:
+    """A cache key: the SHA-256 of ``payload`` as sorted JSON."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _cached_keys(cache: Path) -> tuple[str, str]:
     """``(fits key, refined key)`` of the cache at ``cache``; ``""`` for what it lacks or cannot read."""
     if not cache.is_file():
@@ -204,11 +209,6 @@ def _cached_keys(cache: Path) -> tuple[str, str]:
     except (OSError, ValueError):
         return "", ""
     return keys[0], keys[1]
-
-
-def _write_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_open(cache, binary=True) as handle:
-        np.savez(handle, **arrays)
 
 
 def build_real_cache(settings: RealSettings, stage) -> Path:
@@ -235,11 +235,11 @@ def build_real_cache(settings: RealSettings, stage) -> Path:
             arrays = {name: data[name] for name in data.files}
     else:
         arrays = _fit_faces(settings, stage, items, key)
-        _write_cache(settings.cache, arrays)
+        atomic_save_npz(settings.cache, arrays)
     if settings.refine is not None:
         arrays["refined"] = refine_targets(settings, stage, arrays, refined_key)
         arrays["refined_key"] = np.array(refined_key)
-        _write_cache(settings.cache, arrays)
+        atomic_save_npz(settings.cache, arrays)
         shutil.rmtree(_parts_folder(settings.cache), ignore_errors=True)
         log.info(
             "refined the detail of %d images from flat; cached in %s", len(arrays["images"]), settings.cache

@@ -54,8 +54,8 @@ def sh_shading(normals: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"normals must be (B, 3, H, W), got {tuple(normals.shape)}")
     if light.shape != (normals.shape[0], 9, 3):
         raise ValueError(f"light must be ({normals.shape[0]}, 9, 3), got {tuple(light.shape)}")
-    # Channel-first, one multiply-add per basis function and colour: the same sum as
-    # einsum("bhwk,bkc->bchw", sh_basis(n), light) without permuting the maps (several times faster on CPU).
+    # Channel-first, one multiply-add per basis function and colour: the sum of sh_basis times the light
+    # over the nine terms, without permuting the maps to channels-last (several times faster on CPU).
     x, y, z = normals[:, 0:1], normals[:, 1:2], normals[:, 2:3]
     basis = (None, x, y, z, x * y, x * z, y * z, x * x - y * y, 3.0 * z * z - 1.0)
     weights = light * light.new_tensor(SH_CONSTANTS)[None, :, None]  # (B, 9, 3)

@@ -156,10 +156,19 @@ def _laplacian(values: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _erode(mask: torch.Tensor, texels: int) -> torch.Tensor:
+def _dilate(mask: torch.Tensor, texels: int) -> torch.Tensor:
     if texels <= 0:
         return mask
-    return 1.0 - F.max_pool2d(1.0 - mask, 2 * texels + 1, stride=1, padding=texels)
+    return F.max_pool2d(mask, 2 * texels + 1, stride=1, padding=texels)
+
+
+def _erode(mask: torch.Tensor, texels: int) -> torch.Tensor:
+    return 1.0 - _dilate(1.0 - mask, texels)
+
+
+def _grow_texels(size: int) -> int:
+    """How far a mask is grown at UV size ``size``: about 2 texels at UV 256, at least 1."""
+    return max(1, round(2 * size / 256))
 
 
 def _charbonnier(residual: torch.Tensor, scale: float) -> torch.Tensor:
@@ -243,19 +252,20 @@ def refine_detail(
 
     frame = uv_space.detail_frame(surface)
 
-    def render(slope: torch.Tensor, gain: torch.Tensor, sh: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        normals = frame.normals(slope * scale * skin)
-        lit = albedo * smooth_gain(gain)
-        return lit * sh_shading(normals, sh), normals, lit
+    def maps(slope: torch.Tensor, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The detail normals and the albedo with its gain, in UV."""
+        return frame.normals(slope * scale * skin), albedo * smooth_gain(gain)
 
-    def render_pixels(slope: torch.Tensor, gain: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-        normals = frame.normals(slope * scale * skin)
-        at_pixels = _at_pixels(torch.cat([normals, albedo * smooth_gain(gain)], dim=1), grid)
+    def render(normals: torch.Tensor, lit: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+        return lit * sh_shading(normals, sh)
+
+    def render_pixels(normals: torch.Tensor, lit: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+        at_pixels = _at_pixels(torch.cat([normals, lit], dim=1), grid)
         return at_pixels[:, 3:] * sh_shading(normalize_map(at_pixels[:, :3]), sh)
 
     with torch.no_grad():
         no_gain = photo.new_zeros(batch, 3, 1, 1)
-        coarse_only, _, _ = render(torch.zeros_like(start), no_gain, start_light)
+        coarse_only = render(*maps(torch.zeros_like(start), no_gain), start_light)
         grey_photo, grey_render = photo.mean(1, keepdim=True), coarse_only.mean(1, keepdim=True)
         agrees = (grey_photo / grey_render.clamp(min=1e-3) - 1.0).abs() < settings.outlier
         mask = mask.detach() * agrees
@@ -301,20 +311,20 @@ def refine_detail(
     seen_mirror = (mask.flip(-1) > 0) & (mask == 0)
     unseen = (seen_mirror & (skin > 0)).to(photo.dtype)
     # Texels the photo does not speak for (hair, glasses, unseen without a seen mirror) stay at the start.
-    grow = max(1, round(2 * size / 256))
-    near_fit = F.max_pool2d(mask, 2 * grow + 1, stride=1, padding=grow)
+    near_fit = _dilate(mask, _grow_texels(size))
     unsupported = skin * (1.0 - torch.maximum(near_fit, unseen))
     skin_texels = skin.sum().clamp(min=1.0)
     for _ in range(settings.steps):
         slope = displacement_of(levels)
+        normals, lit = maps(slope, gain)
         data = slope.new_zeros(batch)
         if not in_image.all():
-            rendered, _, _ = render(slope, gain, sh)
+            rendered = render(normals, lit, sh)
             residual = _high_pass(rendered - photo, mask, band_uv, blurred_mask_uv)
             in_uv = (_charbonnier(residual, settings.robust) * mask).sum((1, 2, 3)) / texel_count
             data = data + in_uv * ~in_image
         if in_image.any():
-            rendered = render_pixels(slope, gain, sh)
+            rendered = render_pixels(normals, lit, sh)
             residual = _high_pass(rendered - images, pixels, band_pixels, blurred_pixels)
             at_pixels = (_charbonnier(residual, settings.robust) * pixels).sum((1, 2, 3))
             data = data + at_pixels / pixel_count * in_image
@@ -338,7 +348,8 @@ def refine_detail(
 
     with torch.no_grad():
         slope = displacement_of(levels)
-        rendered, normals, lit = render(slope, gain, sh)
+        normals, lit = maps(slope, gain)
+        rendered = render(normals, lit, sh)
         return Refinement(
             uv_displacement=slope.detach() * scale * skin,
             uv_detail_normals=normals,
@@ -361,8 +372,7 @@ def excluded_parts(face_model: FaceModel, size: int) -> torch.Tensor:
         return torch.zeros(1, 1, size, size)
     parts = part_masks(face_model.uvs, rims, size)
     excluded = (parts.lips | parts.brows | parts.eyes | parts.irises | parts.mouth).float()[None, None]
-    grow = max(1, round(2 * size / 256))
-    return F.max_pool2d(excluded, 2 * grow + 1, stride=1, padding=grow)
+    return _dilate(excluded, _grow_texels(size))
 
 
 def refine_faces(
