@@ -8,6 +8,11 @@ photometric residual on real photos, and its cost. Writes JSON and the ``refine`
   albedo: what the refinement starts from is then exact, and the detail is all that is measured). The
   refinement starts from a zero displacement; its detail-normal error over the wrinkle regions of each face's
   active AUs is compared with flat's (the coarse surface's normals), as ``aucgan evaluate`` does.
+  The same faces are refined again with a **smooth albedo**: the world's albedo map blurred over the skin
+  (``--smooth-albedo`` texels at UV 256), which is what any coarse fit of a photo knows (an albedo model,
+  a smooth gain), while the exact map hands the refinement every fine blotch of the skin. Beside it, the
+  RMS after the fit's high-pass, over the active regions, of the wrinkles' shading and of the albedo's fine
+  texture: how strong the signal is against what a smooth albedo cannot explain.
 * **Real photos.** ``grace_hopper.jpg`` (matplotlib) and ``astronaut.png`` (scikit-image) through the shipped
   weights with the MediaPipe backend (needs the extra): the high-frequency residual in UV (photo minus
   rendering after a Gaussian high-pass, :func:`aucgan.stages.refine.high_frequency_residual`) over the fitted
@@ -34,8 +39,9 @@ from aucgan.build import coarse_stage
 from aucgan.config import Config, load_config
 from aucgan.data.synthetic import SyntheticWorld, collate, identity_in_split
 from aucgan.face_model.regions import active_region_mask
+from aucgan.geometry.shading import sh_shading
 from aucgan.geometry.uv import angle_degrees
-from aucgan.stages.refine import HIGH_PASS_SIGMA_AT_256, refine_faces
+from aucgan.stages.refine import HIGH_PASS_SIGMA_AT_256, masked_blur, refine_faces
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +54,28 @@ def test_indices(n: int, images_per_identity: int) -> list[int]:
     ]
 
 
-def synthetic(cfg: Config, n: int, batch: int, seed: int) -> dict:
+def smooth_albedo(albedo: torch.Tensor, skin: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``albedo (B, 3, S, S)`` blurred over ``skin (1, 1, S, S)`` by ``sigma`` texels; the rest kept."""
+    mask = skin.expand(albedo.shape[0], 1, -1, -1)
+    return torch.where(mask > 0, masked_blur(albedo, mask, sigma), albedo)
+
+
+def _active_mean(errors: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    area = regions.sum((1, 2, 3))
+    return torch.where(area > 0, (errors * regions).sum((1, 2, 3)) / area.clamp(min=1), torch.nan)
+
+
+def _ratio(refined: torch.Tensor, flat: torch.Tensor) -> dict:
+    difference = (refined - flat).double()
+    return {
+        "refined": float(refined.mean()),
+        "ratio": float(refined.mean() / flat.mean()),
+        "ratio_se": float(difference.std() / difference.numel() ** 0.5 / flat.mean()),
+        "faces_worse_than_flat": int((refined > flat).sum()),
+    }
+
+
+def synthetic(cfg: Config, n: int, batch: int, seed: int, albedo_sigma: float) -> dict:
     stage = coarse_stage(cfg, with_encoder=False)
     size = cfg.render.uv_size
     world = SyntheticWorld(
@@ -59,49 +86,70 @@ def synthetic(cfg: Config, n: int, batch: int, seed: int) -> dict:
         n_identity=cfg.face_model.n_identity,
     )
     skin = stage.uv_space.skin
-    flat_faces, refined_faces, flat_skin, refined_skin, seconds = [], [], [], [], []
+    sigma, band = albedo_sigma * size / 256.0, cfg.refine.band * size / 256.0
+    active = {"flat": [], "exact": [], "smooth": []}
+    whole = {"flat": [], "exact": [], "smooth": []}
+    power = {"wrinkle_shading": 0.0, "albedo_texture": 0.0, "texels": 0.0}
+    seconds = []
     indices = test_indices(n, cfg.synth.images_per_identity)
     with tqdm(total=n, desc="refine (synthetic)", unit="face") as bar:
         for start in range(0, n, batch):
             samples = collate([world.sample(i) for i in indices[start : start + batch]])
-            with torch.no_grad():
-                coarse = stage.decode(
-                    samples.coarse_codes(stage.albedo.n_albedo), uv_albedo=samples.uv_albedo
-                )
             count = samples.image.shape[0]
-            began = time.perf_counter()
-            refinement = refine_faces(
-                stage, coarse, samples.image, torch.zeros(count, 1, size, size), cfg.refine
-            )
-            seconds.append((time.perf_counter() - began) / count)
             truth = samples.uv_detail_normals.float()
             regions = active_region_mask(samples.au_occurrence, size) * skin
-            for errors, active, whole in (
-                (angle_degrees(coarse.surface.normals, truth), flat_faces, flat_skin),
-                (angle_degrees(refinement.uv_detail_normals, truth), refined_faces, refined_skin),
-            ):
-                area = regions.sum((1, 2, 3))
-                mean = (errors * regions).sum((1, 2, 3)) / area.clamp(min=1)
-                active.append(torch.where(area > 0, mean, torch.nan))
-                whole.append((errors * skin).sum((1, 2, 3)) / skin.sum())
+            albedos = {"exact": samples.uv_albedo, "smooth": smooth_albedo(samples.uv_albedo, skin, sigma)}
+            for name, albedo in albedos.items():
+                with torch.no_grad():
+                    coarse = stage.decode(samples.coarse_codes(stage.albedo.n_albedo), uv_albedo=albedo)
+                began = time.perf_counter()
+                refinement = refine_faces(
+                    stage, coarse, samples.image, torch.zeros(count, 1, size, size), cfg.refine
+                )
+                if name == "exact":
+                    seconds.append((time.perf_counter() - began) / count)
+                errors = angle_degrees(refinement.uv_detail_normals, truth)
+                active[name].append(_active_mean(errors, regions))
+                whole[name].append((errors * skin).sum((1, 2, 3)) / skin.sum())
+            flat = angle_degrees(coarse.surface.normals, truth)
+            active["flat"].append(_active_mean(flat, regions))
+            whole["flat"].append((flat * skin).sum((1, 2, 3)) / skin.sum())
+            with torch.no_grad():  # grey levels, high-passed as the fit sees them
+                light, normals = coarse.codes.light, coarse.surface.normals
+                shading = sh_shading(normals, light)
+                parts = {
+                    "wrinkle_shading": samples.uv_albedo * (sh_shading(truth, light) - shading),
+                    "albedo_texture": (samples.uv_albedo - albedos["smooth"]) * shading,
+                }
+                for key, part in parts.items():
+                    grey = part.mean(1, keepdim=True)
+                    high = (grey - masked_blur(grey, regions, band)) * regions
+                    power[key] += float((high**2).sum())
+                power["texels"] += float(regions.sum())
             bar.update(count)
-    flat, refined = torch.cat(flat_faces), torch.cat(refined_faces)
-    seen = ~torch.isnan(flat)  # faces with no active wrinkle AU have no active region
-    flat, refined = flat[seen], refined[seen]
-    difference = (refined - flat).double()
+    seen = ~torch.isnan(torch.cat(active["flat"]))  # faces with no active wrinkle AU have no active region
+    flat = torch.cat(active["flat"])[seen]
+    exact, smooth = (torch.cat(active[name])[seen] for name in ("exact", "smooth"))
+    texels = max(power.pop("texels"), 1.0)
     return {
         "faces": n,
         "faces_with_active_regions": int(seen.sum()),
         "preset": {"image_size": cfg.render.image_size, "uv_size": size},
         "world_seed": seed,
-        "active_normal_error_deg": {"flat": float(flat.mean()), "refined": float(refined.mean())},
-        "active_ratio": float(refined.mean() / flat.mean()),
-        "active_ratio_se": float(difference.std() / difference.numel() ** 0.5 / flat.mean()),
-        "faces_worse_than_flat": int((refined > flat).sum()),
+        "active_normal_error_deg": {"flat": float(flat.mean()), "refined": float(exact.mean())},
+        "active_ratio": float(exact.mean() / flat.mean()),
+        "active_ratio_se": _ratio(exact, flat)["ratio_se"],
+        "faces_worse_than_flat": int((exact > flat).sum()),
         "skin_normal_error_deg": {
-            "flat": float(torch.cat(flat_skin).mean()),
-            "refined": float(torch.cat(refined_skin).mean()),
+            "flat": float(torch.cat(whole["flat"]).mean()),
+            "refined": float(torch.cat(whole["exact"]).mean()),
         },
+        "smooth_albedo": {
+            "sigma_texels_at_256": albedo_sigma,
+            "active_normal_error_deg": _ratio(smooth, flat),
+            "skin_normal_error_deg": float(torch.cat(whole["smooth"]).mean()),
+        },
+        "active_rms_after_high_pass": {key: (value / texels) ** 0.5 for key, value in power.items()},
         "seconds_per_face_in_batches": sum(seconds[:-1] or seconds) / len(seconds[:-1] or seconds),
         "batch": batch,
     }
@@ -120,6 +168,32 @@ def single_face_seconds(cfg: Config, repeats: int, seed: int) -> float:
         refine_faces(stage, coarse, sample.image, torch.zeros(1, 1, size, size), cfg.refine)
         times.append(time.perf_counter() - began)
     return sorted(times)[len(times) // 2]
+
+
+def au_fit_seconds(batch: int, seed: int) -> dict:
+    """Per face, the AU fit alone (``Reconstructor.refine`` with ``refine.steps=0``) with the shipped weights
+    on a batch of the shipped preset's test faces, and the whole refinement (AU fit and displacement)."""
+    import dataclasses
+
+    from aucgan.evaluate.run import test_batches
+    from aucgan.reconstruct import Reconstructor
+
+    reconstructor = Reconstructor.load()
+    reconstructor.cfg = dataclasses.replace(reconstructor.cfg, seed=seed)
+    images = next(iter(test_batches(reconstructor, batch, batch))).image
+    network = reconstructor(images, refine=False)
+    settings = dataclasses.replace(reconstructor.refine_settings, mode="always")
+    timings = {}
+    for name, steps in (("au_fit", 0), ("au_fit_and_displacement", settings.steps)):
+        began = time.perf_counter()
+        reconstructor.refine(network, settings=dataclasses.replace(settings, steps=steps))
+        timings[name] = (time.perf_counter() - began) / batch
+    return {
+        "uv_size": reconstructor.coarse.uv_space.size,
+        "batch": batch,
+        "au_steps": settings.au_steps,
+        "seconds_per_face": timings,
+    }
 
 
 def real_photos() -> dict:
@@ -168,8 +242,10 @@ def markdown(results: dict, command: str) -> str:
     lines = [
         "## Photometric refinement of the detail",
         "",
-        "Shape from shading in UV space (`aucgan.stages.refine`, `refine.*` settings; on by default for "
-        "photos read with MediaPipe). Measured by `scripts/refine_benchmark.py`:",
+        "The displacement fit, shape from shading in UV space (`aucgan.stages.refine`, `refine.*` "
+        "settings; on by default for photos read with MediaPipe, after the AU fit, which the next section "
+        "measures). On synthetic faces it runs alone here, without a network. Measured by "
+        "`scripts/refine_benchmark.py`:",
         "",
         f"**Synthetic test split, from flat** ({s['faces']} held-out faces, world seed {s['world_seed']}, "
         f"{s['preset']['image_size']} px / UV {s['preset']['uv_size']}, true coarse fits):",
@@ -179,12 +255,34 @@ def markdown(results: dict, command: str) -> str:
         f"| flat | {deg['flat']:.2f}° | 1 | {s['skin_normal_error_deg']['flat']:.3f}° |",
         f"| refined from flat | {deg['refined']:.2f}° | {s['active_ratio']:.3f} ± {s['active_ratio_se']:.3f} "
         f"| {s['skin_normal_error_deg']['refined']:.3f}° |",
+    ]
+    smooth = s.get("smooth_albedo")
+    if smooth is not None:
+        row = smooth["active_normal_error_deg"]
+        lines.append(
+            "| refined from flat, smooth albedo (the map blurred by "
+            f"{smooth['sigma_texels_at_256']:g} texels at UV 256) | {row['refined']:.2f}° "
+            f"| {row['ratio']:.3f} ± {row['ratio_se']:.3f} "
+            f"| {smooth['skin_normal_error_deg']:.3f}° |"
+        )
+    lines += [
         "",
         f"({s['faces_worse_than_flat']} of {s['faces_with_active_regions']} faces with active AUs end worse "
-        "than flat in their active regions; "
-        "± is the standard error over faces.)",
+        "than flat in their active regions with the exact albedo"
+        + (f", {row['faces_worse_than_flat']} with the smooth one" if smooth else "")
+        + "; ± is the standard error over faces.)",
         "",
     ]
+    if "active_rms_after_high_pass" in s:
+        rms = s["active_rms_after_high_pass"]
+        lines += [
+            "The exact albedo is the world's own map, fine blotches included: no fit of a photo knows "
+            "it. With a smooth albedo the fit must tell the photo's fine albedo texture from the wrinkles' "
+            "shading; in the active regions, after the fit's high-pass, their RMS grey levels are "
+            f"{rms['albedo_texture']:.4f} (texture) and {rms['wrinkle_shading']:.4f} (wrinkles), a ratio "
+            f"of {rms['albedo_texture'] / rms['wrinkle_shading']:.2f}.",
+            "",
+        ]
     if "skipped" in photos:
         lines += [f"**Real photos:** not measured ({photos['skipped']}).", ""]
     else:
@@ -205,10 +303,22 @@ def markdown(results: dict, command: str) -> str:
                 )
         lines.append("")
     lines += [
-        f"**Cost** on {results['threads']} CPU threads ({results['machine']}), UV {s['preset']['uv_size']}, "
-        f"{results['settings']['steps']} steps: {results['single_face_seconds']:.2f} s for one face alone, "
+        f"**Cost** on {results['threads']} CPU threads ({results['machine']}) of the displacement fit, UV "
+        f"{s['preset']['uv_size']}, {results['settings']['steps']} steps: "
+        f"{results['single_face_seconds']:.2f} s for one face alone, "
         f"{s['seconds_per_face_in_batches']:.2f} s per face in batches of {s['batch']}"
         + (f" (timed on {s['timing_faces']} faces)." if "timing_faces" in s else "."),
+    ]
+    if "au_fit" in results:
+        fit = results["au_fit"]
+        seconds = fit["seconds_per_face"]
+        lines += [
+            "",
+            f"With the shipped weights (UV {fit['uv_size']}), per face in a batch of {fit['batch']}: the AU "
+            f"fit ({fit['au_steps']} steps) {seconds['au_fit']:.2f} s; the AU fit and the displacement fit "
+            f"together {seconds['au_fit_and_displacement']:.2f} s.",
+        ]
+    lines += [
         "",
         f"    {command}",
         *([f"    (accuracy: {s['accuracy_command']})"] if "accuracy_command" in s else []),
@@ -226,6 +336,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--config", default="synthetic-deca", help="the preset of the synthetic part")
     parser.add_argument("--single", type=int, default=3, help="faces timed alone (the median is reported)")
+    parser.add_argument(
+        "--smooth-albedo",
+        type=float,
+        default=8.0,
+        help="sigma, in texels at UV 256, of the blur that makes the smooth albedo (default 8)",
+    )
     parser.add_argument("--out", required=True, help="JSON file")
     parser.add_argument("--results", help="also rewrite the refine section of this markdown file")
     parser.add_argument(
@@ -239,7 +355,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(Config, args.config, args.overrides)
-    measured = synthetic(cfg, args.n, args.batch, args.seed)
+    measured = synthetic(cfg, args.n, args.batch, args.seed, args.smooth_albedo)
     if args.accuracy_from:
         earlier = json.loads(Path(args.accuracy_from).read_text(encoding="utf-8"))
         if earlier["settings"] != vars(cfg.refine):
@@ -258,6 +374,7 @@ def main() -> None:
         "synthetic": measured,
         "single_face_seconds": single_face_seconds(cfg, args.single, args.seed),
         "photos": real_photos(),
+        "au_fit": au_fit_seconds(args.batch, args.seed),
     }
     command = "python scripts/refine_benchmark.py " + " ".join(sys.argv[1:])
     results["command"] = command
