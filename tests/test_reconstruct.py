@@ -14,7 +14,9 @@ import torch
 import trimesh
 from PIL import Image
 
+from aucgan import build
 from aucgan.au import MAIN_AUS, SUB_AUS, au_index
+from aucgan.data.synthetic import collate
 from aucgan.export import read_displacement_png
 from aucgan.nets.coarse_encoder import CODE_NAMES
 from aucgan.reconstruct import (
@@ -462,7 +464,8 @@ def refining_reconstructor(random_reconstructor):
     from aucgan.config import RefineConfig
 
     rec = random_reconstructor
-    settings = RefineConfig(mode="always", steps=5)
+    # random coarse weights render nothing like the photo: no texel would pass the outlier test
+    settings = RefineConfig(mode="always", steps=5, au_steps=5, outlier=100.0)
     return Reconstructor(rec.coarse, rec.detail, rec.cfg, "random, refining", refine_settings=settings)
 
 
@@ -472,13 +475,24 @@ def test_refinement_runs_when_asked_and_only_then(random_reconstructor, refining
     assert random_reconstructor(images).refinement is None
     refined = refining_reconstructor(images)
     assert refined.refinement is not None and refined.photo_detail is not None
-    assert refining_reconstructor(images, refine=False).refinement is None
+    # faces of the world (noise would leave no skin for the AU fit to read)
+    world = build.world_parameters(refining_reconstructor.cfg).world()
+    faces = collate([world.sample(i) for i in range(2)]).image
+    refined = refining_reconstructor(faces)
+    network = refining_reconstructor(faces, refine=False)
+    assert network.refinement is None
+    # the AU fit moved the intensities; the detail is the network's at those plus what the photo added
+    assert not torch.equal(refined.condition.intensities, network.condition.intensities)
+    redrawn = refining_reconstructor.redecode(network, network.coarse.codes, refined.condition)
     torch.testing.assert_close(
         refined.detail.uv_displacement,
-        refining_reconstructor(images, refine=False).detail.uv_displacement + refined.photo_detail,
+        redrawn.detail.uv_displacement + refined.photo_detail,
         rtol=1e-5,
-        atol=1e-7,
+        atol=1e-6,
     )
+    kept = dataclasses.replace(refining_reconstructor.refine_settings, au_steps=0)
+    unfitted = refining_reconstructor.refine(network, settings=kept)
+    assert torch.equal(unfitted.condition.intensities, network.condition.intensities)
     assert float(refined.detail.uv_displacement.abs().max()) <= refining_reconstructor.cfg.model.max_z
 
 

@@ -309,7 +309,8 @@ class RefineConfig:
             bilinear sample of the photo, not what the camera integrated); ``"auto"`` compares each face
             where it is sampled more coarsely: in the image when a pixel spans at least a texel (a small
             face, or a fine UV map), else in UV (a large crop, whose pixels are finer than the texels).
-        steps: optimisation steps per batch of faces.
+        steps: optimisation steps of the displacement per batch of faces (0: the displacement is the
+            decoder's, after the AU fit of ``au_steps``).
         lr: Adam's step, in texel-slope units (one unit: a 45° slope between neighbouring texels).
         smoothness: weight of the squared Laplacian of the displacement.
         magnitude: weight of the squared distance to the network's displacement.
@@ -323,11 +324,16 @@ class RefineConfig:
         robust: residuals (colour, in [0, 1]) above this count linearly, not quadratically.
         outlier: texels whose photo differs from the coarse-only rendering by more than this relative
             amount (grey level: hair, glasses, cast shadows) are left out.
+        au_steps: before the displacement is fitted, the AU intensities that condition the detail decoder
+            are fitted to the photo for this many steps (:func:`aucgan.stages.refine.fit_intensities`;
+            0: keep the AU net's; decoders without AU conditioning skip it). The detail then stays among
+            the folds the decoder draws, which fine albedo texture cannot imitate.
+        au_lr: Adam's step of that fit, in intensity units (intensities are kept in [0, 1]).
     """
 
     mode: str = setting("auto", choices=("auto", "always", "never"))
     compare: str = setting("auto", choices=("auto", "image", "uv"))
-    steps: int = setting(100, low=1)
+    steps: int = setting(100, low=0)
     lr: float = setting(0.02, low=1e-6)
     smoothness: float = setting(0.2, low=0.0)
     magnitude: float = setting(0.05, low=0.0)
@@ -338,6 +344,8 @@ class RefineConfig:
     albedo_cells: int = setting(8, low=1)
     robust: float = setting(0.02, low=1e-6)
     outlier: float = setting(0.35, low=1e-6)
+    au_steps: int = setting(30, low=0)
+    au_lr: float = setting(0.1, low=1e-6)
 
 
 @dataclass

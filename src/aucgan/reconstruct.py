@@ -35,7 +35,7 @@ from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
 from aucgan.stages.detail import DetailOutput, DetailStage, UVEvidence, au_condition, read_photo
 from aucgan.stages.landmark_fit import LandmarkCoarse, landmarks_to_ndc, mediapipe_backend, resolve_backend
-from aucgan.stages.refine import Refinement, refine_faces
+from aucgan.stages.refine import Refinement, fit_intensities, refine_faces
 from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_part, read_weights
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Reconstruction:
         coarse: the coarse stage's output (codes, posed vertices, UV surface, albedo).
         au: the AU net on the input: ``scores (B, 41)``, ``features (B, 27, C)``.
         condition: what conditions the detail decoder (AU features and the 27 main intensities; an edit
-            changes the intensities).
+            changes the intensities, and so does the refinement's fit of them to the photo).
         detail: displacement, detail normals, shading and texture in UV space.
         landmarks: ``(B, 468, 3)`` NDC, the dense landmarks the coarse fit used
             (``coarse.backend=mediapipe``); ``None`` with the coarse network.
@@ -91,9 +91,9 @@ class Reconstruction:
             others); an edit keeps it, as it keeps the photo.
         refinement: the photometric refinement that made ``detail`` (``refine.mode``), with its masks and
             residuals; ``None`` when the detail is the network's own, or was read back from a face folder.
-        photo_detail: ``(B, 1, S, S)`` what the refinement added to the network's displacement: the face's
-            own lines, which an edit keeps (adding the network's change) and a face folder stores;
-            ``None`` without refinement.
+        photo_detail: ``(B, 1, S, S)`` what the refinement added to the network's displacement (drawn
+            for the AU intensities it fitted, which ``condition`` then holds): the face's own lines, which an
+            edit keeps (adding the network's change) and a face folder stores; ``None`` without refinement.
     """
 
     images: torch.Tensor
@@ -118,6 +118,12 @@ class Reconstruction:
     def concatenate(reconstructions: Sequence[Reconstruction]) -> Reconstruction:
         """One reconstruction holding the faces of several, in order."""
         return _zip_tensors(torch.cat, list(reconstructions))
+
+
+def _cloned(value: Any) -> Any:
+    """``value`` (a dataclass of tensors) with every tensor cloned: usable by autograd outside inference
+    mode."""
+    return _zip_tensors(lambda tensors: tensors[0].clone(), [value])
 
 
 def _zip_tensors(combine: Callable[[list[torch.Tensor]], torch.Tensor], values: list) -> Any:
@@ -407,11 +413,14 @@ class Reconstructor:
         from_flat: bool = False,
         progress: Callable[[int], object] | None = None,
     ) -> Reconstruction:
-        """The faces with their detail refined against the photo (:mod:`aucgan.stages.refine`): the
-        displacement, the light (in the coarse codes) and a smooth gain on the albedo are fitted to
-        ``photo (B, 3, P, P)`` (the same crops as the network's input, at any size: a larger crop shows
-        finer lines; default the input itself), starting from the network's displacement, or from flat
-        with ``from_flat``. ``progress(1)`` is called after each optimisation step.
+        """The faces with their detail refined against the photo (:mod:`aucgan.stages.refine`). First, with
+        an AU-conditioned decoder, the AU intensities of its condition are fitted to the input's fine
+        shading (``refine.au_steps``, :func:`~aucgan.stages.refine.fit_intensities`; the reconstruction
+        keeps the fitted ones, so edits start from them); then the displacement, the light (in the coarse
+        codes) and a smooth gain on the albedo are fitted to ``photo (B, 3, P, P)`` (the same crops as the
+        network's input, at any size: a larger crop shows finer lines; default the input itself)
+        (``refine.steps``). Both start from the network's prediction, or from flat with ``from_flat`` (zero
+        intensities, zero displacement). ``progress(1)`` is called after each optimisation step.
         """
         settings = settings or self.refine_settings
         photo = reconstruction.images if photo is None else photo.to(self.device, torch.float32)
@@ -419,11 +428,24 @@ class Reconstructor:
             raise ValueError(
                 f"photo must be ({reconstruction.batch_size}, 3, P, P), got {tuple(photo.shape)}"
             )
+        condition, network = reconstruction.condition, reconstruction.detail
         with torch.inference_mode(False), torch.enable_grad():
-            coarse = _zip_tensors(lambda tensors: tensors[0].clone(), [reconstruction.coarse])
-            start = reconstruction.detail.uv_displacement.clone()
-            if from_flat:
-                start = torch.zeros_like(start)
+            coarse = _cloned(reconstruction.coarse)
+            start = (
+                torch.zeros_like(network.uv_displacement) if from_flat else network.uv_displacement.clone()
+            )
+            if settings.au_steps > 0 and self.detail.decoder.conditioned:
+                evidence = reconstruction.evidence
+                if evidence is None:
+                    evidence = read_photo(self.coarse, reconstruction.images.clone(), coarse)[0]
+                intensities = fit_intensities(
+                    self.coarse, self.detail, coarse, _cloned(evidence), network.detail_code.clone(),
+                    _cloned(condition), settings, from_flat, progress,
+                )  # fmt: skip
+                condition = condition.with_intensities(intensities)
+                with torch.no_grad():
+                    network = self.detail.decode(coarse, network.detail_code, condition, evidence)
+                start = network.uv_displacement.clone()
             refinement = refine_faces(self.coarse, coarse, photo.clone(), start, settings, progress)
         with torch.inference_mode():
             coarse = dataclasses.replace(
@@ -433,10 +455,15 @@ class Reconstructor:
             )
             bound = self.cfg.model.max_z
             refined = refinement.uv_displacement.clamp(-bound, bound)
-            detail = self.detail.from_displacement(coarse, reconstruction.detail.detail_code, refined)
-            photo_detail = detail.uv_displacement - reconstruction.detail.uv_displacement
+            detail = self.detail.from_displacement(coarse, network.detail_code, refined)
+            photo_detail = detail.uv_displacement - network.uv_displacement
         return dataclasses.replace(
-            reconstruction, coarse=coarse, detail=detail, refinement=refinement, photo_detail=photo_detail
+            reconstruction,
+            coarse=coarse,
+            condition=condition,
+            detail=detail,
+            refinement=refinement,
+            photo_detail=photo_detail,
         )
 
     def find_landmarks(self, images: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Where the truth is known (the synthetic world, read through its true coarse fit), refinement from flat must
 recover part of each face's wrinkles and must keep a true displacement it starts from; the residual it
-reports falls; its filters and masks do what they say.
+reports falls; its filters and masks do what they say. The AU fit, given a decoder that draws the world's own
+folds, finds the intensities the photo shows.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from aucgan.data.synthetic import SyntheticWorld, collate, identity_in_split
 from aucgan.face_model.regions import active_region_mask
 from aucgan.face_model.uv_space import UVSurface
 from aucgan.geometry.uv import angle_degrees
+from aucgan.nets.detail_decoder import AUCondition, DetailDecoder
+from aucgan.stages.detail import DetailStage, read_photo
 from aucgan.stages.refine import (
     excluded_parts,
+    fit_intensities,
     fit_mask,
     gaussian_blur,
     high_frequency_residual,
@@ -46,6 +50,57 @@ def world_batch():
     with torch.no_grad():
         coarse = stage.decode(batch.coarse_codes(stage.albedo.n_albedo), uv_albedo=batch.uv_albedo)
     return cfg, stage, batch, coarse
+
+
+class WorldFolds(DetailDecoder):
+    """A decoder that draws each face's folds as the world does: its static detail plus each AU's
+    intensity times that identity's fold of the AU (the latent is ignored)."""
+
+    def __init__(self, basis: torch.Tensor, static: torch.Tensor) -> None:
+        super().__init__(latent_dim=1, max_z=1.0)
+        self.uv_size = basis.shape[-1]
+        self.register_buffer("basis", basis)  # (B, 27, S, S)
+        self.register_buffer("static", static)  # (B, 1, S, S)
+
+    def forward(self, latent: torch.Tensor, condition: AUCondition | None) -> torch.Tensor:
+        return self.static + torch.einsum("bk,bkhw->bhw", condition.intensities, self.basis)[:, None]
+
+
+def _world_folds_stage(batch, stage) -> DetailStage:
+    world = SyntheticWorld(seed=0, image_size=SIZE, uv_size=SIZE)
+    people = [world.identity(int(i)) for i in batch.identity]
+    decoder = WorldFolds(
+        torch.stack([p.wrinkle_basis for p in people]),
+        torch.stack([p.static_detail for p in people])[:, None],
+    )
+    return DetailStage(torch.nn.Identity(), decoder, stage.uv_space, au_net=_NoAUNet())
+
+
+class _NoAUNet(torch.nn.Identity):
+    """Stands in for the AU net, which the fit never runs (the condition is given)."""
+
+    def freeze(self) -> _NoAUNet:
+        return self
+
+
+def test_fitting_the_au_intensities_finds_the_folds_the_photo_shows(world_batch):
+    cfg, stage, batch, coarse = world_batch
+    detail = _world_folds_stage(batch, stage)
+    evidence, _ = read_photo(stage, batch.image, coarse)
+    code = torch.zeros(2, 1)
+    condition = AUCondition(torch.zeros(2, 27, 4), torch.zeros(2, 27))
+    before = [float(v) for v in condition.intensities.flatten()[:3]]
+    fitted = fit_intensities(stage, detail, coarse, evidence, code, condition, cfg.refine, from_zero=True)
+    assert [float(v) for v in condition.intensities.flatten()[:3]] == before  # the input is left alone
+    assert fitted.shape == (2, 27) and float(fitted.min()) >= 0.0 and float(fitted.max()) <= 1.0
+    drawn = detail.decode(coarse, code, AUCondition(condition.features, fitted))
+    flat = _active_error(coarse.surface.normals, batch, stage)
+    error = _active_error(drawn.uv_detail_normals, batch, stage)
+    assert error < 0.6 * flat, (error, flat)
+    # AU4 (at intensity 1) is the only AU that folds the glabella; AU12's furrow is also drawn by AU10/AU11
+    assert float(fitted[:, MAIN_AUS.index("AU4")].min()) > 0.5, fitted
+    # no free displacement: the decoder's parameters (here its fold maps) are never changed
+    torch.testing.assert_close(detail.decoder.basis, _world_folds_stage(batch, stage).decoder.basis)
 
 
 def _active_error(normals: torch.Tensor, batch, stage) -> float:
@@ -150,5 +205,7 @@ def test_refine_settings_load_and_reject_bad_values():
     assert RefineConfig().mode == "auto"
     with pytest.raises(ConfigError):
         load_config(Config, None, ["refine.compare=somewhere"])
-    with pytest.raises(ConfigError):
-        load_config(Config, None, ["refine.steps=0"])
+    assert load_config(Config, None, ["refine.steps=0", "refine.au_steps=0"]).refine.steps == 0
+    for bad in ("refine.steps=-1", "refine.au_steps=-1", "refine.au_lr=0"):
+        with pytest.raises(ConfigError):
+            load_config(Config, None, [bad])

@@ -183,15 +183,29 @@ class DetailStage(nn.Module):
     ) -> DetailOutput:
         """Displacement, detail normals, shading and texture from a detail code and a condition (and, for a
         decoder that reads the photo, the photo's ``evidence``, e.g. from before an edit)."""
+        return self.from_displacement(
+            coarse, detail_code, self.displacement(coarse, detail_code, condition, evidence)
+        )
+
+    def displacement(
+        self,
+        coarse: CoarseOutput,
+        detail_code: torch.Tensor,
+        condition: AUCondition | None,
+        evidence: UVEvidence | None = None,
+        maps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(B, 1, S, S)`` the decoder's displacement at the UV space's size (what :meth:`decode` turns into
+        normals); ``maps``, :func:`photo_maps` of ``evidence`` computed once, spare recomputing them."""
         uv_space = self.uv_space.to(detail_code.device)
         latent = self.latent(coarse.codes, detail_code)
         if self.decoder.reads_photo:
-            if evidence is None:
+            if maps is None and evidence is None:
                 raise ValueError("this detail decoder reads the photo in UV: give decode() its UVEvidence")
-            raw = self.decoder(latent, condition, photo_maps(evidence))
+            raw = self.decoder(latent, condition, photo_maps(evidence) if maps is None else maps)
         else:
             raw = self.decoder(latent, condition)
-        return self.from_displacement(coarse, detail_code, resample_displacement(raw, uv_space.size))
+        return resample_displacement(raw, uv_space.size)
 
     def from_displacement(
         self, coarse: CoarseOutput, detail_code: torch.Tensor, displacement: torch.Tensor

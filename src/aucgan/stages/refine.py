@@ -1,4 +1,9 @@
-"""Photometric refinement of the detail: shape from shading in UV space, no training data needed.
+"""Photometric refinement of the detail, no training data needed: an AU fit, then shape from shading in UV.
+
+:func:`fit_intensities` first fits the AU intensities that condition the detail decoder to the photo's fine
+shading: the detail stays among the folds the decoder learnt to draw, which the skin's fine albedo texture
+cannot imitate (on the synthetic world that texture is as strong as the wrinkles' shading, and a free
+displacement copies it). :func:`refine_detail` then fits the displacement itself:
 
 Starting from a displacement (the network's, or flat), the refinement fits, per face, the UV displacement,
 the SH light and a smooth albedo correction so that ``albedo × SH(detail normals)`` matches the photo
@@ -29,7 +34,9 @@ from aucgan.face_model.uv_space import UVSpace, UVSurface
 from aucgan.geometry.render import image_to_uv, texel_visibility
 from aucgan.geometry.shading import sh_shading
 from aucgan.geometry.uv import normalize_map
+from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
+from aucgan.stages.detail import DetailStage, UVEvidence, photo_maps
 
 HIGH_PASS_SIGMA_AT_256 = 2.0
 """Sigma, in texels at UV 256 (scaled with the UV size), of the Gaussian whose complement is the high-pass
@@ -191,6 +198,22 @@ def fit_mask(
     return mask
 
 
+def smooth_gain(gain: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, C, size, size)`` the albedo gain of log-gains on a coarse grid ``(B, C, cells, cells)``: bicubic
+    over the cells up to 4 samples per cell, then bilinear (smooth, and cheap to differentiate at full
+    size), exponentiated."""
+    middle = min(size, 4 * gain.shape[-1])
+    smooth = F.interpolate(gain, size=(middle, middle), mode="bicubic", align_corners=False)
+    return torch.exp(F.interpolate(smooth, size=(size, size), mode="bilinear", align_corners=False))
+
+
+def agrees(photo: torch.Tensor, rendering: torch.Tensor, outlier: float) -> torch.Tensor:
+    """``(B, 1, S, S)`` bool: texels whose grey level in ``photo`` is within ``outlier`` (relative) of the
+    coarse-only ``rendering``'s (not hair, glasses or a cast shadow)."""
+    grey_photo, grey_render = photo.mean(1, keepdim=True), rendering.mean(1, keepdim=True)
+    return (grey_photo / grey_render.clamp(min=1e-3) - 1.0).abs() < outlier
+
+
 def pixel_grid(pixel_uv: torch.Tensor) -> torch.Tensor:
     """``(B, H, W, 2)`` the ``grid_sample`` grid of a rendering's per-pixel UV coordinates
     ``(B, 2, H, W)`` (:attr:`~aucgan.geometry.render.Rendering.uv`, v up)."""
@@ -243,18 +266,11 @@ def refine_detail(
     grid = pixel_grid(pixel_uv.detach().to(photo.dtype))
     images = images.detach()
 
-    def smooth_gain(gain: torch.Tensor) -> torch.Tensor:
-        # bicubic over the coarse cells up to 4 samples per cell, then bilinear: smooth, and cheap to
-        # differentiate at full size
-        middle = min(size, 4 * settings.albedo_cells)
-        smooth = F.interpolate(gain, size=(middle, middle), mode="bicubic", align_corners=False)
-        return torch.exp(F.interpolate(smooth, size=(size, size), mode="bilinear", align_corners=False))
-
     frame = uv_space.detail_frame(surface)
 
     def maps(slope: torch.Tensor, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The detail normals and the albedo with its gain, in UV."""
-        return frame.normals(slope * scale * skin), albedo * smooth_gain(gain)
+        return frame.normals(slope * scale * skin), albedo * smooth_gain(gain, size)
 
     def render(normals: torch.Tensor, lit: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
         return lit * sh_shading(normals, sh)
@@ -266,9 +282,7 @@ def refine_detail(
     with torch.no_grad():
         no_gain = photo.new_zeros(batch, 3, 1, 1)
         coarse_only = render(*maps(torch.zeros_like(start), no_gain), start_light)
-        grey_photo, grey_render = photo.mean(1, keepdim=True), coarse_only.mean(1, keepdim=True)
-        agrees = (grey_photo / grey_render.clamp(min=1e-3) - 1.0).abs() < settings.outlier
-        mask = mask.detach() * agrees
+        mask = mask.detach() * agrees(photo, coarse_only, settings.outlier)
         residual_coarse = high_frequency_residual(photo, coarse_only, mask)
         pixels = pixel_mask.detach().to(photo.dtype) * _at_pixels(mask, grid, mode="nearest")
         pixel_count = pixels.sum((1, 2, 3)).clamp(min=1.0)
@@ -405,15 +419,89 @@ def refine_faces(
     )  # fmt: skip
 
 
+def fit_intensities(
+    coarse_stage: CoarseStage,
+    detail_stage: DetailStage,
+    coarse: CoarseOutput,
+    evidence: UVEvidence,
+    detail_code: torch.Tensor,
+    condition: AUCondition,
+    settings: RefineConfig,
+    from_zero: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> torch.Tensor:
+    """``(B, K)`` the AU intensities in [0, 1] whose detail, as the AU-conditioned decoder draws it, best
+    explains the photo's fine shading: ``settings.au_steps`` steps of projected Adam (``settings.au_lr``)
+    from ``condition``'s intensities (or from zero: a flat prediction), jointly with the SH light and a
+    smooth albedo gain, on the photo sampled into UV (``evidence``, :func:`~aucgan.stages.detail.read_photo`),
+    over the visible skin of :func:`fit_mask` without :func:`excluded_parts` and outliers,
+    after the same high-pass as :func:`refine_detail`. ``progress(1)`` after each step.
+
+    Only the intensities change, never the decoder: the detail stays among the folds the decoder learnt to
+    draw, so a photo's fine albedo texture (which a free displacement would copy) cannot become detail. The
+    AU recogniser's intensities are the start; the fit corrects them from what the folds look like.
+    """
+    if not detail_stage.decoder.conditioned:
+        raise ValueError("fitting AU intensities needs an AU-conditioned detail decoder")
+    uv_space = coarse_stage.uv_space.to(detail_code.device)
+    size, skin = uv_space.size, uv_space.skin.to(detail_code.dtype)
+    photo = evidence.photo.detach()
+    maps = photo_maps(evidence).detach() if detail_stage.reads_photo else None
+    excluded = excluded_parts(coarse_stage.face_model, size).to(photo.device)
+    frame = uv_space.detail_frame(coarse.surface)
+    with torch.no_grad():
+        mask = fit_mask(skin, evidence.visibility, coarse.surface.normals, excluded)
+        coarse_only = coarse.uv_albedo * sh_shading(coarse.surface.normals, coarse.codes.light)
+        mask = mask * agrees(photo, coarse_only, settings.outlier)
+        band = settings.band * size / 256.0
+        blurred_mask = _coarse_blur(mask, band) if settings.band > 0 else None
+        texel_count = mask.sum((1, 2, 3)).clamp(min=1.0)
+    start = condition.intensities.detach().clamp(0.0, 1.0)
+    intensities = (torch.zeros_like(start) if from_zero else start).clone().requires_grad_(True)
+    sh = coarse.codes.light.detach().clone().requires_grad_(True)
+    gain = photo.new_zeros(
+        photo.shape[0], 3, settings.albedo_cells, settings.albedo_cells, requires_grad=True
+    )
+    optimiser = torch.optim.Adam(
+        [
+            {"params": [intensities], "lr": settings.au_lr},
+            {"params": [sh], "lr": settings.lr * settings.light_lr},
+            {"params": [gain], "lr": settings.lr * 0.1},
+        ]
+    )
+    features = condition.features.detach()
+    code = detail_code.detach()
+    for _ in range(settings.au_steps):
+        displacement = detail_stage.displacement(coarse, code, AUCondition(features, intensities), maps=maps)
+        rendered = (
+            coarse.uv_albedo * smooth_gain(gain, size) * sh_shading(frame.normals(displacement * skin), sh)
+        )
+        residual = _high_pass(rendered - photo, mask, band, blurred_mask)
+        loss = (_charbonnier(residual, settings.robust) * mask).sum((1, 2, 3)) / texel_count
+        # gradients of the fitted values only: the decoder's parameters are left alone
+        grads = torch.autograd.grad(loss.sum() / settings.robust**2, [intensities, sh, gain])
+        for value, grad in zip((intensities, sh, gain), grads, strict=True):
+            value.grad = grad
+        optimiser.step()
+        with torch.no_grad():
+            intensities.clamp_(0.0, 1.0)
+        if progress is not None:
+            progress(1)
+    return intensities.detach()
+
+
 __all__ = [
     "HIGH_PASS_SIGMA_AT_256",
     "Refinement",
+    "agrees",
     "excluded_parts",
+    "fit_intensities",
     "fit_mask",
     "gaussian_blur",
     "high_frequency_residual",
     "masked_blur",
     "refine_detail",
     "refine_faces",
+    "smooth_gain",
     "texel_length",
 ]
