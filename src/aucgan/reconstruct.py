@@ -419,8 +419,9 @@ class Reconstructor:
         keeps the fitted ones, so edits start from them); then the displacement, the light (in the coarse
         codes) and a smooth gain on the albedo are fitted to ``photo (B, 3, P, P)`` (the same crops as the
         network's input, at any size: a larger crop shows finer lines; default the input itself)
-        (``refine.steps``). Both start from the network's prediction, or from flat with ``from_flat`` (zero
-        intensities, zero displacement). ``progress(1)`` is called after each optimisation step.
+        (``refine.steps``), starting from the AU fit's prediction. With ``from_flat`` the AU fit starts from
+        zero intensities (a flat prediction), or without an AU fit the displacement from zero.
+        ``progress(1)`` is called after each optimisation step.
         """
         settings = settings or self.refine_settings
         photo = reconstruction.images if photo is None else photo.to(self.device, torch.float32)
