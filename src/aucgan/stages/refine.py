@@ -182,6 +182,43 @@ def _charbonnier(residual: torch.Tensor, scale: float) -> torch.Tensor:
     return scale**2 * (torch.sqrt(1.0 + (residual / scale) ** 2) - 1.0)
 
 
+def _uv_band(mask: torch.Tensor, settings: RefineConfig) -> tuple[float, torch.Tensor | None]:
+    """The fit's high-pass in UV: ``settings.band`` texels at UV 256 scaled to ``mask``'s size, and the
+    blurred ``mask`` :func:`_high_pass` divides by (``None``: no high-pass)."""
+    band = settings.band * mask.shape[-1] / 256.0
+    return band, _coarse_blur(mask, band) if settings.band > 0 else None
+
+
+def _uv_misfit(
+    rendered: torch.Tensor,
+    photo: torch.Tensor,
+    mask: torch.Tensor,
+    band: float,
+    blurred_mask: torch.Tensor | None,
+    settings: RefineConfig,
+) -> torch.Tensor:
+    """``(B,)`` the robust misfit in UV of ``rendered`` to ``photo`` after the high-pass, averaged over
+    ``mask``: the data term both fits minimise."""
+    residual = _high_pass(rendered - photo, mask, band, blurred_mask)
+    texels = mask.sum((1, 2, 3)).clamp(min=1.0)
+    return (_charbonnier(residual, settings.robust) * mask).sum((1, 2, 3)) / texels
+
+
+def _light_and_gain(
+    light: torch.Tensor, batch: int, settings: RefineConfig
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """What both fits adjust beside the detail: the SH light (started at ``light (B, 9, 3)``) and the albedo's
+    log-gain on ``settings.albedo_cells``² cells (started at 0), with their Adam parameter groups."""
+    sh = light.detach().clone().requires_grad_(True)
+    cells = settings.albedo_cells
+    gain = light.new_zeros(batch, 3, cells, cells, requires_grad=True)
+    groups = [
+        {"params": [gain], "lr": settings.lr * 0.1},
+        {"params": [sh], "lr": settings.lr * settings.light_lr},
+    ]
+    return sh, gain, groups
+
+
 def fit_mask(
     skin: torch.Tensor,
     visibility: torch.Tensor,
@@ -286,17 +323,15 @@ def refine_detail(
         residual_coarse = high_frequency_residual(photo, coarse_only, mask)
         pixels = pixel_mask.detach().to(photo.dtype) * _at_pixels(mask, grid, mode="nearest")
         pixel_count = pixels.sum((1, 2, 3)).clamp(min=1.0)
-        texel_count = mask.sum((1, 2, 3)).clamp(min=1.0)
         if settings.compare == "auto":
             in_image = pixel_length.flatten() >= scale.flatten()
         else:
             in_image = torch.full((batch,), settings.compare == "image", device=photo.device)
         # The fit sees the residual's band finer than settings.band texels at UV 256 (in the image: the same
         # length on the face, in pixels): smooth mismatches of the coarse fit must not become detail.
-        band_uv = settings.band * size / 256.0
+        band_uv, blurred_mask_uv = _uv_band(mask, settings)
         band_world = float((scale.flatten() * band_uv).mean())
         band_pixels = band_world / float(pixel_length.mean()) if pixel_length is not None else band_uv
-        blurred_mask_uv = _coarse_blur(mask, band_uv) if settings.band > 0 else None
         blurred_pixels = _coarse_blur(pixels, band_pixels) if settings.band > 0 else None
 
     levels = [
@@ -312,15 +347,8 @@ def refine_detail(
             total = total + (2.0**k) * upsampled
         return total
 
-    gain = photo.new_zeros(batch, 3, settings.albedo_cells, settings.albedo_cells, requires_grad=True)
-    sh = start_light.clone().requires_grad_(True)
-    optimiser = torch.optim.Adam(
-        [
-            {"params": levels, "lr": settings.lr},
-            {"params": [gain], "lr": settings.lr * 0.1},
-            {"params": [sh], "lr": settings.lr * settings.light_lr},
-        ]
-    )
+    sh, gain, appearance = _light_and_gain(start_light, batch, settings)
+    optimiser = torch.optim.Adam([{"params": levels, "lr": settings.lr}, *appearance])
     interior = _erode(skin, 1)
     seen_mirror = (mask.flip(-1) > 0) & (mask == 0)
     unseen = (seen_mirror & (skin > 0)).to(photo.dtype)
@@ -333,9 +361,7 @@ def refine_detail(
         normals, lit = maps(slope, gain)
         data = slope.new_zeros(batch)
         if not in_image.all():
-            rendered = render(normals, lit, sh)
-            residual = _high_pass(rendered - photo, mask, band_uv, blurred_mask_uv)
-            in_uv = (_charbonnier(residual, settings.robust) * mask).sum((1, 2, 3)) / texel_count
+            in_uv = _uv_misfit(render(normals, lit, sh), photo, mask, band_uv, blurred_mask_uv, settings)
             data = data + in_uv * ~in_image
         if in_image.any():
             rendered = render_pixels(normals, lit, sh)
@@ -453,22 +479,11 @@ def fit_intensities(
         mask = fit_mask(skin, evidence.visibility, coarse.surface.normals, excluded)
         coarse_only = coarse.uv_albedo * sh_shading(coarse.surface.normals, coarse.codes.light)
         mask = mask * agrees(photo, coarse_only, settings.outlier)
-        band = settings.band * size / 256.0
-        blurred_mask = _coarse_blur(mask, band) if settings.band > 0 else None
-        texel_count = mask.sum((1, 2, 3)).clamp(min=1.0)
+        band, blurred_mask = _uv_band(mask, settings)
     start = condition.intensities.detach().clamp(0.0, 1.0)
     intensities = (torch.zeros_like(start) if from_zero else start).clone().requires_grad_(True)
-    sh = coarse.codes.light.detach().clone().requires_grad_(True)
-    gain = photo.new_zeros(
-        photo.shape[0], 3, settings.albedo_cells, settings.albedo_cells, requires_grad=True
-    )
-    optimiser = torch.optim.Adam(
-        [
-            {"params": [intensities], "lr": settings.au_lr},
-            {"params": [sh], "lr": settings.lr * settings.light_lr},
-            {"params": [gain], "lr": settings.lr * 0.1},
-        ]
-    )
+    sh, gain, appearance = _light_and_gain(coarse.codes.light, photo.shape[0], settings)
+    optimiser = torch.optim.Adam([{"params": [intensities], "lr": settings.au_lr}, *appearance])
     features = condition.features.detach()
     code = detail_code.detach()
     for _ in range(settings.au_steps):
@@ -476,8 +491,7 @@ def fit_intensities(
         rendered = (
             coarse.uv_albedo * smooth_gain(gain, size) * sh_shading(frame.normals(displacement * skin), sh)
         )
-        residual = _high_pass(rendered - photo, mask, band, blurred_mask)
-        loss = (_charbonnier(residual, settings.robust) * mask).sum((1, 2, 3)) / texel_count
+        loss = _uv_misfit(rendered, photo, mask, band, blurred_mask, settings)
         # gradients of the fitted values only: the decoder's parameters are left alone
         grads = torch.autograd.grad(loss.sum() / settings.robust**2, [intensities, sh, gain])
         for value, grad in zip((intensities, sh, gain), grads, strict=True):
