@@ -54,6 +54,8 @@ FIT_BATCH = 16
 REFINED_VERSION = 1
 REFINE_BATCH = 8
 """Faces refined together (for the refined targets)."""
+AU_FIT_SETTINGS = ("au_steps", "au_lr")
+"""The ``refine.*`` settings of the AU fit, which the refined targets do not use."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,9 @@ class RealSettings:
 
     def refined_key(self, fits_key: str, uv_size: int) -> str:
         """The key of the refined targets of the fits with key ``fits_key`` (:meth:`key`) at ``uv_size``:
-        it changes with any ``refine.*`` setting. ``ValueError`` when :attr:`refine` is ``None``."""
+        it changes with any ``refine.*`` setting of the displacement fit that makes them, not with the AU
+        fit's (:data:`AU_FIT_SETTINGS`: targets are refined from flat without a network). ``ValueError`` when
+        :attr:`refine` is ``None``."""
         if self.refine is None:
             raise ValueError("these settings ask for no refined targets (refine is None)")
         payload = {
@@ -151,7 +155,9 @@ class RealSettings:
             "fits": fits_key,
             "uv_size": uv_size,
             "start": "flat",
-            "refine": vars(self.refine),
+            "refine": {
+                name: value for name, value in vars(self.refine).items() if name not in AU_FIT_SETTINGS
+            },
         }
         return _digest(payload)
 
