@@ -131,15 +131,16 @@ def synthetic(cfg: Config, n: int, batch: int, seed: int, albedo_sigma: float) -
     flat = torch.cat(active["flat"])[seen]
     exact, smooth = (torch.cat(active[name])[seen] for name in ("exact", "smooth"))
     texels = max(power.pop("texels"), 1.0)
+    with_exact = _ratio(exact, flat)
     return {
         "faces": n,
         "faces_with_active_regions": int(seen.sum()),
         "preset": {"image_size": cfg.render.image_size, "uv_size": size},
         "world_seed": seed,
-        "active_normal_error_deg": {"flat": float(flat.mean()), "refined": float(exact.mean())},
-        "active_ratio": float(exact.mean() / flat.mean()),
-        "active_ratio_se": _ratio(exact, flat)["ratio_se"],
-        "faces_worse_than_flat": int((exact > flat).sum()),
+        "active_normal_error_deg": {"flat": float(flat.mean()), "refined": with_exact["refined"]},
+        "active_ratio": with_exact["ratio"],
+        "active_ratio_se": with_exact["ratio_se"],
+        "faces_worse_than_flat": with_exact["faces_worse_than_flat"],
         "skin_normal_error_deg": {
             "flat": float(torch.cat(whole["flat"]).mean()),
             "refined": float(torch.cat(whole["exact"]).mean()),
