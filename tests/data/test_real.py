@@ -178,7 +178,8 @@ def test_refined_key_changes_with_every_refine_setting_and_the_uv_size_not_the_f
     for name, value in (("steps", 7), ("lr", 0.01), ("smoothness", 1.0), ("compare", "uv"), ("band", 0.0)):
         changed = dataclasses.replace(settings, refine=dataclasses.replace(RefineConfig(), **{name: value}))
         assert changed.refined_key("fits", 64) != key, name
-    for name, value in (("au_steps", 3), ("au_lr", 0.5)):  # the AU fit does not make the targets
+    # the coarse and AU fits do not make the targets
+    for name, value in (("au_steps", 3), ("au_lr", 0.5), ("coarse_steps", 7), ("coarse_lr", 0.5)):
         changed = dataclasses.replace(settings, refine=dataclasses.replace(RefineConfig(), **{name: value}))
         assert changed.refined_key("fits", 64) == key, name
     with pytest.raises(ValueError, match="no refined targets"):

@@ -19,11 +19,13 @@ from aucgan.config import Config, ConfigError, RefineConfig, load_config
 from aucgan.data.synthetic import SyntheticWorld, collate, identity_in_split
 from aucgan.face_model.regions import active_region_mask
 from aucgan.face_model.uv_space import UVSurface
+from aucgan.geometry.camera import orthographic_project
 from aucgan.geometry.uv import angle_degrees
 from aucgan.nets.detail_decoder import AUCondition, DetailDecoder
 from aucgan.stages.detail import DetailStage, read_photo
 from aucgan.stages.refine import (
     excluded_parts,
+    fit_coarse,
     fit_intensities,
     fit_mask,
     gaussian_blur,
@@ -101,6 +103,63 @@ def test_fitting_the_au_intensities_finds_the_folds_the_photo_shows(world_batch)
     assert float(fitted[:, MAIN_AUS.index("AU4")].min()) > 0.5, fitted
     # no free displacement: the decoder's parameters (here its fold maps) are never changed
     torch.testing.assert_close(detail.decoder.basis, _world_folds_stage(batch, stage).decoder.basis)
+
+
+def _perturbed(stage, batch, coarse):
+    """The faces' true coarse codes with a shape and an expression error of the coarse network's size (shape
+    code off by about 3 in norm, expression off by 0.1 per AU), decoded with the albedo map blurred (what an
+    albedo model holds: no fine blotches)."""
+    g = torch.Generator().manual_seed(5)
+    codes = coarse.codes
+    direction = torch.nn.functional.normalize(torch.randn(codes.shape.shape, generator=g), dim=1)
+    shape = codes.shape + 3.0 * direction
+    expression = (codes.expression + 0.1 * torch.randn(codes.expression.shape, generator=g)).clamp(0, 1)
+    albedo = masked_blur(batch.uv_albedo, stage.uv_space.skin.expand(2, 1, -1, -1), 4.0)
+    albedo = torch.where(stage.uv_space.skin > 0, albedo, batch.uv_albedo)
+    with torch.no_grad():
+        return stage.decode(dataclasses.replace(codes, shape=shape, expression=expression), uv_albedo=albedo)
+
+
+def _surface_error(coarse, truth, stage) -> float:
+    """Mean angle (degrees) between two coarse surfaces' smooth normals over the skin."""
+    skin = stage.uv_space.skin
+    errors = angle_degrees(coarse.surface.normals, truth.surface.normals)
+    return float((errors * skin).sum() / (skin.sum() * errors.shape[0]))
+
+
+def test_the_coarse_fit_moves_a_wrong_shape_towards_the_one_the_photo_shows(world_batch):
+    cfg, stage, batch, coarse = world_batch
+    start = _perturbed(stage, batch, coarse)
+    before = (start.codes.shape.clone(), start.uv_albedo.clone(), batch.image.clone())
+    settings = dataclasses.replace(cfg.refine, coarse_steps=60)
+    fitted = fit_coarse(stage, start, batch.image, settings)
+    for old, new in zip(before, (start.codes.shape, start.uv_albedo, batch.image), strict=True):
+        assert torch.equal(old, new)  # the inputs are left alone
+    wrong, refitted = _surface_error(start, coarse, stage), _surface_error(fitted, coarse, stage)
+    assert refitted < 0.8 * wrong, (refitted, wrong)
+    shape_error = (fitted.codes.shape - coarse.codes.shape).norm(dim=1)
+    assert bool((shape_error < (start.codes.shape - coarse.codes.shape).norm(dim=1)).all()), shape_error
+    expression = fitted.codes.expression  # the built-in face's expression is its AU rig: kept in [0, 1]
+    assert float(expression.min()) >= 0.0 and float(expression.max()) <= 1.0
+    assert fitted.vertices.shape == coarse.vertices.shape and fitted.uv_albedo.shape == coarse.uv_albedo.shape
+    unchanged = fit_coarse(stage, start, batch.image, dataclasses.replace(settings, coarse_steps=0))
+    torch.testing.assert_close(unchanged.vertices, start.vertices)
+
+
+def test_the_coarse_fit_keeps_to_the_landmarks_it_is_given(world_batch):
+    cfg, stage, batch, coarse = world_batch
+    start = _perturbed(stage, batch, coarse)
+    # landmarks where the perturbed start projects: the photo says otherwise, the landmarks hold the fit
+    landmarks = orthographic_project(start.vertices, start.codes.camera)
+    settings = dataclasses.replace(cfg.refine, coarse_steps=60)
+
+    def drift(fitted) -> float:
+        projected = orthographic_project(fitted.vertices, fitted.codes.camera)[..., :2]
+        return float((projected - landmarks[..., :2]).norm(dim=-1).mean())
+
+    held = drift(fit_coarse(stage, start, batch.image, settings, landmarks))
+    free = drift(fit_coarse(stage, start, batch.image, settings))
+    assert held < 0.5 * free, (held, free)
 
 
 def _active_error(normals: torch.Tensor, batch, stage) -> float:
@@ -206,6 +265,6 @@ def test_refine_settings_load_and_reject_bad_values():
     with pytest.raises(ConfigError):
         load_config(Config, None, ["refine.compare=somewhere"])
     assert load_config(Config, None, ["refine.steps=0", "refine.au_steps=0"]).refine.steps == 0
-    for bad in ("refine.steps=-1", "refine.au_steps=-1", "refine.au_lr=0"):
+    for bad in ("refine.steps=-1", "refine.au_steps=-1", "refine.au_lr=0", "refine.coarse_steps=-1"):
         with pytest.raises(ConfigError):
             load_config(Config, None, [bad])

@@ -54,8 +54,6 @@ FIT_BATCH = 16
 REFINED_VERSION = 1
 REFINE_BATCH = 8
 """Faces refined together (for the refined targets)."""
-AU_FIT_SETTINGS = ("au_steps", "au_lr")
-"""The ``refine.*`` settings of the AU fit, which the refined targets do not use."""
 
 
 @dataclass(frozen=True)
@@ -145,9 +143,12 @@ class RealSettings:
 
     def refined_key(self, fits_key: str, uv_size: int) -> str:
         """The key of the refined targets of the fits with key ``fits_key`` (:meth:`key`) at ``uv_size``:
-        it changes with any ``refine.*`` setting of the displacement fit that makes them, not with the AU
-        fit's (:data:`AU_FIT_SETTINGS`: targets are refined from flat without a network). ``ValueError`` when
+        it changes with any ``refine.*`` setting of the displacement fit that makes them, not with the coarse
+        and AU fits' (:data:`~aucgan.stages.refine.BEFORE_DISPLACEMENT`: targets are refined from flat on
+        the cached fits, without a network). ``ValueError`` when
         :attr:`refine` is ``None``."""
+        from aucgan.stages.refine import BEFORE_DISPLACEMENT
+
         if self.refine is None:
             raise ValueError("these settings ask for no refined targets (refine is None)")
         payload = {
@@ -156,7 +157,7 @@ class RealSettings:
             "uv_size": uv_size,
             "start": "flat",
             "refine": {
-                name: value for name, value in vars(self.refine).items() if name not in AU_FIT_SETTINGS
+                name: value for name, value in vars(self.refine).items() if name not in BEFORE_DISPLACEMENT
             },
         }
         return _digest(payload)

@@ -1,9 +1,12 @@
-"""Photometric refinement of the detail, no training data needed: an AU fit, then shape from shading in UV.
+"""Photometric refinement, no training data needed: a coarse fit, an AU fit, then shape from shading in UV.
 
-:func:`fit_intensities` first fits the AU intensities that condition the detail decoder to the photo's fine
-shading: the detail stays among the folds the decoder learnt to draw, which the skin's fine albedo texture
-cannot imitate (on the synthetic world that texture is as strong as the wrinkles' shading, and a free
-displacement copies it). :func:`refine_detail` then fits the displacement itself:
+:func:`fit_coarse` first refits the coarse stage's shape, expression, pose, camera and light to the photo (by
+analysis by synthesis, in UV): every later fit reads the photo through that surface, and the detail's normals
+sit on it, so its misplacement costs more than any detail can win back. :func:`fit_intensities` then fits
+the AU intensities that condition the detail decoder to the photo's fine shading: the detail stays among the
+folds the decoder learnt to draw, which the skin's fine albedo texture cannot imitate (on the synthetic world
+that texture is as strong as the wrinkles' shading, and a free displacement copies it). :func:`refine_detail`
+last fits the displacement itself:
 
 Starting from a displacement (the network's, or flat), the refinement fits, per face, the UV displacement,
 the SH light and a smooth albedo correction so that ``albedo × SH(detail normals)`` matches the photo
@@ -20,6 +23,7 @@ either.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from aucgan.config import RefineConfig
 from aucgan.face_model.appearance import part_masks
 from aucgan.face_model.base import FaceModel
 from aucgan.face_model.uv_space import UVSpace, UVSurface
+from aucgan.geometry.camera import orthographic_project
 from aucgan.geometry.render import image_to_uv, texel_visibility
 from aucgan.geometry.shading import sh_shading
 from aucgan.geometry.uv import normalize_map
@@ -42,6 +47,22 @@ HIGH_PASS_SIGMA_AT_256 = 2.0
 """Sigma, in texels at UV 256 (scaled with the UV size), of the Gaussian whose complement is the high-pass
 of :func:`high_frequency_residual`: it keeps features narrower than about 4 texels at UV 256 (3.5 mm on the
 built-in face), wrinkles and pores, and drops what a smooth albedo or light can explain."""
+
+BEFORE_DISPLACEMENT = ("coarse_steps", "coarse_lr", "au_steps", "au_lr")
+"""The ``refine.*`` settings of the coarse fit and the AU fit: the displacement fit (:func:`refine_faces`)
+does not read them."""
+
+COARSE_PRIOR = 1e-3
+"""Weight of the coarse fit's pull of the shape and expression codes towards their start (squared distance,
+against a data term normalised by ``refine.robust``²)."""
+
+LANDMARK_SCALE = 0.01
+"""The coarse fit counts landmark distances in this fraction of the face box (about the landmark fit's own
+median error on a photo)."""
+
+LANDMARK_WEIGHT = 1.0
+"""Weight of the mean squared landmark distance (in :data:`LANDMARK_SCALE` units) in the coarse fit, beside
+its photometric term (normalised by ``refine.robust``²)."""
 
 UNSUPPORTED_WEIGHT = 1.0
 """Weight of the pull towards the starting displacement on skin the photo does not speak for (outliers such
@@ -445,6 +466,104 @@ def refine_faces(
     )  # fmt: skip
 
 
+COARSE_ALBEDO_CELLS = 4
+"""The coarse fit's albedo gain lives on this many cells across the UV square: coarser than the detail fits'
+gain, so that the shading of the face's shape (a few cells across a cheek) is the geometry's to explain."""
+
+
+def fit_coarse(
+    coarse_stage: CoarseStage,
+    coarse: CoarseOutput,
+    images: torch.Tensor,
+    settings: RefineConfig,
+    landmarks: torch.Tensor | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> CoarseOutput:
+    """``coarse`` refitted to ``images (B, 3, H, W)`` by analysis by synthesis: ``settings.coarse_steps``
+    steps of Adam (``settings.coarse_lr``) on the shape and expression codes, the pose and camera, the SH
+    light and a smooth albedo gain, so that ``albedo × SH(smooth normals)`` matches the photo sampled into UV
+    through the moving geometry; ``progress(1)`` after each step. Gradients do not flow to the inputs.
+
+    Both halves of the photo speak: its shading tells the surface's orientation, and the outlines of the
+    albedo's parts (brows, lips, eyes), sampled through the geometry, tell where the surface is. The texels
+    compared are the visible skin and parts of :func:`fit_mask` at the start (not re-rasterised); the residual
+    is robust (``settings.robust``: a misplaced outline, hair or glasses count linearly) and not high-passed.
+    The codes are pulled towards
+    their start (a weak prior; the network's, or the landmark fit's, estimate) and an AU-rig expression is
+    kept in [0, 1]. The albedo map is the start's, times the fitted gain.
+
+    With the dense ``landmarks (B, V, 3)`` NDC the start was fitted to (the MediaPipe backend), their
+    image-plane distances to the projected vertices stay in the fit (:data:`LANDMARK_WEIGHT`, in units of
+    :data:`LANDMARK_SCALE` of the face box): on a real photo the built-in albedo's outlines are a guess, and
+    the landmarks keep the registration they gave.
+    """
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"the coarse fit needs square images (B, 3, S, S), got {tuple(images.shape)}")
+    images = images.detach().float()
+    codes = coarse.codes
+    uv_space = coarse_stage.uv_space.to(images.device)
+    skin = uv_space.skin.to(images.dtype)
+    model = coarse_stage.face_model
+    with torch.no_grad():
+        rendering = coarse_stage.render(coarse, image_size=images.shape[-1])
+        surface = coarse.surface
+        seen = texel_visibility(surface.positions, surface.normals, codes.camera, rendering.fragments)
+        mask = fit_mask(skin, seen * skin, surface.normals)
+        texels = mask.sum((1, 2, 3)).clamp(min=1.0)
+        if landmarks is not None:
+            landmarks = landmarks.detach()[..., :2].to(images.dtype)
+            box = (landmarks.amax(1) - landmarks.amin(1)).mean(-1)  # the face box's mean side, NDC
+            landmark_scale = (LANDMARK_SCALE * box)[:, None]
+    albedo = coarse.uv_albedo.detach()
+    bounded = model.expression_is_au_rig
+    start_shape = codes.shape.detach()
+    start_expression = codes.expression.detach().clamp(0.0, 1.0) if bounded else codes.expression.detach()
+    shape = start_shape.clone().requires_grad_(True)
+    expression = start_expression.clone().requires_grad_(True)
+    pose = codes.pose.detach().clone().requires_grad_(True)
+    camera = codes.camera.detach().clone().requires_grad_(True)
+    sh = codes.light.detach().clone().requires_grad_(True)
+    gain = images.new_zeros(images.shape[0], 3, COARSE_ALBEDO_CELLS, COARSE_ALBEDO_CELLS, requires_grad=True)
+    lr = settings.coarse_lr
+    optimiser = torch.optim.Adam(
+        [
+            {"params": [shape, expression, sh, gain], "lr": lr},
+            {"params": [pose], "lr": lr * 0.1},
+            {"params": [camera], "lr": lr * 0.01},
+        ]
+    )
+    for _ in range(settings.coarse_steps):
+        geometry = model(shape, expression, pose)
+        moved = uv_space.surface(geometry.vertices)
+        sampled = image_to_uv(images, moved.positions, camera)
+        rendered = albedo * smooth_gain(gain, uv_space.size) * sh_shading(moved.normals, sh)
+        data = (_charbonnier(rendered - sampled, settings.robust) * mask).sum((1, 2, 3)) / texels
+        prior = ((shape - start_shape) ** 2).sum(1) + ((expression - start_expression) ** 2).sum(1)
+        loss = data / settings.robust**2 + COARSE_PRIOR * prior
+        if landmarks is not None:
+            projected = orthographic_project(geometry.vertices, camera)[..., :2]
+            distance = ((projected - landmarks) / landmark_scale[..., None]).square().sum(-1)
+            loss = loss + LANDMARK_WEIGHT * distance.mean(1)
+        optimiser.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimiser.step()
+        if bounded:
+            with torch.no_grad():
+                expression.clamp_(0.0, 1.0)
+        if progress is not None:
+            progress(1)
+    with torch.no_grad():
+        fitted = dataclasses.replace(
+            codes,
+            shape=shape.detach(),
+            expression=expression.detach(),
+            pose=pose.detach(),
+            camera=camera.detach(),
+            light=sh.detach(),
+        )
+        return coarse_stage.decode(fitted, uv_albedo=albedo * smooth_gain(gain.detach(), uv_space.size))
+
+
 def fit_intensities(
     coarse_stage: CoarseStage,
     detail_stage: DetailStage,
@@ -505,10 +624,12 @@ def fit_intensities(
 
 
 __all__ = [
+    "BEFORE_DISPLACEMENT",
     "HIGH_PASS_SIGMA_AT_256",
     "Refinement",
     "agrees",
     "excluded_parts",
+    "fit_coarse",
     "fit_intensities",
     "fit_mask",
     "gaussian_blur",
