@@ -465,7 +465,7 @@ def refining_reconstructor(random_reconstructor):
 
     rec = random_reconstructor
     # random coarse weights render nothing like the photo: no texel would pass the outlier test
-    settings = RefineConfig(mode="always", steps=5, au_steps=5, outlier=100.0)
+    settings = RefineConfig(mode="always", steps=5, au_steps=5, coarse_steps=5, outlier=100.0)
     return Reconstructor(rec.coarse, rec.detail, rec.cfg, "random, refining", refine_settings=settings)
 
 
@@ -481,18 +481,22 @@ def test_refinement_runs_when_asked_and_only_then(random_reconstructor, refining
     refined = refining_reconstructor(faces)
     network = refining_reconstructor(faces, refine=False)
     assert network.refinement is None
-    # the AU fit moved the intensities; the detail is the network's at those plus what the photo added
+    # the coarse fit moved the surface, the AU fit the intensities; the detail is the network's at those
+    # (read through the refitted surface) plus what the photo added
+    assert not torch.equal(refined.coarse.vertices, network.coarse.vertices)
     assert not torch.equal(refined.condition.intensities, network.condition.intensities)
-    redrawn = refining_reconstructor.redecode(network, network.coarse.codes, refined.condition)
+    unrefined = dataclasses.replace(refined, photo_detail=None)
+    redrawn = refining_reconstructor.redecode(unrefined, refined.coarse.codes, refined.condition)
     torch.testing.assert_close(
         refined.detail.uv_displacement,
         redrawn.detail.uv_displacement + refined.photo_detail,
         rtol=1e-5,
         atol=1e-6,
     )
-    kept = dataclasses.replace(refining_reconstructor.refine_settings, au_steps=0)
+    kept = dataclasses.replace(refining_reconstructor.refine_settings, au_steps=0, coarse_steps=0)
     unfitted = refining_reconstructor.refine(network, settings=kept)
     assert torch.equal(unfitted.condition.intensities, network.condition.intensities)
+    assert torch.equal(unfitted.coarse.vertices, network.coarse.vertices)
     assert float(refined.detail.uv_displacement.abs().max()) <= refining_reconstructor.cfg.model.max_z
 
 

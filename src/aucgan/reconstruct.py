@@ -35,7 +35,7 @@ from aucgan.nets.detail_decoder import AUCondition
 from aucgan.stages.coarse import CoarseOutput, CoarseStage
 from aucgan.stages.detail import DetailOutput, DetailStage, UVEvidence, au_condition, read_photo
 from aucgan.stages.landmark_fit import LandmarkCoarse, landmarks_to_ndc, mediapipe_backend, resolve_backend
-from aucgan.stages.refine import Refinement, fit_intensities, refine_faces
+from aucgan.stages.refine import Refinement, fit_coarse, fit_intensities, refine_faces
 from aucgan.weights import PARTS, WeightsFile, detail_checkpoint_states, load_part, read_weights
 
 if TYPE_CHECKING:
@@ -413,8 +413,11 @@ class Reconstructor:
         from_flat: bool = False,
         progress: Callable[[int], object] | None = None,
     ) -> Reconstruction:
-        """The faces with their detail refined against the photo (:mod:`aucgan.stages.refine`). First, with
-        an AU-conditioned decoder, the AU intensities of its condition are fitted to the input's fine
+        """The faces with their detail refined against the photo (:mod:`aucgan.stages.refine`). First the
+        coarse fit itself (shape, expression, pose, camera, light, a smooth albedo gain) is refitted to the
+        photo (``refine.coarse_steps``, :func:`~aucgan.stages.refine.fit_coarse`, held to the landmarks where
+        the MediaPipe backend gave some) and the detail network's prediction is read again through it. Then,
+        with an AU-conditioned decoder, the AU intensities of its condition are fitted to the input's fine
         shading (``refine.au_steps``, :func:`~aucgan.stages.refine.fit_intensities`; the reconstruction
         keeps the fitted ones, so edits start from them); then the displacement, the light (in the coarse
         codes) and a smooth gain on the albedo are fitted to ``photo (B, 3, P, P)`` (the same crops as the
@@ -430,13 +433,20 @@ class Reconstructor:
                 f"photo must be ({reconstruction.batch_size}, 3, P, P), got {tuple(photo.shape)}"
             )
         condition, network = reconstruction.condition, reconstruction.detail
+        evidence = reconstruction.evidence
         with torch.inference_mode(False), torch.enable_grad():
             coarse = _cloned(reconstruction.coarse)
+            if settings.coarse_steps > 0:
+                landmarks = reconstruction.landmarks
+                coarse = fit_coarse(self.coarse, coarse, photo.clone(), settings, landmarks, progress)
+                with torch.no_grad():  # the detail read again through the refitted surface
+                    images = reconstruction.images.clone()
+                    evidence = read_photo(self.coarse, images, coarse)[0] if self.detail.reads_photo else None
+                    network = self.detail.decode(coarse, network.detail_code.clone(), condition, evidence)
             start = (
                 torch.zeros_like(network.uv_displacement) if from_flat else network.uv_displacement.clone()
             )
             if settings.au_steps > 0 and self.detail.decoder.conditioned:
-                evidence = reconstruction.evidence
                 if evidence is None:
                     evidence = read_photo(self.coarse, reconstruction.images.clone(), coarse)[0]
                 intensities = fit_intensities(
@@ -450,8 +460,8 @@ class Reconstructor:
             refinement = refine_faces(self.coarse, coarse, photo.clone(), start, settings, progress)
         with torch.inference_mode():
             coarse = dataclasses.replace(
-                reconstruction.coarse,
-                codes=dataclasses.replace(reconstruction.coarse.codes, light=refinement.light),
+                coarse,
+                codes=dataclasses.replace(coarse.codes, light=refinement.light),
                 uv_albedo=refinement.uv_albedo,
             )
             bound = self.cfg.model.max_z
@@ -462,6 +472,7 @@ class Reconstructor:
             reconstruction,
             coarse=coarse,
             condition=condition,
+            evidence=evidence if self.detail.reads_photo else None,
             detail=detail,
             refinement=refinement,
             photo_detail=photo_detail,
