@@ -119,7 +119,7 @@ def test_evaluate_with_refine_measures_it_beside_the_network(random_reconstructo
         edit_faces=1,
         edit_aus=("AU12",),
         progress=False,
-        refine=RefineConfig(steps=3),
+        refine=RefineConfig(steps=3, coarse_steps=3),
     )
     alone = evaluate(
         random_reconstructor, tmp_path / "alone", n_faces=2, batch_size=2, gallery=1, edit_faces=1,
@@ -128,6 +128,9 @@ def test_evaluate_with_refine_measures_it_beside_the_network(random_reconstructo
     for key in ("normal_error_deg", "displacement_mae"):
         refined = result.metrics[key]["refined"]
         expected = {"face", "active", "from_flat_face", "from_flat_active", "active_vs_network_se"}
+        if key == "normal_error_deg":  # flat on the refitted coarse surface
+            expected |= {"coarse_flat_face", "coarse_flat_active"}
+            assert refined["coarse_flat_face"] != pytest.approx(result.metrics[key]["flat"], rel=1e-6)
         assert set(refined) == expected
         assert math.isfinite(refined["face"]) and refined["face"] >= 0
         # the network's own rows are the network's alone, refinement or not

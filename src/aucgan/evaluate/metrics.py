@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 
@@ -146,9 +147,14 @@ def detail_errors(
     With ``refine`` settings each section also has a ``refined`` part: the errors (``face`` over the skin,
     ``active``) of the photometric refinement (:meth:`~aucgan.reconstruct.Reconstructor.refine`) on top
     of the network's prediction and, as ``from_flat_face`` and ``from_flat_active``, started from flat;
-    ``active_vs_network_se``, the standard error over faces of the refined-minus-network difference. The
-    network's own rows are always the network's alone.
+    ``active_vs_network_se``, the standard error over faces of the refined-minus-network difference (with
+    ``ground_truth_coarse`` the true coarse fit is not refitted: ``refine.coarse_steps`` counts as 0); the
+    normal section's ``coarse_flat_face`` and ``coarse_flat_active`` are a flat prediction's errors on the
+    refitted coarse surface (``refine.coarse_steps``: what the coarse fit alone gives). The network's own
+    rows are always the network's alone.
     """
+    if ground_truth_coarse and refine is not None:  # the true fit is kept: the detail alone is measured
+        refine = dataclasses.replace(refine, coarse_steps=0)
     uv_space = reconstructor.coarse.uv_space
     skin = uv_space.skin.cpu()
     size = uv_space.size
@@ -159,7 +165,7 @@ def detail_errors(
     active = {name: _ActiveSums() for name in ("d", "d_flat", "d_half", "n", "n_flat", "n_half")}
     refined = {
         f"{key}_{where}": _ActiveSums()
-        for key in ("d", "n", "d_flat_start", "n_flat_start")
+        for key in ("d", "n", "d_flat_start", "n_flat_start", "n_coarse")
         for where in ("face", "active")
     }
     input_scores, render_scores, truth = [], [], []
@@ -191,11 +197,15 @@ def detail_errors(
         if refine is not None:
             face_skin = skin[:, 0].expand_as(regions)
             for start, from_flat in (("", False), ("_flat_start", True)):
-                detail = reconstructor.refine(rec, settings=refine, from_flat=from_flat).detail
+                refined_rec = reconstructor.refine(rec, settings=refine, from_flat=from_flat)
+                detail = refined_rec.detail
                 errors = {
                     "d": (detail.uv_displacement.cpu() - batch.uv_displacement).abs()[:, 0],
                     "n": angle_degrees(detail.uv_detail_normals.cpu(), truth_normals)[:, 0],
                 }
+                if not from_flat:  # flat on the refitted coarse surface: what the coarse fit alone gives
+                    refitted = refined_rec.coarse.surface.normals.cpu()
+                    errors["n_coarse"] = angle_degrees(refitted, truth_normals)[:, 0]
                 for key, error in errors.items():
                     refined[f"{key}{start}_face"].add(error, face_skin)
                     refined[f"{key}{start}_active"].add(error, regions)
@@ -236,6 +246,14 @@ def detail_errors(
             "active": refined[f"{key}_active"].mean(scale),
             "from_flat_face": refined[f"{key}_flat_start_face"].mean(scale),
             "from_flat_active": refined[f"{key}_flat_start_active"].mean(scale),
+            **(
+                {
+                    "coarse_flat_face": refined["n_coarse_face"].mean(scale),
+                    "coarse_flat_active": refined["n_coarse_active"].mean(scale),
+                }
+                if key == "n"
+                else {}
+            ),
             "active_vs_network_se": scale * paired_standard_error(ours[seen], network[seen]),
         }
 
