@@ -18,7 +18,8 @@ photometric residual on real photos, and its cost. Writes JSON and the ``refine`
   rendering after a Gaussian high-pass, :func:`aucgan.stages.refine.high_frequency_residual`) over the fitted
   skin, coarse-only rendering against the refined one.
 * **Cost.** Wall time per face on ``--threads`` CPU threads at UV 256, one face at a time and in batches of
-  ``--batch`` (the synthetic run's own batches).
+  ``--batch`` (the synthetic run's own batches), of the displacement fit alone; and of each part of
+  ``Reconstructor.refine`` (coarse fit, AU fit, displacement fit) and all of it, with the preset's networks.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from aucgan.data.synthetic import SyntheticWorld, collate, identity_in_split
 from aucgan.face_model.regions import active_region_mask
 from aucgan.geometry.shading import sh_shading
 from aucgan.geometry.uv import angle_degrees
-from aucgan.stages.refine import HIGH_PASS_SIGMA_AT_256, masked_blur, refine_faces
+from aucgan.stages.refine import BEFORE_DISPLACEMENT, HIGH_PASS_SIGMA_AT_256, masked_blur, refine_faces
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,28 +172,46 @@ def single_face_seconds(cfg: Config, repeats: int, seed: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def au_fit_seconds(batch: int, seed: int) -> dict:
-    """Per face, the AU fit alone (``Reconstructor.refine`` with ``refine.steps=0``) with the shipped weights
-    on a batch of the shipped preset's test faces, and the whole refinement (AU fit and displacement)."""
+def whole_refinement_seconds(cfg: Config, batch: int, seed: int) -> dict:
+    """Per face, each part of ``Reconstructor.refine`` (the coarse fit, the AU fit, the displacement fit: the
+    others' steps set to 0) and all of it, at ``cfg``'s image and UV size, on test faces of the world in a
+    batch of ``batch`` and one face alone. The stages have random weights (seed 0) of ``cfg``'s design: the
+    cost does not depend on their values, and no weights are shipped at this preset."""
     import dataclasses
 
-    from aucgan.evaluate.run import test_batches
+    from aucgan.build import detail_stage
+    from aucgan.nets.au_net import MEFARG
     from aucgan.reconstruct import Reconstructor
 
-    reconstructor = Reconstructor.load()
-    reconstructor.cfg = dataclasses.replace(reconstructor.cfg, seed=seed)
-    images = next(iter(test_batches(reconstructor, batch, batch))).image
-    network = reconstructor(images, refine=False)
-    settings = dataclasses.replace(reconstructor.refine_settings, mode="always")
-    timings = {}
-    for name, steps in (("au_fit", 0), ("au_fit_and_displacement", settings.steps)):
-        began = time.perf_counter()
-        reconstructor.refine(network, settings=dataclasses.replace(settings, steps=steps))
-        timings[name] = (time.perf_counter() - began) / batch
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        coarse = coarse_stage(cfg)
+        au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
+        detail = detail_stage(cfg, coarse.uv_space, au, coarse.face_model.n_expression)
+    reconstructor = Reconstructor(coarse, detail, cfg, "random weights, for timing")
+    world = SyntheticWorld(seed=seed, image_size=cfg.render.image_size, uv_size=cfg.render.uv_size)
+    images = collate([world.sample(i) for i in test_indices(batch, cfg.synth.images_per_identity)]).image
+    settings = dataclasses.replace(cfg.refine, mode="always")
+    parts = {
+        "coarse_fit": dataclasses.replace(settings, au_steps=0, steps=0),
+        "au_fit": dataclasses.replace(settings, coarse_steps=0, steps=0),
+        "displacement_fit": dataclasses.replace(settings, coarse_steps=0, au_steps=0),
+        "all": settings,
+    }
+    timings: dict[str, dict[str, float]] = {}
+    for faces, label in ((images, "in_batch"), (images[:1], "alone")):
+        network = reconstructor(faces, refine=False)
+        for name, part in parts.items():
+            if label == "alone" and name != "all":
+                continue
+            began = time.perf_counter()
+            reconstructor.refine(network, settings=part)
+            timings.setdefault(label, {})[name] = (time.perf_counter() - began) / faces.shape[0]
     return {
-        "uv_size": reconstructor.coarse.uv_space.size,
+        "image_size": cfg.render.image_size,
+        "uv_size": cfg.render.uv_size,
         "batch": batch,
-        "au_steps": settings.au_steps,
+        "steps": {"coarse": settings.coarse_steps, "au": settings.au_steps, "displacement": settings.steps},
         "seconds_per_face": timings,
     }
 
@@ -310,14 +329,22 @@ def markdown(results: dict, command: str) -> str:
         f"{s['seconds_per_face_in_batches']:.2f} s per face in batches of {s['batch']}"
         + (f" (timed on {s['timing_faces']} faces)." if "timing_faces" in s else "."),
     ]
-    if "au_fit" in results:
-        fit = results["au_fit"]
-        seconds = fit["seconds_per_face"]
+    if "whole" in results:
+        whole = results["whole"]
+        batch, alone, steps = (
+            whole["seconds_per_face"]["in_batch"],
+            whole["seconds_per_face"]["alone"],
+            whole["steps"],
+        )
         lines += [
             "",
-            f"With the shipped weights (UV {fit['uv_size']}), per face in a batch of {fit['batch']}: the AU "
-            f"fit ({fit['au_steps']} steps) {seconds['au_fit']:.2f} s; the AU fit and the displacement fit "
-            f"together {seconds['au_fit_and_displacement']:.2f} s.",
+            "The whole refinement (`Reconstructor.refine`, "
+            f"{whole['image_size']} px / UV {whole['uv_size']}, the preset's networks with random weights: "
+            "the cost does not depend on their values), per face "
+            f"in a batch of {whole['batch']}: the coarse fit ({steps['coarse']} steps) "
+            f"{batch['coarse_fit']:.2f} s, the AU fit ({steps['au']} steps) {batch['au_fit']:.2f} s, the "
+            f"displacement fit ({steps['displacement']} steps) {batch['displacement_fit']:.2f} s; all three "
+            f"{batch['all']:.2f} s per face in the batch, {alone['all']:.2f} s for one face alone.",
         ]
     lines += [
         "",
@@ -359,7 +386,8 @@ def main() -> None:
     measured = synthetic(cfg, args.n, args.batch, args.seed, args.smooth_albedo)
     if args.accuracy_from:
         earlier = json.loads(Path(args.accuracy_from).read_text(encoding="utf-8"))
-        if earlier["settings"] != vars(cfg.refine):
+        used = {key: value for key, value in vars(cfg.refine).items() if key not in BEFORE_DISPLACEMENT}
+        if {key: earlier["settings"][key] for key in used} != used:
             parser.error(f"{args.accuracy_from}: made with other refine settings; rerun it")
         timing = {key: measured[key] for key in ("seconds_per_face_in_batches", "batch")}
         measured = {
@@ -375,7 +403,7 @@ def main() -> None:
         "synthetic": measured,
         "single_face_seconds": single_face_seconds(cfg, args.single, args.seed),
         "photos": real_photos(),
-        "au_fit": au_fit_seconds(args.batch, args.seed),
+        "whole": whole_refinement_seconds(cfg, args.batch, args.seed),
     }
     command = "python scripts/refine_benchmark.py " + " ".join(sys.argv[1:])
     results["command"] = command

@@ -8,7 +8,8 @@
 
 Writes the table between the ``<!-- refine-evaluate -->`` markers of ``docs/RESULTS.md`` (``--results``): each
 run's detail-normal error over the active wrinkle regions and the skin, flat, network and refined, with the
-refinement's steps (the AU fit's, ``refine.au_steps``, and the displacement's, ``refine.steps``). What the
+refinement's steps (the coarse fit's, ``refine.coarse_steps``, the AU fit's, ``refine.au_steps``, and the
+displacement's, ``refine.steps``) and a flat detail's error on the refitted coarse surface. What the
 table says is written under the markers, by whoever ran it.
 """
 
@@ -31,20 +32,30 @@ def section(runs: list[tuple[dict, str]]) -> str:
         "error over the wrinkle regions of its active AUs and over the whole skin; the refinement on top "
         "of the network's prediction and from flat (the other `refine.*` settings at their defaults):",
         "",
-        "| coarse | faces | refinement: AU fit + displacement steps | flat | network | "
-        "refined on the network | refined from flat | skin: flat / network / refined |",
-        "|---|---|---|---|---|---|---|---|",
+        "| coarse | faces | refinement: coarse fit + AU fit + displacement steps | flat | network | "
+        "flat on the refitted coarse | refined on the network | refined from flat | "
+        "skin: flat / network / refined |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for metrics, _ in runs:
         n, r = metrics["normal_error_deg"], metrics["normal_error_deg"]["refined"]
         coarse, settings = metrics["config"]["coarse"], metrics["config"]["refine"]
-        steps = f"{settings.get('au_steps', 0)} + {settings['steps']}"
+        # runs made before the coarse fit (or with the true coarse fit, never refitted) have none
+        coarse_steps = settings.get("coarse_steps", 0) if coarse != "ground truth" else 0
+        steps = f"{coarse_steps} + {settings.get('au_steps', 0)} + {settings['steps']}"
+        refitted = f"{r['coarse_flat_active']:.2f}°" if coarse_steps and "coarse_flat_active" in r else "—"
         lines.append(
             f"| {coarse} | {metrics['n_faces']} | {steps} | {n['active_flat']:.2f}° | {n['active']:.2f}° | "
-            f"{r['active']:.2f}° (± {r['active_vs_network_se']:.2f}) | {r['from_flat_active']:.2f}° | "
-            f"{n['flat']:.2f}° / {n['face']:.2f}° / {r['face']:.2f}° |"
+            f"{refitted} | {r['active']:.2f}° (± {r['active_vs_network_se']:.2f}) | "
+            f"{r['from_flat_active']:.2f}° | {n['flat']:.2f}° / {n['face']:.2f}° / {r['face']:.2f}° |"
         )
-    lines += ["", "(± is the standard error over faces of refined minus network.)", ""]
+    lines += [
+        "",
+        '(± is the standard error over faces of refined minus network; "flat on the refitted coarse": a '
+        "flat detail on the surface the coarse fit (`refine.coarse_steps`) gives, before the AU and "
+        "displacement fits.)",
+        "",
+    ]
     lines += [f"    {command}" for _, command in runs]
     return "\n".join(lines)
 
