@@ -329,9 +329,10 @@ class RefineConfig:
             0: keep the AU net's; decoders without AU conditioning skip it). The detail then stays among
             the folds the decoder draws, which fine albedo texture cannot imitate.
         au_lr: Adam's step of that fit, in intensity units (intensities are kept in [0, 1]).
-        coarse_steps: before both, the coarse fit (shape, expression, pose, camera, light, a smooth albedo
-            gain) is refitted to the photo for this many steps (:func:`aucgan.stages.refine.fit_coarse`;
-            0: keep the coarse stage's). The detail is read again through the refitted surface.
+        coarse_steps: before both, the coarse fit (shape, expression, albedo, pose, camera, light, a
+            smooth albedo gain) is refitted to the photo for this many steps
+            (:func:`aucgan.stages.refine.fit_coarse`; 0: keep the coarse stage's). The detail is read again
+            through the refitted surface.
         coarse_lr: Adam's step of that fit, in code units.
     """
 
@@ -350,8 +351,8 @@ class RefineConfig:
     outlier: float = setting(0.35, low=1e-6)
     au_steps: int = setting(30, low=0)
     au_lr: float = setting(0.1, low=1e-6)
-    coarse_steps: int = setting(60, low=0)
-    coarse_lr: float = setting(0.02, low=1e-6)
+    coarse_steps: int = setting(100, low=0)
+    coarse_lr: float = setting(0.03, low=1e-6)
 
 
 @dataclass

@@ -466,6 +466,9 @@ def refine_faces(
     )  # fmt: skip
 
 
+ALBEDO_CODE_LR = 3.0
+"""The coarse fit's Adam step of the albedo code, as a multiple of ``refine.coarse_lr``."""
+
 COARSE_ALBEDO_CELLS = 4
 """The coarse fit's albedo gain lives on this many cells across the UV square: coarser than the detail fits'
 gain, so that the shading of the face's shape (a few cells across a cheek) is the geometry's to explain."""
@@ -480,17 +483,18 @@ def fit_coarse(
     progress: Callable[[int], object] | None = None,
 ) -> CoarseOutput:
     """``coarse`` refitted to ``images (B, 3, H, W)`` by analysis by synthesis: ``settings.coarse_steps``
-    steps of Adam (``settings.coarse_lr``) on the shape and expression codes, the pose and camera, the SH
-    light and a smooth albedo gain, so that ``albedo × SH(smooth normals)`` matches the photo sampled into UV
-    through the moving geometry; ``progress(1)`` after each step. Gradients do not flow to the inputs.
+    steps of Adam (``settings.coarse_lr``) on the shape, expression and albedo codes, the pose and camera,
+    the SH light and a smooth albedo gain, so that ``albedo × SH(smooth normals)`` matches the photo sampled
+    into UV through the moving geometry; ``progress(1)`` after each step. Gradients do not flow to the
+    inputs.
 
     Both halves of the photo speak: its shading tells the surface's orientation, and the outlines of the
     albedo's parts (brows, lips, eyes), sampled through the geometry, tell where the surface is. The texels
-    compared are the visible skin and parts of :func:`fit_mask` at the start (not re-rasterised); the residual
-    is robust (``settings.robust``: a misplaced outline, hair or glasses count linearly) and not high-passed.
-    The codes are pulled towards
-    their start (a weak prior; the network's, or the landmark fit's, estimate) and an AU-rig expression is
-    kept in [0, 1]. The albedo map is the start's, times the fitted gain.
+    compared are the visible skin and parts of :func:`fit_mask` at the start (not re-rasterised); the
+    residual is robust (``settings.robust``: a misplaced outline, hair or glasses count linearly) and not
+    high-passed. The codes are pulled towards their start (a weak prior; the network's, or the landmark
+    fit's, estimate) and an AU-rig expression is kept in [0, 1]. The albedo map is the start's, moved along
+    the albedo model's basis by the code's change, times the fitted gain.
 
     With the dense ``landmarks (B, V, 3)`` NDC the start was fitted to (the MediaPipe backend), their
     image-plane distances to the projected vertices stay in the fit (:data:`LANDMARK_WEIGHT`, in units of
@@ -514,7 +518,9 @@ def fit_coarse(
             landmarks = landmarks.detach()[..., :2].to(images.dtype)
             box = (landmarks.amax(1) - landmarks.amin(1)).mean(-1)  # the face box's mean side, NDC
             landmark_scale = (LANDMARK_SCALE * box)[:, None]
-    albedo = coarse.uv_albedo.detach()
+    albedo, basis = coarse.uv_albedo.detach(), coarse_stage.albedo.basis
+    start_albedo = codes.albedo.detach()
+    albedo_code = start_albedo.clone().requires_grad_(True)
     bounded = model.expression_is_au_rig
     start_shape = codes.shape.detach()
     start_expression = codes.expression.detach().clamp(0.0, 1.0) if bounded else codes.expression.detach()
@@ -528,17 +534,29 @@ def fit_coarse(
     optimiser = torch.optim.Adam(
         [
             {"params": [shape, expression, sh, gain], "lr": lr},
+            {"params": [albedo_code], "lr": lr * ALBEDO_CODE_LR},
             {"params": [pose], "lr": lr * 0.1},
             {"params": [camera], "lr": lr * 0.01},
         ]
     )
+
+    def albedo_of(code: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        """The start's albedo map moved along the albedo model's basis by the code's change, times the
+        gain (whatever map the start holds: the model's, or one given to the coarse stage)."""
+        change = torch.einsum("bk,kchw->bchw", code - start_albedo, basis)
+        return ((albedo + change) * smooth_gain(gain, uv_space.size)).clamp(0.0, 1.0)
+
     for _ in range(settings.coarse_steps):
         geometry = model(shape, expression, pose)
         moved = uv_space.surface(geometry.vertices)
         sampled = image_to_uv(images, moved.positions, camera)
-        rendered = albedo * smooth_gain(gain, uv_space.size) * sh_shading(moved.normals, sh)
+        rendered = albedo_of(albedo_code, gain) * sh_shading(moved.normals, sh)
         data = (_charbonnier(rendered - sampled, settings.robust) * mask).sum((1, 2, 3)) / texels
-        prior = ((shape - start_shape) ** 2).sum(1) + ((expression - start_expression) ** 2).sum(1)
+        prior = (
+            ((shape - start_shape) ** 2).sum(1)
+            + ((expression - start_expression) ** 2).sum(1)
+            + ((albedo_code - start_albedo) ** 2).sum(1)
+        )
         loss = data / settings.robust**2 + COARSE_PRIOR * prior
         if landmarks is not None:
             projected = orthographic_project(geometry.vertices, camera)[..., :2]
@@ -560,8 +578,9 @@ def fit_coarse(
             pose=pose.detach(),
             camera=camera.detach(),
             light=sh.detach(),
+            albedo=albedo_code.detach(),
         )
-        return coarse_stage.decode(fitted, uv_albedo=albedo * smooth_gain(gain.detach(), uv_space.size))
+        return coarse_stage.decode(fitted, uv_albedo=albedo_of(albedo_code, gain))
 
 
 def fit_intensities(
