@@ -263,8 +263,8 @@ def markdown(results: dict, command: str) -> str:
         "## Photometric refinement of the detail",
         "",
         "The displacement fit, shape from shading in UV space (`aucgan.stages.refine`, `refine.*` "
-        "settings; on by default for photos read with MediaPipe, after the AU fit, which the next section "
-        "measures). On synthetic faces it runs alone here, without a network. Measured by "
+        "settings; on by default for photos read with MediaPipe, after the coarse fit and the AU fit, which "
+        "the next section measures). On synthetic faces it runs alone here, without a network. Measured by "
         "`scripts/refine_benchmark.py`:",
         "",
         f"**Synthetic test split, from flat** ({s['faces']} held-out faces, world seed {s['world_seed']}, "

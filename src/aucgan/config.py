@@ -295,9 +295,9 @@ class CoarseConfig:
 
 @dataclass
 class RefineConfig:
-    """Photometric refinement of the detail (shape from shading in UV space, :mod:`aucgan.stages.refine`):
-    after the detail network, each face's displacement is fitted to its photo, jointly with the light and a
-    smooth albedo gain, on the visible skin.
+    """Photometric refinement (:mod:`aucgan.stages.refine`): after the detail network, each face's coarse
+    fit, then the AU intensities of its detail, then its displacement (shape from shading in UV space) are
+    fitted to its photo, jointly with the light and a smooth albedo gain, on the visible skin.
 
     Attributes:
         mode: ``"auto"`` refines photos read with the MediaPipe backend (real photos, where the network
