@@ -2,9 +2,9 @@
 
     aucgan evaluate --n 128 --out runs/eval/au-gt128 --refine --ground-truth-coarse refine.steps=0
     aucgan evaluate --n 128 --out runs/eval/full-gt128 --refine --ground-truth-coarse
-    aucgan evaluate --n 64 --out runs/eval/au-net64 --refine refine.steps=0
-    aucgan evaluate --n 64 --out runs/eval/full-net64 --refine
-    python scripts/refine_results.py runs/eval/{au-gt128,full-gt128,au-net64,full-net64}/metrics.json
+    aucgan evaluate --n 256 --out runs/eval/cf-au-net256 --refine refine.steps=0
+    aucgan evaluate --n 64 --out runs/eval/cf-full-net64 --refine
+    python scripts/refine_results.py runs/eval/{au-gt128,full-gt128,cf-au-net256,cf-full-net64}/metrics.json
 
 Writes the table between the ``<!-- refine-evaluate -->`` markers of ``docs/RESULTS.md`` (``--results``): each
 run's detail-normal error over the active wrinkle regions and the skin, flat, network and refined, with the
