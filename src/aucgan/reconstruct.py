@@ -414,35 +414,24 @@ class Reconstructor:
         progress: Callable[[int], object] | None = None,
     ) -> Reconstruction:
         """The faces with their detail refined against the photo (:mod:`aucgan.stages.refine`). First the
-        coarse fit itself (shape, expression, pose, camera, light, a smooth albedo gain) is refitted to the
-        photo (``refine.coarse_steps``, :func:`~aucgan.stages.refine.fit_coarse`, held to the landmarks where
-        the MediaPipe backend gave some) and the detail network's prediction is read again through it. Then,
-        with an AU-conditioned decoder, the AU intensities of its condition are fitted to the input's fine
-        shading (``refine.au_steps``, :func:`~aucgan.stages.refine.fit_intensities`; the reconstruction
-        keeps the fitted ones, so edits start from them); then the displacement, the light (in the coarse
-        codes) and a smooth gain on the albedo are fitted to ``photo (B, 3, P, P)`` (the same crops as the
-        network's input, at any size: a larger crop shows finer lines; default the input itself)
-        (``refine.steps``), starting from the AU fit's prediction. With ``from_flat`` the AU fit starts from
-        zero intensities (a flat prediction), or without an AU fit the displacement from zero.
-        ``progress(1)`` is called after each optimisation step.
+        coarse fit itself (shape, expression, albedo, pose, camera, light, a smooth albedo gain) is refitted
+        to the photo and the detail network's prediction is read again through it (:meth:`refit_coarse`,
+        ``refine.coarse_steps``). Then, with an AU-conditioned decoder, the AU intensities of its condition
+        are fitted to the input's fine shading (``refine.au_steps``,
+        :func:`~aucgan.stages.refine.fit_intensities`; the reconstruction keeps the fitted ones, so edits
+        start from them); then the displacement, the light (in the coarse codes) and a smooth gain on the
+        albedo are fitted to ``photo (B, 3, P, P)`` (the same crops as the network's input, at any size: a
+        larger crop shows finer lines; default the input itself) (``refine.steps``), starting from the AU
+        fit's prediction. With ``from_flat`` the AU fit starts from zero intensities (a flat prediction), or
+        without an AU fit the displacement from zero. ``progress(1)`` is called after each optimisation step.
         """
         settings = settings or self.refine_settings
-        photo = reconstruction.images if photo is None else photo.to(self.device, torch.float32)
-        if photo.shape[0] != reconstruction.batch_size or photo.shape[-1] != photo.shape[-2]:
-            raise ValueError(
-                f"photo must be ({reconstruction.batch_size}, 3, P, P), got {tuple(photo.shape)}"
-            )
+        photo = self._refine_photo(reconstruction, photo)
+        reconstruction = self.refit_coarse(reconstruction, photo, settings, progress)
         condition, network = reconstruction.condition, reconstruction.detail
         evidence = reconstruction.evidence
         with torch.inference_mode(False), torch.enable_grad():
             coarse = _cloned(reconstruction.coarse)
-            if settings.coarse_steps > 0:
-                landmarks = reconstruction.landmarks
-                coarse = fit_coarse(self.coarse, coarse, photo.clone(), settings, landmarks, progress)
-                with torch.no_grad():  # the detail read again through the refitted surface
-                    images = reconstruction.images.clone()
-                    evidence = read_photo(self.coarse, images, coarse)[0] if self.detail.reads_photo else None
-                    network = self.detail.decode(coarse, network.detail_code.clone(), condition, evidence)
             start = (
                 torch.zeros_like(network.uv_displacement) if from_flat else network.uv_displacement.clone()
             )
@@ -472,11 +461,45 @@ class Reconstructor:
             reconstruction,
             coarse=coarse,
             condition=condition,
-            evidence=evidence if self.detail.reads_photo else None,
             detail=detail,
             refinement=refinement,
             photo_detail=photo_detail,
         )
+
+    def _refine_photo(self, reconstruction: Reconstruction, photo: torch.Tensor | None) -> torch.Tensor:
+        """The photo a refinement compares with: ``photo (B, 3, P, P)`` on this device, or the input."""
+        photo = reconstruction.images if photo is None else photo.to(self.device, torch.float32)
+        if photo.shape[0] != reconstruction.batch_size or photo.shape[-1] != photo.shape[-2]:
+            raise ValueError(
+                f"photo must be ({reconstruction.batch_size}, 3, P, P), got {tuple(photo.shape)}"
+            )
+        return photo
+
+    def refit_coarse(
+        self,
+        reconstruction: Reconstruction,
+        photo: torch.Tensor | None = None,
+        settings: RefineConfig | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> Reconstruction:
+        """The first fit of :meth:`refine`: the faces with their coarse fit refitted to ``photo`` (default the
+        input; :func:`~aucgan.stages.refine.fit_coarse`, ``refine.coarse_steps``, held to the landmarks
+        where the MediaPipe backend gave some) and the detail network's prediction read again through the
+        refitted surface; ``reconstruction`` itself with ``coarse_steps=0``."""
+        settings = settings or self.refine_settings
+        if settings.coarse_steps == 0:
+            return reconstruction
+        photo = self._refine_photo(reconstruction, photo)
+        with torch.inference_mode(False), torch.enable_grad():
+            start, landmarks = _cloned(reconstruction.coarse), reconstruction.landmarks
+            coarse = fit_coarse(self.coarse, start, photo.clone(), settings, landmarks, progress)
+            with torch.no_grad():
+                images = reconstruction.images.clone()
+                evidence = read_photo(self.coarse, images, coarse)[0] if self.detail.reads_photo else None
+                code = reconstruction.detail.detail_code.clone()
+                network = self.detail.decode(coarse, code, _cloned(reconstruction.condition), evidence)
+        with torch.inference_mode():
+            return dataclasses.replace(reconstruction, coarse=coarse, detail=network, evidence=evidence)
 
     def find_landmarks(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 468, 3)`` NDC landmarks of the largest face MediaPipe finds in each of the square

@@ -145,8 +145,7 @@ class RealSettings:
         """The key of the refined targets of the fits with key ``fits_key`` (:meth:`key`) at ``uv_size``:
         it changes with any ``refine.*`` setting of the displacement fit that makes them, not with the coarse
         and AU fits' (:data:`~aucgan.stages.refine.BEFORE_DISPLACEMENT`: targets are refined from flat on
-        the cached fits, without a network). ``ValueError`` when
-        :attr:`refine` is ``None``."""
+        the cached fits, without a network). ``ValueError`` when :attr:`refine` is ``None``."""
         from aucgan.stages.refine import BEFORE_DISPLACEMENT
 
         if self.refine is None:

@@ -165,9 +165,10 @@ def detail_errors(
     active = {name: _ActiveSums() for name in ("d", "d_flat", "d_half", "n", "n_flat", "n_half")}
     refined = {
         f"{key}_{where}": _ActiveSums()
-        for key in ("d", "n", "d_flat_start", "n_flat_start", "n_coarse")
+        for key in ("d", "n", "d_flat_start", "n_flat_start")
         for where in ("face", "active")
     }
+    refined.update({f"n_coarse_{where}": _ActiveSums() for where in ("face", "active")})
     input_scores, render_scores, truth = [], [], []
     reconstructions = []
     for batch in batches:
@@ -196,16 +197,18 @@ def detail_errors(
         active["n_half"].add(angle_degrees(half_normals, truth_normals)[:, 0], regions)
         if refine is not None:
             face_skin = skin[:, 0].expand_as(regions)
+            # the coarse fit does not depend on where the detail starts: once for both starts
+            refitted = reconstructor.refit_coarse(rec, settings=refine)
+            flat_refitted = angle_degrees(refitted.coarse.surface.normals.cpu(), truth_normals)[:, 0]
+            refined["n_coarse_face"].add(flat_refitted, face_skin)
+            refined["n_coarse_active"].add(flat_refitted, regions)
+            detail_fits = dataclasses.replace(refine, coarse_steps=0)
             for start, from_flat in (("", False), ("_flat_start", True)):
-                refined_rec = reconstructor.refine(rec, settings=refine, from_flat=from_flat)
-                detail = refined_rec.detail
+                detail = reconstructor.refine(refitted, settings=detail_fits, from_flat=from_flat).detail
                 errors = {
                     "d": (detail.uv_displacement.cpu() - batch.uv_displacement).abs()[:, 0],
                     "n": angle_degrees(detail.uv_detail_normals.cpu(), truth_normals)[:, 0],
                 }
-                if not from_flat:  # flat on the refitted coarse surface: what the coarse fit alone gives
-                    refitted = refined_rec.coarse.surface.normals.cpu()
-                    errors["n_coarse"] = angle_degrees(refitted, truth_normals)[:, 0]
                 for key, error in errors.items():
                     refined[f"{key}{start}_face"].add(error, face_skin)
                     refined[f"{key}{start}_active"].add(error, regions)
