@@ -1,12 +1,12 @@
 """Photometric refinement, no training data needed: a coarse fit, an AU fit, then shape from shading in UV.
 
-:func:`fit_coarse` first refits the coarse stage's shape, expression, pose, camera and light to the photo (by
-analysis by synthesis, in UV): every later fit reads the photo through that surface, and the detail's normals
-sit on it, so its misplacement costs more than any detail can win back. :func:`fit_intensities` then fits
-the AU intensities that condition the detail decoder to the photo's fine shading: the detail stays among the
-folds the decoder learnt to draw, which the skin's fine albedo texture cannot imitate (on the synthetic world
-that texture is as strong as the wrinkles' shading, and a free displacement copies it). :func:`refine_detail`
-last fits the displacement itself:
+:func:`fit_coarse` first refits the coarse stage's shape, expression, albedo, pose, camera and light to the
+photo (by analysis by synthesis, in UV): every later fit reads the photo through that surface, and the
+detail's normals sit on it, so its misplacement costs more than any detail can win back.
+:func:`fit_intensities` then fits the AU intensities that condition the detail decoder to the photo's fine
+shading: the detail stays among the folds the decoder learnt to draw, which the skin's fine albedo texture
+cannot imitate (on the synthetic world that texture is as strong as the wrinkles' shading, and a free
+displacement copies it). :func:`refine_detail` last fits the displacement itself:
 
 Starting from a displacement (the network's, or flat), the refinement fits, per face, the UV displacement,
 the SH light and a smooth albedo correction so that ``albedo × SH(detail normals)`` matches the photo
@@ -36,7 +36,7 @@ from aucgan.face_model.appearance import part_masks
 from aucgan.face_model.base import FaceModel
 from aucgan.face_model.uv_space import UVSpace, UVSurface
 from aucgan.geometry.camera import orthographic_project
-from aucgan.geometry.render import image_to_uv, texel_visibility
+from aucgan.geometry.render import Rendering, image_to_uv, texel_visibility
 from aucgan.geometry.shading import sh_shading
 from aucgan.geometry.uv import normalize_map
 from aucgan.nets.detail_decoder import AUCondition
@@ -53,8 +53,8 @@ BEFORE_DISPLACEMENT = ("coarse_steps", "coarse_lr", "au_steps", "au_lr")
 does not read them."""
 
 COARSE_PRIOR = 1e-3
-"""Weight of the coarse fit's pull of the shape and expression codes towards their start (squared distance,
-against a data term normalised by ``refine.robust``²)."""
+"""Weight of the coarse fit's pull of the shape, expression and albedo codes towards their start (squared
+distance, against a data term normalised by ``refine.robust``²)."""
 
 LANDMARK_SCALE = 0.01
 """The coarse fit counts landmark distances in this fraction of the face box (about the landmark fit's own
@@ -218,8 +218,8 @@ def _uv_misfit(
     blurred_mask: torch.Tensor | None,
     settings: RefineConfig,
 ) -> torch.Tensor:
-    """``(B,)`` the robust misfit in UV of ``rendered`` to ``photo`` after the high-pass, averaged over
-    ``mask``: the data term both fits minimise."""
+    """``(B,)`` the robust misfit in UV of ``rendered`` to ``photo`` after the high-pass (none with
+    ``blurred_mask=None``), averaged over ``mask``: the data term every fit minimises."""
     residual = _high_pass(rendered - photo, mask, band, blurred_mask)
     texels = mask.sum((1, 2, 3)).clamp(min=1.0)
     return (_charbonnier(residual, settings.robust) * mask).sum((1, 2, 3)) / texels
@@ -436,6 +436,18 @@ def excluded_parts(face_model: FaceModel, size: int) -> torch.Tensor:
     return _dilate(excluded, _grow_texels(size))
 
 
+def _seen_mask(
+    coarse_stage: CoarseStage, coarse: CoarseOutput, images: torch.Tensor, excluded: torch.Tensor | None
+) -> tuple[Rendering, torch.Tensor]:
+    """The coarse faces rasterised at the size of ``images (B, 3, P, P)``, and :func:`fit_mask` of the skin
+    seen in that rasterisation, without ``excluded``."""
+    surface = coarse.surface
+    skin = coarse_stage.uv_space.to(images.device).skin.to(images.dtype)
+    rendering = coarse_stage.render(coarse, image_size=images.shape[-1])
+    seen = texel_visibility(surface.positions, surface.normals, coarse.codes.camera, rendering.fragments)
+    return rendering, fit_mask(skin, seen * skin, surface.normals, excluded)
+
+
 def refine_faces(
     coarse_stage: CoarseStage,
     coarse: CoarseOutput,
@@ -452,12 +464,9 @@ def refine_faces(
         raise ValueError(f"refinement needs square images (B, 3, S, S), got {tuple(images.shape)}")
     images = images.detach().float()
     uv_space = coarse_stage.uv_space.to(images.device)
-    rendering = coarse_stage.render(coarse, image_size=images.shape[-1])
-    surface = coarse.surface
-    skin = uv_space.skin.to(images.dtype)
-    seen = texel_visibility(surface.positions, surface.normals, coarse.codes.camera, rendering.fragments)
     excluded = excluded_parts(coarse_stage.face_model, uv_space.size).to(images.device)
-    mask = fit_mask(skin, seen * skin, surface.normals, excluded)
+    rendering, mask = _seen_mask(coarse_stage, coarse, images, excluded)
+    surface = coarse.surface
     photo = image_to_uv(images, surface.positions, coarse.codes.camera).clamp(0, 1)
     pixel_length = 2.0 / (coarse.codes.camera[:, 0].abs().clamp(min=1e-12) * images.shape[-1])
     return refine_detail(
@@ -506,14 +515,9 @@ def fit_coarse(
     images = images.detach().float()
     codes = coarse.codes
     uv_space = coarse_stage.uv_space.to(images.device)
-    skin = uv_space.skin.to(images.dtype)
     model = coarse_stage.face_model
     with torch.no_grad():
-        rendering = coarse_stage.render(coarse, image_size=images.shape[-1])
-        surface = coarse.surface
-        seen = texel_visibility(surface.positions, surface.normals, codes.camera, rendering.fragments)
-        mask = fit_mask(skin, seen * skin, surface.normals)
-        texels = mask.sum((1, 2, 3)).clamp(min=1.0)
+        mask = _seen_mask(coarse_stage, coarse, images, None)[1]
         if landmarks is not None:
             landmarks = landmarks.detach()[..., :2].to(images.dtype)
             box = (landmarks.amax(1) - landmarks.amin(1)).mean(-1)  # the face box's mean side, NDC
@@ -551,7 +555,7 @@ def fit_coarse(
         moved = uv_space.surface(geometry.vertices)
         sampled = image_to_uv(images, moved.positions, camera)
         rendered = albedo_of(albedo_code, gain) * sh_shading(moved.normals, sh)
-        data = (_charbonnier(rendered - sampled, settings.robust) * mask).sum((1, 2, 3)) / texels
+        data = _uv_misfit(rendered, sampled, mask, 0.0, None, settings)  # no high-pass
         prior = (
             ((shape - start_shape) ** 2).sum(1)
             + ((expression - start_expression) ** 2).sum(1)
