@@ -334,14 +334,17 @@ class RefineConfig:
             (:func:`aucgan.stages.refine.fit_coarse`; 0: keep the coarse stage's). The detail is read again
             through the refitted surface.
         coarse_lr: Adam's step of that fit, in code units.
+        coarse_uv: the coarse fit compares the rendering with the photo in a UV map of at most this size
+            (the face model's UV size when smaller; 0: always that size): the coarse surface's shading and
+            outlines are smooth, and the fit's cost grows with the texels.
     """
 
     mode: str = setting("auto", choices=("auto", "always", "never"))
     compare: str = setting("auto", choices=("auto", "image", "uv"))
-    steps: int = setting(100, low=0)
+    steps: int = setting(50, low=0)
     lr: float = setting(0.02, low=1e-6)
     smoothness: float = setting(0.2, low=0.0)
-    magnitude: float = setting(0.05, low=0.0)
+    magnitude: float = setting(24.0, low=0.0)
     symmetry: float = setting(0.01, low=0.0)
     levels: int = setting(3, low=1, high=8)
     band: float = setting(4.0, low=0.0)
@@ -353,6 +356,7 @@ class RefineConfig:
     au_lr: float = setting(0.1, low=1e-6)
     coarse_steps: int = setting(100, low=0)
     coarse_lr: float = setting(0.03, low=1e-6)
+    coarse_uv: int = setting(160, low=0)
 
 
 @dataclass

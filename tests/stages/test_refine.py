@@ -127,11 +127,14 @@ def _surface_error(coarse, truth, stage) -> float:
     return float((errors * skin).sum() / (skin.sum() * errors.shape[0]))
 
 
-def test_the_coarse_fit_moves_a_wrong_shape_towards_the_one_the_photo_shows(world_batch):
+@pytest.mark.parametrize("coarse_uv", [0, SIZE // 2])
+def test_the_coarse_fit_moves_a_wrong_shape_towards_the_one_the_photo_shows(world_batch, coarse_uv):
+    """At the face model's UV size and in a UV map half as fine (``refine.coarse_uv``), whose fitted albedo
+    is still returned at the UV size."""
     cfg, stage, batch, coarse = world_batch
     start = _perturbed(stage, batch, coarse)
     before = (start.codes.shape.clone(), start.uv_albedo.clone(), batch.image.clone())
-    settings = dataclasses.replace(cfg.refine, coarse_steps=60)
+    settings = dataclasses.replace(cfg.refine, coarse_steps=60, coarse_uv=coarse_uv)
     fitted = fit_coarse(stage, start, batch.image, settings)
     for old, new in zip(before, (start.codes.shape, start.uv_albedo, batch.image), strict=True):
         assert torch.equal(old, new)  # the inputs are left alone

@@ -48,7 +48,7 @@ HIGH_PASS_SIGMA_AT_256 = 2.0
 of :func:`high_frequency_residual`: it keeps features narrower than about 4 texels at UV 256 (3.5 mm on the
 built-in face), wrinkles and pores, and drops what a smooth albedo or light can explain."""
 
-BEFORE_DISPLACEMENT = ("coarse_steps", "coarse_lr", "au_steps", "au_lr")
+BEFORE_DISPLACEMENT = ("coarse_steps", "coarse_lr", "coarse_uv", "au_steps", "au_lr")
 """The ``refine.*`` settings of the coarse fit and the AU fit: the displacement fit (:func:`refine_faces`)
 does not read them."""
 
@@ -66,8 +66,8 @@ its photometric term (normalised by ``refine.robust``²)."""
 
 UNSUPPORTED_WEIGHT = 1.0
 """Weight of the pull towards the starting displacement on skin the photo does not speak for (outliers such
-as hair and glasses, and unseen texels whose mirror is not seen either): a hundred times the default
-magnitude pull, so that the fitted detail does not leak there through the smoothness and the pyramid."""
+as hair and glasses, and unseen texels whose mirror is not seen either), on top of ``refine.magnitude``'s,
+so that the fitted detail does not leak there through the smoothness and the pyramid."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,14 @@ def _erode(mask: torch.Tensor, texels: int) -> torch.Tensor:
 def _grow_texels(size: int) -> int:
     """How far a mask is grown at UV size ``size``: about 2 texels at UV 256, at least 1."""
     return max(1, round(2 * size / 256))
+
+
+def _resized(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """``maps (B, C, S, S)`` resampled to ``size``² (antialiased bilinear: each texel the mean of the texels
+    it covers); ``maps`` itself at its own size."""
+    if maps.shape[-1] == size:
+        return maps
+    return F.interpolate(maps, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def _charbonnier(residual: torch.Tensor, scale: float) -> torch.Tensor:
@@ -514,15 +522,18 @@ def fit_coarse(
         raise ValueError(f"the coarse fit needs square images (B, 3, S, S), got {tuple(images.shape)}")
     images = images.detach().float()
     codes = coarse.codes
-    uv_space = coarse_stage.uv_space.to(images.device)
+    full = coarse_stage.uv_space
     model = coarse_stage.face_model
+    size = min(settings.coarse_uv or full.size, full.size)
+    uv_space = (full if size == full.size else UVSpace(model, size)).to(images.device)
     with torch.no_grad():
-        mask = _seen_mask(coarse_stage, coarse, images, None)[1]
+        mask = (_resized(_seen_mask(coarse_stage, coarse, images, None)[1], size) > 0.5).to(images.dtype)
         if landmarks is not None:
             landmarks = landmarks.detach()[..., :2].to(images.dtype)
             box = (landmarks.amax(1) - landmarks.amin(1)).mean(-1)  # the face box's mean side, NDC
             landmark_scale = (LANDMARK_SCALE * box)[:, None]
     albedo, basis = coarse.uv_albedo.detach(), coarse_stage.albedo.basis
+    fit_albedo, fit_basis = _resized(albedo, size), _resized(basis, size)
     start_albedo = codes.albedo.detach()
     albedo_code = start_albedo.clone().requires_grad_(True)
     bounded = model.expression_is_au_rig
@@ -544,17 +555,19 @@ def fit_coarse(
         ]
     )
 
-    def albedo_of(code: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-        """The start's albedo map moved along the albedo model's basis by the code's change, times the
-        gain (whatever map the start holds: the model's, or one given to the coarse stage)."""
+    def albedo_of(
+        code: torch.Tensor, gain: torch.Tensor, albedo: torch.Tensor, basis: torch.Tensor
+    ) -> torch.Tensor:
+        """The start's ``albedo`` map moved along the albedo model's ``basis`` by the code's change, times
+        the gain (whatever map the start holds: the model's, or one given to the coarse stage)."""
         change = torch.einsum("bk,kchw->bchw", code - start_albedo, basis)
-        return ((albedo + change) * smooth_gain(gain, uv_space.size)).clamp(0.0, 1.0)
+        return ((albedo + change) * smooth_gain(gain, albedo.shape[-1])).clamp(0.0, 1.0)
 
     for _ in range(settings.coarse_steps):
         geometry = model(shape, expression, pose)
         moved = uv_space.surface(geometry.vertices)
         sampled = image_to_uv(images, moved.positions, camera)
-        rendered = albedo_of(albedo_code, gain) * sh_shading(moved.normals, sh)
+        rendered = albedo_of(albedo_code, gain, fit_albedo, fit_basis) * sh_shading(moved.normals, sh)
         data = _uv_misfit(rendered, sampled, mask, 0.0, None, settings)  # no high-pass
         prior = (
             ((shape - start_shape) ** 2).sum(1)
@@ -584,7 +597,7 @@ def fit_coarse(
             light=sh.detach(),
             albedo=albedo_code.detach(),
         )
-        return coarse_stage.decode(fitted, uv_albedo=albedo_of(albedo_code, gain))
+        return coarse_stage.decode(fitted, uv_albedo=albedo_of(albedo_code, gain, albedo, basis))
 
 
 def fit_intensities(
