@@ -43,6 +43,8 @@ def section(runs: list[tuple[dict, str]]) -> str:
         # runs made before the coarse fit (or with the true coarse fit, never refitted) have none
         coarse_steps = settings.get("coarse_steps", 0) if coarse != "ground truth" else 0
         steps = f"{coarse_steps} + {settings.get('au_steps', 0)} + {settings['steps']}"
+        if settings["steps"]:
+            steps += f" (pull {settings['magnitude']:g})"
         refitted = f"{r['coarse_flat_active']:.2f}°" if coarse_steps and "coarse_flat_active" in r else "—"
         lines.append(
             f"| {coarse} | {metrics['n_faces']} | {steps} | {n['active_flat']:.2f}° | {n['active']:.2f}° | "
@@ -53,7 +55,8 @@ def section(runs: list[tuple[dict, str]]) -> str:
         "",
         '(± is the standard error over faces of refined minus network; "flat on the refitted coarse": a '
         "flat detail on the surface the coarse fit (`refine.coarse_steps`) gives, before the AU and "
-        "displacement fits.)",
+        "displacement fits; the pull is `refine.magnitude`, the displacement fit's pull towards where it "
+        "started.)",
         "",
     ]
     lines += [f"    {command}" for _, command in runs]
