@@ -200,8 +200,8 @@ def _grow_texels(size: int) -> int:
 
 
 def _resized(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """``maps (B, C, S, S)`` resampled to ``size``² (antialiased bilinear: each texel the mean of the texels
-    it covers); ``maps`` itself at its own size."""
+    """``maps (B, C, S, S)`` resampled to ``size``² (bilinear, antialiased when shrinking: a texel averages
+    the texels it covers); ``maps`` itself at its own size."""
     if maps.shape[-1] == size:
         return maps
     return F.interpolate(maps, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -503,7 +503,9 @@ def fit_coarse(
     steps of Adam (``settings.coarse_lr``) on the shape, expression and albedo codes, the pose and camera,
     the SH light and a smooth albedo gain, so that ``albedo × SH(smooth normals)`` matches the photo sampled
     into UV through the moving geometry; ``progress(1)`` after each step. Gradients do not flow to the
-    inputs.
+    inputs. The comparison is made in a UV map of at most ``settings.coarse_uv`` texels (the mask, the
+    albedo and its basis resampled to it; a texel counts when most of what it covers does); the fitted
+    albedo map is returned at the UV space's size.
 
     Both halves of the photo speak: its shading tells the surface's orientation, and the outlines of the
     albedo's parts (brows, lips, eyes), sampled through the geometry, tell where the surface is. The texels
