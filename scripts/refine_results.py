@@ -42,7 +42,9 @@ def section(runs: list[tuple[dict, str]]) -> str:
         coarse, settings = metrics["config"]["coarse"], metrics["config"]["refine"]
         # runs made before the coarse fit (or with the true coarse fit, never refitted) have none
         coarse_steps = settings.get("coarse_steps", 0) if coarse != "ground truth" else 0
-        steps = f"{coarse_steps} + {settings.get('au_steps', 0)} + {settings['steps']}"
+        # runs made before refine.au_start started every AU fit from the AU net
+        au_start = "expression" if settings.get("au_start") == "expression" else "AU net"
+        steps = f"{coarse_steps} + {settings.get('au_steps', 0)} (from {au_start}) + {settings['steps']}"
         if settings["steps"]:
             steps += f" (pull {settings['magnitude']:g})"
         refitted = f"{r['coarse_flat_active']:.2f}°" if coarse_steps and "coarse_flat_active" in r else "—"
@@ -55,7 +57,8 @@ def section(runs: list[tuple[dict, str]]) -> str:
         "",
         '(± is the standard error over faces of refined minus network; "flat on the refitted coarse": a '
         "flat detail on the surface the coarse fit (`refine.coarse_steps`) gives, before the AU and "
-        "displacement fits; the pull is `refine.magnitude`, the displacement fit's pull towards where it "
+        "displacement fits; the AU fit starts from the AU net's intensities or the coarse fit's expression, "
+        "`refine.au_start`; the pull is `refine.magnitude`, the displacement fit's pull towards where it "
         "started.)",
         "",
     ]

@@ -493,11 +493,42 @@ def test_refinement_runs_when_asked_and_only_then(random_reconstructor, refining
         rtol=1e-5,
         atol=1e-6,
     )
-    kept = dataclasses.replace(refining_reconstructor.refine_settings, au_steps=0, coarse_steps=0)
+    kept = dataclasses.replace(
+        refining_reconstructor.refine_settings, au_steps=0, coarse_steps=0, au_start="au-net"
+    )
     unfitted = refining_reconstructor.refine(network, settings=kept)
     assert torch.equal(unfitted.condition.intensities, network.condition.intensities)
     assert torch.equal(unfitted.coarse.vertices, network.coarse.vertices)
     assert float(refined.detail.uv_displacement.abs().max()) <= refining_reconstructor.cfg.model.max_z
+
+
+def test_the_au_fit_starts_from_the_coarse_expression_where_it_is_the_au_rig(
+    refining_reconstructor, monkeypatch
+):
+    rec = refining_reconstructor
+    world = build.world_parameters(rec.cfg).world()
+    network = rec(collate([world.sample(i) for i in range(2)]).image, refine=False)
+    start_only = dataclasses.replace(
+        rec.refine_settings, au_steps=0, coarse_steps=0, steps=0, au_start="expression"
+    )
+    started = rec.refine(network, settings=start_only)
+    expected = network.coarse.codes.expression.clamp(0.0, 1.0)
+    torch.testing.assert_close(started.condition.intensities, expected)
+    assert not torch.allclose(expected, network.condition.intensities, atol=1e-3)
+    # the detail is the decoder's at those intensities (no displacement step moved it)
+    condition = network.condition.with_intensities(expected)
+    with torch.inference_mode():
+        redrawn = rec.detail.decode(network.coarse, network.detail.detail_code, condition, network.evidence)
+    torch.testing.assert_close(started.detail.uv_displacement, redrawn.uv_displacement, rtol=1e-4, atol=1e-6)
+    # from flat the fit starts from zero intensities, whatever au_start says: the network's are kept here
+    flat = rec.refine(network, settings=start_only, from_flat=True)
+    assert torch.equal(flat.condition.intensities, network.condition.intensities)
+    auto = dataclasses.replace(start_only, au_start="auto")
+    assert rec.resolved_au_start(auto) == "expression"
+    monkeypatch.setattr(rec.coarse.face_model, "expression_is_au_rig", False)  # as FLAME's PCA expression
+    assert rec.resolved_au_start(auto) == "au-net"
+    with pytest.raises(ValueError, match="au_start=expression needs a face model"):
+        rec.refine(network, settings=start_only)
 
 
 def test_an_edit_of_a_refined_face_keeps_its_own_lines(refining_reconstructor):

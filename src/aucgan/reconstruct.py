@@ -126,6 +126,12 @@ def _cloned(value: Any) -> Any:
     return _zip_tensors(lambda tensors: tensors[0].clone(), [value])
 
 
+def rig_intensities(expression: torch.Tensor) -> torch.Tensor:
+    """``(B, 27)`` the AU intensities an AU-rig expression code ``(B, 27)`` (the built-in face's:
+    :attr:`~aucgan.face_model.base.FaceModel.expression_is_au_rig`) stands for: the code in [0, 1]."""
+    return expression.detach().clamp(0.0, 1.0).clone()
+
+
 def _zip_tensors(combine: Callable[[list[torch.Tensor]], torch.Tensor], values: list) -> Any:
     """Rebuild nested dataclasses of tensors, each tensor made by ``combine`` of the matching tensors."""
     first = values[0]
@@ -422,8 +428,10 @@ class Reconstructor:
         start from them); then the displacement, the light (in the coarse codes) and a smooth gain on the
         albedo are fitted to ``photo (B, 3, P, P)`` (the same crops as the network's input, at any size: a
         larger crop shows finer lines; default the input itself) (``refine.steps``), starting from the AU
-        fit's prediction. With ``from_flat`` the AU fit starts from zero intensities (a flat prediction), or
-        without an AU fit the displacement from zero. ``progress(1)`` is called after each optimisation step.
+        fit's prediction. The AU fit starts from the AU net's intensities or, on the built-in face (whose
+        expression code is the AU rig), from the coarse fit's expression (``refine.au_start``). With
+        ``from_flat`` the AU fit starts from zero intensities (a flat prediction), or without an AU fit the
+        displacement from zero. ``progress(1)`` is called after each optimisation step.
         """
         settings = settings or self.refine_settings
         photo = self._refine_photo(reconstruction, photo)
@@ -435,7 +443,11 @@ class Reconstructor:
             start = (
                 torch.zeros_like(network.uv_displacement) if from_flat else network.uv_displacement.clone()
             )
-            if settings.au_steps > 0 and self.detail.decoder.conditioned:
+            conditioned = self.detail.decoder.conditioned
+            moved = conditioned and not from_flat and self.resolved_au_start(settings) == "expression"
+            if moved:
+                condition = condition.with_intensities(rig_intensities(coarse.codes.expression))
+            if settings.au_steps > 0 and conditioned:
                 if evidence is None:
                     evidence = read_photo(self.coarse, reconstruction.images.clone(), coarse)[0]
                 intensities = fit_intensities(
@@ -443,6 +455,8 @@ class Reconstructor:
                     _cloned(condition), settings, from_flat, progress,
                 )  # fmt: skip
                 condition = condition.with_intensities(intensities)
+                moved = True
+            if moved:
                 with torch.no_grad():
                     network = self.detail.decode(coarse, network.detail_code, condition, evidence)
                 start = network.uv_displacement.clone()
@@ -465,6 +479,22 @@ class Reconstructor:
             refinement=refinement,
             photo_detail=photo_detail,
         )
+
+    def resolved_au_start(self, settings: RefineConfig) -> str:
+        """Where the AU fit starts (``refine.au_start``, ``auto`` resolved): ``"expression"`` or ``"au-net"``.
+
+        Raises:
+            ValueError: ``expression`` with a face model whose expression code is not the AU rig.
+        """
+        rig = self.coarse.face_model.expression_is_au_rig
+        if settings.au_start == "auto":
+            return "expression" if rig else "au-net"
+        if settings.au_start == "expression" and not rig:
+            raise ValueError(
+                "refine.au_start=expression needs a face model whose expression code is the AU rig (the "
+                "built-in face); use refine.au_start=au-net or auto"
+            )
+        return settings.au_start
 
     def _refine_photo(self, reconstruction: Reconstruction, photo: torch.Tensor | None) -> torch.Tensor:
         """The photo a refinement compares with: ``photo (B, 3, P, P)`` on this device, or the input."""
@@ -1096,6 +1126,7 @@ __all__ = [
     "load_faces",
     "read_face",
     "reconstruct_inputs",
+    "rig_intensities",
     "skipped_faces_note",
     "write_face",
 ]

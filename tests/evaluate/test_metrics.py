@@ -325,3 +325,24 @@ def test_ground_truth_coarse_measures_the_detail_stage_alone(random_reconstructo
     # Through the true fit, a flat prediction's error is the detail's own: well under the coarse stage's.
     through_network, _, _ = detail_errors(random_reconstructor, [truth_batch])
     assert sections["normal_error_deg"]["flat"] < through_network["normal_error_deg"]["flat"]
+
+
+def test_with_the_true_coarse_fit_the_au_fit_never_starts_from_the_true_expression(
+    random_reconstructor, truth_batch, monkeypatch
+):
+    from aucgan.config import RefineConfig
+
+    seen = []
+    real_refine = random_reconstructor.refine
+
+    def refine(reconstruction, photo=None, settings=None, from_flat=False, progress=None):
+        seen.append(settings)
+        return real_refine(reconstruction, photo, settings, from_flat, progress)
+
+    monkeypatch.setattr(random_reconstructor, "refine", refine)
+    settings = RefineConfig(mode="always", steps=1, au_steps=1, coarse_steps=2, au_start="expression")
+    detail_errors(random_reconstructor, [truth_batch], ground_truth_coarse=True, refine=settings)
+    assert seen and all(s.au_start == "au-net" and s.coarse_steps == 0 for s in seen)
+    seen.clear()
+    detail_errors(random_reconstructor, [truth_batch], refine=settings)
+    assert seen and all(s.au_start == "expression" for s in seen)

@@ -137,3 +137,5 @@ def test_evaluate_with_refine_measures_it_beside_the_network(random_reconstructo
         assert result.metrics[key]["face"] == pytest.approx(alone.metrics[key]["face"], rel=1e-5)
         assert "refined" not in alone.metrics[key]
     assert result.metrics["config"]["refine"]["steps"] == 3
+    # the built-in face's expression is the AU rig: the AU fit started there, and the run says so
+    assert result.metrics["config"]["refine"]["au_start"] == "expression"

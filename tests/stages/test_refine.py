@@ -288,6 +288,9 @@ def test_refine_settings_load_and_reject_bad_values():
     with pytest.raises(ConfigError):
         load_config(Config, None, ["refine.compare=somewhere"])
     assert load_config(Config, None, ["refine.steps=0", "refine.au_steps=0"]).refine.steps == 0
-    for bad in ("refine.steps=-1", "refine.au_steps=-1", "refine.au_lr=0", "refine.coarse_steps=-1"):
+    assert load_config(Config, None, ["refine.au_start=au-net"]).refine.au_start == "au-net"
+    assert RefineConfig().au_start == "auto"
+    bad_values = ("refine.steps=-1", "refine.au_steps=-1", "refine.au_lr=0", "refine.coarse_steps=-1")
+    for bad in (*bad_values, "refine.au_start=landmarks"):
         with pytest.raises(ConfigError):
             load_config(Config, None, [bad])

@@ -148,13 +148,16 @@ def detail_errors(
     ``active``) of the photometric refinement (:meth:`~aucgan.reconstruct.Reconstructor.refine`) on top
     of the network's prediction and, as ``from_flat_face`` and ``from_flat_active``, started from flat;
     ``active_vs_network_se``, the standard error over faces of the refined-minus-network difference (with
-    ``ground_truth_coarse`` the true coarse fit is not refitted: ``refine.coarse_steps`` counts as 0); the
-    normal section's ``coarse_flat_face`` and ``coarse_flat_active`` are a flat prediction's errors on the
-    refitted coarse surface (``refine.coarse_steps``: what the coarse fit alone gives). The network's own
-    rows are always the network's alone.
+    ``ground_truth_coarse`` the true coarse fit is not refitted: ``refine.coarse_steps`` counts as 0, and
+    the AU fit starts from the AU net's intensities, ``refine.au_start=au-net``, not from the true
+    expression); the normal section's ``coarse_flat_face`` and ``coarse_flat_active`` are a flat
+    prediction's errors on the refitted coarse surface (``refine.coarse_steps``: what the coarse fit alone
+    gives). The network's own rows are always the network's alone.
     """
-    if ground_truth_coarse and refine is not None:  # the true fit is kept: the detail alone is measured
-        refine = dataclasses.replace(refine, coarse_steps=0)
+    if ground_truth_coarse and refine is not None:
+        # The true fit is kept: the detail alone is measured. On the built-in face the true expression is
+        # the true AU intensities, so the AU fit must not start from it.
+        refine = dataclasses.replace(refine, coarse_steps=0, au_start="au-net")
     uv_space = reconstructor.coarse.uv_space
     skin = uv_space.skin.cpu()
     size = uv_space.size

@@ -58,6 +58,13 @@ def test_batches(
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
 
 
+def _refine_settings(reconstructor: Reconstructor, refine: RefineConfig, ground_truth_coarse: bool) -> dict:
+    """The ``refine.*`` settings a run used, with where its AU fit started resolved (``au_start``: with the
+    true coarse fits always the AU net's, :func:`~aucgan.evaluate.metrics.detail_errors`)."""
+    start = "au-net" if ground_truth_coarse else reconstructor.resolved_au_start(refine)
+    return {**dataclasses.asdict(refine), "au_start": start}
+
+
 def _to_panel(image: torch.Tensor) -> torch.Tensor:
     return F.interpolate(image[None].float(), size=(VIS_SIZE,) * 2, mode="nearest")[0].clamp(0, 1)
 
@@ -167,7 +174,11 @@ def evaluate(
             "face_model": reconstructor.cfg.face_model.kind,
             "world_seed": reconstructor.cfg.seed,
             "coarse": "ground truth" if ground_truth_coarse else "the coarse stage",
-            **({} if refine is None else {"refine": dataclasses.asdict(refine)}),
+            **(
+                {}
+                if refine is None
+                else {"refine": _refine_settings(reconstructor, refine, ground_truth_coarse)}
+            ),
         },
         "weights": {"source": reconstructor.source},
         "n_faces": n_faces,

@@ -48,7 +48,7 @@ HIGH_PASS_SIGMA_AT_256 = 2.0
 of :func:`high_frequency_residual`: it keeps features narrower than about 4 texels at UV 256 (3.5 mm on the
 built-in face), wrinkles and pores, and drops what a smooth albedo or light can explain."""
 
-BEFORE_DISPLACEMENT = ("coarse_steps", "coarse_lr", "coarse_uv", "au_steps", "au_lr")
+BEFORE_DISPLACEMENT = ("coarse_steps", "coarse_lr", "coarse_uv", "au_steps", "au_lr", "au_start")
 """The ``refine.*`` settings of the coarse fit and the AU fit: the displacement fit (:func:`refine_faces`)
 does not read them."""
 
