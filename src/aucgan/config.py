@@ -330,8 +330,8 @@ class RefineConfig:
             amount (grey level: hair, glasses, cast shadows) are left out.
         au_steps: before the displacement is fitted, the AU intensities that condition the detail decoder
             are fitted to the photo for this many steps (:func:`aucgan.stages.refine.fit_intensities`;
-            0: keep the AU net's; decoders without AU conditioning skip it). The detail then stays among
-            the folds the decoder draws, which fine albedo texture cannot imitate.
+            0: keep where it starts, ``au_start``; decoders without AU conditioning skip it). The detail
+            then stays among the folds the decoder draws, which fine albedo texture cannot imitate.
         au_lr: Adam's step of that fit, in intensity units (intensities are kept in [0, 1]).
         au_start: where that fit starts: ``"au-net"``, the AU net's intensities; ``"expression"``, the
             coarse fit's expression code, which on the built-in face *is* the 27 AU intensities (the rig
