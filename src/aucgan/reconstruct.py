@@ -129,7 +129,7 @@ def _cloned(value: Any) -> Any:
 def rig_intensities(expression: torch.Tensor) -> torch.Tensor:
     """``(B, 27)`` the AU intensities an AU-rig expression code ``(B, 27)`` (the built-in face's:
     :attr:`~aucgan.face_model.base.FaceModel.expression_is_au_rig`) stands for: the code in [0, 1]."""
-    return expression.detach().clamp(0.0, 1.0).clone()
+    return expression.detach().clamp(0.0, 1.0)
 
 
 def _zip_tensors(combine: Callable[[list[torch.Tensor]], torch.Tensor], values: list) -> Any:

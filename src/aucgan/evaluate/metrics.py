@@ -124,6 +124,15 @@ def true_coarse(reconstructor: Reconstructor, batch: SyntheticSample) -> CoarseO
         return reconstructor.coarse.decode(codes, uv_albedo=batch.uv_albedo.to(reconstructor.device))
 
 
+def refine_settings_used(refine: RefineConfig, ground_truth_coarse: bool) -> RefineConfig:
+    """The ``refine`` settings :func:`detail_errors` refines with: with ``ground_truth_coarse`` the true fit
+    is kept (``coarse_steps=0``: the detail alone is measured) and, since on the built-in face the true
+    expression is the true AU intensities, the AU fit starts from the AU net's (``au_start="au-net"``)."""
+    if not ground_truth_coarse:
+        return refine
+    return dataclasses.replace(refine, coarse_steps=0, au_start="au-net")
+
+
 def detail_errors(
     reconstructor: Reconstructor,
     batches: Iterable[SyntheticSample],
@@ -154,10 +163,8 @@ def detail_errors(
     prediction's errors on the refitted coarse surface (``refine.coarse_steps``: what the coarse fit alone
     gives). The network's own rows are always the network's alone.
     """
-    if ground_truth_coarse and refine is not None:
-        # The true fit is kept: the detail alone is measured. On the built-in face the true expression is
-        # the true AU intensities, so the AU fit must not start from it.
-        refine = dataclasses.replace(refine, coarse_steps=0, au_start="au-net")
+    if refine is not None:
+        refine = refine_settings_used(refine, ground_truth_coarse)
     uv_space = reconstructor.coarse.uv_space
     skin = uv_space.skin.cpu()
     size = uv_space.size

@@ -21,7 +21,7 @@ from aucgan.build import world_parameters
 from aucgan.config import RefineConfig
 from aucgan.data.shards import SyntheticFaces
 from aucgan.data.synthetic import SyntheticSample, collate
-from aucgan.evaluate.metrics import detail_errors, edit_metrics
+from aucgan.evaluate.metrics import detail_errors, edit_metrics, refine_settings_used
 from aucgan.evaluate.report import GalleryItem, write_report
 from aucgan.export import write_image
 from aucgan.face_model.regions import AU_WRINKLE_REGIONS
@@ -59,9 +59,9 @@ def test_batches(
 
 
 def _refine_settings(reconstructor: Reconstructor, refine: RefineConfig, ground_truth_coarse: bool) -> dict:
-    """The ``refine.*`` settings a run used, with where its AU fit started resolved (``au_start``: with the
-    true coarse fits always the AU net's, :func:`~aucgan.evaluate.metrics.detail_errors`)."""
-    start = "au-net" if ground_truth_coarse else reconstructor.resolved_au_start(refine)
+    """The ``refine.*`` settings a run was given, with where its AU fit started resolved (``au_start``, as
+    :func:`~aucgan.evaluate.metrics.refine_settings_used` and the reconstructor resolve it)."""
+    start = reconstructor.resolved_au_start(refine_settings_used(refine, ground_truth_coarse))
     return {**dataclasses.asdict(refine), "au_start": start}
 
 
