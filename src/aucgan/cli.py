@@ -694,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TrainingStopped as error:
         print(f"aucgan {args.command}: {error}", file=sys.stderr)
-        return 1
+        return error.exit_status
 
 
 if __name__ == "__main__":

@@ -394,3 +394,71 @@ def test_lightning_s_false_resume_warning_is_silenced_and_others_are_not() -> No
         for message in (resume, other):
             warnings.warn(message, PossibleUserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == [other]
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    import signal
+
+    from aucgan.train import au as au_training
+
+    real = au_training.weighted_bce
+    calls = {"n": 0}
+
+    def ctrl_c_during_step_three(probabilities, labels, positive_weight):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(probabilities, labels, positive_weight)
+
+    common = [*QUIET, "trainer.steps=8", "trainer.checkpoint_every=100", "trainer.val_every=100"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", "au", str(TINY), *common, f"trainer.out_dir={straight}"]) == 0
+    monkeypatch.setattr(au_training, "weighted_bce", ctrl_c_during_step_three)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["train", "au", str(TINY), *common, f"trainer.out_dir={stopped}"])
+    assert status == 128 + signal.SIGINT
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("aucgan train:")]
+    assert lines == [
+        f"aucgan train: stopped by SIGINT after step 3 of 8; {stopped / 'checkpoints' / LAST} holds that "
+        "step: continue with the same command and resume=true"
+    ]
+    assert "Traceback" not in err.getvalue()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert torch.load(stopped / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == 3
+    monkeypatch.setattr(au_training, "weighted_bce", real)
+    assert main(["train", "au", str(TINY), *common, f"trainer.out_dir={stopped}", "resume=true"]) == 0
+    expected, resumed = (
+        series(read_metrics(straight), "train/au_bce"),
+        series(read_metrics(stopped, 1), "train/au_bce"),
+    )
+    assert sorted(resumed) == [step for step in sorted(expected) if step >= 3]
+    for step, value in resumed.items():
+        assert value == pytest.approx(expected[step], abs=1e-5, rel=1e-5), step
+
+
+def test_sigterm_with_a_data_worker_stops_with_one_line_and_a_checkpoint(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "aucgan", "train", "au", str(TINY), *QUIET, "trainer.steps=400",
+        "trainer.checkpoint_every=2", "trainer.val_every=1000", "data.workers=1", f"trainer.out_dir={out}",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "step-0000002.ckpt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("aucgan train:")]
+    assert len(lines) == 1 and lines[0].startswith("aucgan train: stopped by SIGTERM after step "), stderr[
+        -3000:
+    ]
+    steps = int(lines[0].split("after step ")[1].split()[0])
+    assert 2 <= steps < 400
+    assert torch.load(out / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == steps

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from aucgan.atomic import atomic_torch_save
+from aucgan.train import TrainingInterrupted
 
 LAST = "last.ckpt"
 
@@ -94,11 +100,80 @@ class PeriodicCheckpoint(L.Callback):
             self._save(trainer, pl_module.steps_done, periodic=False)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""The signals :class:`StopOnSignal` turns into a clean stop: Ctrl-C, and what schedulers, ``timeout`` and
+``kill`` send."""
+
+
+class StopOnSignal(L.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM ends a run cleanly instead of losing the steps since the last checkpoint.
+
+    While :meth:`listening`, the first signal is only noted (one line on stderr says so); at the end of the
+    step under way (after a validation, if one is running) ``last.ckpt`` is saved at that step, exactly as
+    a periodic checkpoint would be (``resume=true`` continues it exactly), and :class:`TrainingInterrupted`
+    ends the run with one line. A second signal stops at once, as without this callback: the last checkpoint
+    saved stays. Under DDP a signal on any rank stops every rank at the same step.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], total_steps: int) -> None:
+        self.directory = Path(directory)
+        self.total_steps = total_steps
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """Handle :data:`STOP_SIGNALS` inside the block (only the main thread can; elsewhere the block runs
+        without), restoring the previous handlers after it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._handle)
+        try:
+            yield
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.received is not None:
+            self._restore()
+            raise KeyboardInterrupt
+        self.received = number
+        print(
+            f"{signal.Signals(number).name}: stopping after the step under way, with a checkpoint at it "
+            "(again to stop at once, without one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        steps = pl_module.steps_done
+        last = self.directory / LAST
+        trainer.save_checkpoint(last)
+        name = signal.Signals(self.received).name if self.received is not None else "a signal to another rank"
+        raise TrainingInterrupted(
+            f"stopped by {name} after step {steps} of {self.total_steps}; {last} holds that step: continue "
+            "with the same command and resume=true",
+            self.received or signal.SIGTERM,
+        )
+
+
 __all__ = [
     "LAST",
+    "STOP_SIGNALS",
     "AtomicCheckpointIO",
     "CheckpointIO",
     "PeriodicCheckpoint",
+    "StopOnSignal",
     "atomic_torch_save",
     "rng_state",
     "set_rng_state",

@@ -23,7 +23,7 @@ from aucgan.data.real import RealSettings, build_real_cache
 from aucgan.loaders.common import read_checkpoint
 from aucgan.train.au import AUTraining
 from aucgan.train.callbacks import ImageGrid
-from aucgan.train.checkpointing import LAST, AtomicCheckpointIO, PeriodicCheckpoint
+from aucgan.train.checkpointing import LAST, AtomicCheckpointIO, PeriodicCheckpoint, StopOnSignal
 from aucgan.train.coarse import CoarseTraining
 from aucgan.train.data import DataSettings, FaceDataModule
 from aucgan.train.detail import DetailTraining
@@ -148,6 +148,9 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
     Raises:
         ConfigError: one line, for a run folder that already holds a run (without ``resume=true``), a
             resume with nothing to resume (see :func:`check_resumable`), or a missing asset.
+        TrainingInterrupted: Ctrl-C or SIGTERM stopped the run after a step, ``last.ckpt`` saved at it
+            (:class:`~aucgan.train.checkpointing.StopOnSignal`).
+        TrainingStopped: too many non-finite steps in a row.
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
@@ -192,9 +195,11 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
             shard_cache=cfg.data.shard_cache,
         )
     )
+    stop = StopOnSignal(out / "checkpoints", trainer_cfg.steps)
     callbacks: list[L.Callback] = [
         PeriodicCheckpoint(out / "checkpoints", trainer_cfg.checkpoint_every),
         ImageGrid(out / "images", trainer_cfg.image_every),
+        stop,
     ]
     if trainer_cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(trainer_cfg.log_every, 10))))
@@ -221,7 +226,8 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
     )
     if trainer.is_global_zero:
         save_config(cfg, out)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume else None)
+    with stop.listening():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume else None)
     if trainer_cfg.steps % trainer_cfg.val_every:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {
