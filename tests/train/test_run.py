@@ -462,3 +462,34 @@ def test_sigterm_with_a_data_worker_stops_with_one_line_and_a_checkpoint(tmp_pat
     steps = int(lines[0].split("after step ")[1].split()[0])
     assert 2 <= steps < 400
     assert torch.load(out / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == steps
+
+
+def test_a_signal_during_the_last_step_keeps_the_trained_run_and_says_it_is_finished(tmp_path, monkeypatch):
+    import signal
+
+    from aucgan.train import au as au_training
+
+    real = au_training.weighted_bce
+    calls = {"n": 0}
+
+    def sigterm_during_the_last_step(probabilities, labels, positive_weight):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(probabilities, labels, positive_weight)
+
+    monkeypatch.setattr(au_training, "weighted_bce", sigterm_during_the_last_step)
+    out = tmp_path / "run"
+    common = [*QUIET, "trainer.steps=4", "trainer.checkpoint_every=100", "trainer.val_every=100"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["train", "au", str(TINY), *common, f"trainer.out_dir={out}"])
+    assert status == 128 + signal.SIGTERM
+    assert "Traceback" not in err.getvalue()
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("aucgan train:")]
+    assert lines == [
+        f"aucgan train: stopped by SIGTERM after the last step (4); {out / 'checkpoints' / LAST} holds the "
+        "trained run (its closing validation did not run)"
+    ]
+    assert torch.load(out / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == 4
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

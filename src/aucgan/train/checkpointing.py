@@ -160,11 +160,17 @@ class StopOnSignal(L.Callback):
         last = self.directory / LAST
         trainer.save_checkpoint(last)
         name = signal.Signals(self.received).name if self.received is not None else "a signal to another rank"
-        raise TrainingInterrupted(
-            f"stopped by {name} after step {steps} of {self.total_steps}; {last} holds that step: continue "
-            "with the same command and resume=true",
-            self.received or signal.SIGTERM,
-        )
+        if steps >= self.total_steps:
+            message = (
+                f"stopped by {name} after the last step ({steps}); {last} holds the trained run (its closing "
+                "validation did not run)"
+            )
+        else:
+            message = (
+                f"stopped by {name} after step {steps} of {self.total_steps}; {last} holds that step: "
+                "continue with the same command and resume=true"
+            )
+        raise TrainingInterrupted(message, self.received or signal.SIGTERM)
 
 
 __all__ = [
