@@ -235,6 +235,36 @@ def test_synth_writes_manifest_shards_and_config(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_synth_stopped_by_sigterm_says_so_in_one_line_and_the_same_command_continues(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "stopped"
+    command = ["synth", "--n", "300", "--out", str(out), *SYNTH_FAST, "synth.shard_size=8"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aucgan", *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "train-00001.npz").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("aucgan synth:")]
+    assert len(lines) == 1 and lines[0].startswith("aucgan synth: interrupted with "), stderr[-3000:]
+    assert lines[0].endswith(f"of 300 samples generated; the shards written in {out} are kept, and the same "
+                             "command continues from them")  # fmt: skip
+    assert not (out / "manifest.json").exists()
+    kept = {path.name: path.stat().st_mtime_ns for path in out.glob("train-*.npz")}
+    assert len(kept) >= 2
+    assert main(command) == 0
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sum(entry["count"] for entry in manifest["splits"].values()) == 300
+
+
 def test_synth_seed_option_sets_the_world_seed(tmp_path):
     out = tmp_path / "seeded"
     assert main(["synth", "--n", "10", "--seed", "9", "--out", str(out), *SYNTH_FAST]) == 0

@@ -7,11 +7,13 @@ exit status 2; it never prints a traceback for those.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from aucgan import __version__
@@ -21,6 +23,24 @@ log = logging.getLogger("aucgan")
 
 class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line, exit status 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a command; printed as one line (what was kept), exit status 130."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """Inside the block SIGTERM (a scheduler, ``timeout``, ``kill``) interrupts as Ctrl-C does."""
+
+    def interrupt(number: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _parse_assignments(items: Sequence[str], what: str) -> dict[str, float]:
@@ -123,15 +143,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     save_config(cfg, out)
     if args.n:
-        with tqdm(total=args.n, desc="synth", unit="sample") as bar:
-            manifest = write_dataset(
-                out,
-                parameters,
-                split_counts(args.n),
-                cfg.synth.shard_size,
-                cfg.synth.workers,
-                progress=bar.update,
-            )
+        with tqdm(total=args.n, desc="synth", unit="sample") as bar, _sigterm_as_ctrl_c():
+            try:
+                manifest = write_dataset(
+                    out,
+                    parameters,
+                    split_counts(args.n),
+                    cfg.synth.shard_size,
+                    cfg.synth.workers,
+                    progress=bar.update,
+                )
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"interrupted with {bar.n} of {args.n} samples generated; the shards written in {out} "
+                    "are kept, and the same command continues from them"
+                ) from None
         log.info("wrote %d samples to %s (manifest %s)", args.n, out, manifest.name)
     if args.preview:
         dataset = SyntheticFaces(parameters, "train", 24)
@@ -695,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingStopped as error:
         print(f"aucgan {args.command}: {error}", file=sys.stderr)
         return error.exit_status
+    except Interrupted as error:
+        print(f"aucgan {args.command}: {error}", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -258,3 +258,58 @@ def test_data_loader_with_two_workers_matches_in_process_generation():
     for batch, reference in zip(batches, expected, strict=True):
         assert isinstance(batch, SyntheticSample)
         assert_samples_identical(batch, reference)
+
+
+class _StopAfter:
+    """A progress callback that interrupts a write (as Ctrl-C would) once ``samples`` are reported."""
+
+    def __init__(self, samples: int) -> None:
+        self.samples, self.seen = samples, 0
+
+    def __call__(self, count: int) -> None:
+        self.seen += count
+        if self.seen >= self.samples:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_write_continues_where_it_stopped_and_equals_an_uninterrupted_one(written, tmp_path):
+    root = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(root, PARAMETERS, COUNTS, shard_size=SHARD_SIZE, workers=0, progress=_StopAfter(8))
+    assert not (root / "manifest.json").exists() and (root / "in_progress.json").is_file()
+    kept = {path.name: path.stat().st_mtime_ns for path in root.glob("train-*.npz")}
+    assert sorted(kept) == ["train-00000.npz", "train-00001.npz"]
+    generated = []
+    original = SyntheticFaces.__getitem__
+
+    def counted(self, item):
+        generated.append((self.split, item))
+        return original(self, item)
+
+    reported = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SyntheticFaces, "__getitem__", counted)
+        write_dataset(root, PARAMETERS, COUNTS, shard_size=SHARD_SIZE, workers=0, progress=reported.append)
+    assert sorted(item for split, item in generated if split == "train") == [8, 9]
+    assert sum(reported) == sum(COUNTS.values())
+    assert {name: (root / name).stat().st_mtime_ns for name in kept} == kept, "kept shards were rewritten"
+    assert not (root / "in_progress.json").exists()
+    assert json.loads((root / "manifest.json").read_text()) == json.loads(
+        (written / "manifest.json").read_text()
+    )
+    for split, count in COUNTS.items():
+        resumed, straight = ShardedFaces(root, split), ShardedFaces(written, split)
+        for item in range(count):
+            assert_samples_identical(resumed[item], straight[item])
+
+
+def test_an_interrupted_write_of_another_world_is_not_continued(tmp_path):
+    root = tmp_path / "changed"
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(root, PARAMETERS, COUNTS, shard_size=SHARD_SIZE, workers=0, progress=_StopAfter(8))
+    other = WorldParameters(seed=6, image_size=48, uv_size=48, images_per_identity=3)
+    write_dataset(root, other, COUNTS, shard_size=SHARD_SIZE, workers=0)
+    fresh = tmp_path / "fresh"
+    write_dataset(fresh, other, COUNTS, shard_size=SHARD_SIZE, workers=0)
+    for item in range(COUNTS["train"]):
+        assert_samples_identical(ShardedFaces(root, "train")[item], ShardedFaces(fresh, "train")[item])

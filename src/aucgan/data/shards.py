@@ -7,11 +7,13 @@ Layout written by :func:`write_dataset` (``aucgan synth``)::
 
     DIR/manifest.json           format, version, world parameters, per split: count and shard list
     DIR/train-00000.npz ...     numpy archives (no pickles) of up to ``shard_size`` samples
+    DIR/in_progress.json        while writing only: what is being written (an interrupted write continues)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 import zlib
@@ -22,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from aucgan.atomic import atomic_path, atomic_write_bytes
 from aucgan.data.synthetic import SPLITS, SyntheticSample, SyntheticWorld, collate, identity_in_split
+
+log = logging.getLogger(__name__)
 
 FORMAT = "aucgan-synthetic"
 VERSION = 1
@@ -134,6 +138,10 @@ def _from_storage(arrays: dict[str, np.ndarray], row: int) -> SyntheticSample:
     return SyntheticSample(**values)
 
 
+IN_PROGRESS = "in_progress.json"
+"""What :func:`write_dataset` is writing, kept in the folder until its manifest is written."""
+
+
 def write_dataset(
     out: str | os.PathLike[str],
     parameters: WorldParameters,
@@ -145,37 +153,101 @@ def write_dataset(
     """Generate and write ``counts[split]`` samples of each split; returns the manifest path.
 
     Shards are written atomically and the manifest last, so a folder with a manifest is complete.
-    ``progress(k)`` is called after every ``k`` samples written.
+    ``progress(k)`` is called after every ``k`` samples written (and once with the samples an earlier,
+    interrupted call left).
+
+    An interrupted write continues: while writing, ``in_progress.json`` records the world, the counts and
+    the shard size, and a later call with the same three keeps the shards already written (each is complete:
+    they are written atomically, and a sample is a function of the world and its index) and generates only
+    the rest. With anything else, every shard is written afresh.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # A manifest left by an earlier run would vouch for shards while they are being replaced.
     (out / "manifest.json").unlink(missing_ok=True)
+    plan = {
+        "format": FORMAT,
+        "version": VERSION,
+        "world": asdict(parameters),
+        "counts": dict(counts),
+        "shard_size": shard_size,
+    }
+    plan_path = out / IN_PROGRESS
+    try:
+        resuming = json.loads(plan_path.read_text()) == json.loads(json.dumps(plan))
+    except (OSError, ValueError):
+        resuming = False
+    if not resuming:
+        atomic_write_bytes(plan_path, (json.dumps(plan, indent=2) + "\n").encode())
     manifest: dict = {"format": FORMAT, "version": VERSION, "world": asdict(parameters), "splits": {}}
     for split, count in counts.items():
-        # Small batches cross from the workers; shards are cut here from arrays in their storage types.
-        loader = DataLoader(
-            SyntheticFaces(parameters, split, count), batch_size=8, num_workers=workers, collate_fn=collate
-        )
-        shards: list[dict] = []
-        pending: dict[str, np.ndarray] = {}
-        for number, batch in enumerate(loader):
-            part = _to_storage(batch)
-            pending = part if number == 0 else {k: np.concatenate([pending[k], part[k]]) for k in _STORAGE}
-            final = number == len(loader) - 1
-            while len(pending["index"]) >= shard_size or (final and len(pending["index"])):
-                arrays = {k: v[:shard_size] for k, v in pending.items()}
-                pending = {k: v[shard_size:] for k, v in pending.items()}
-                name = f"{split}-{len(shards):05d}.npz"
-                with atomic_path(out / name) as temporary:
-                    np.savez_compressed(temporary, **arrays)
-                shards.append({"file": name, "count": len(arrays["index"])})
+        shards = _written_shards(out, split, count, shard_size) if resuming else []
+        done = sum(shard["count"] for shard in shards)
+        if done:
+            log.info("%s: %d of %d %s samples kept from an interrupted write", out, done, count, split)
             if progress is not None:
-                progress(int(batch.index.shape[0]))
+                progress(done)
+        if done < count:
+            shards += _write_split(
+                out, parameters, split, count, done, shard_size, workers, progress, len(shards)
+            )
         manifest["splits"][split] = {"count": count, "shards": shards}
     path = out / "manifest.json"
     atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
+    plan_path.unlink(missing_ok=True)
     return path
+
+
+def _shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:05d}.npz"
+
+
+def _written_shards(out: Path, split: str, count: int, shard_size: int) -> list[dict]:
+    """The shards of ``split`` an interrupted :func:`write_dataset` completed, in order (each holds
+    ``shard_size`` samples but the split's last)."""
+    shards: list[dict] = []
+    while len(shards) * shard_size < count and (out / _shard_name(split, len(shards))).is_file():
+        shards.append(
+            {
+                "file": _shard_name(split, len(shards)),
+                "count": min(shard_size, count - len(shards) * shard_size),
+            }
+        )
+    return shards
+
+
+def _write_split(
+    out: Path,
+    parameters: WorldParameters,
+    split: str,
+    count: int,
+    start: int,
+    shard_size: int,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    first_shard: int,
+) -> list[dict]:
+    """Generate samples ``start`` to ``count`` of ``split`` and write them as shards numbered from
+    ``first_shard``; returns their manifest entries."""
+    # Small batches cross from the workers; shards are cut here from arrays in their storage types.
+    dataset = Subset(SyntheticFaces(parameters, split, count), range(start, count))
+    loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=collate)
+    shards: list[dict] = []
+    pending: dict[str, np.ndarray] = {}
+    for number, batch in enumerate(loader):
+        part = _to_storage(batch)
+        pending = part if number == 0 else {k: np.concatenate([pending[k], part[k]]) for k in _STORAGE}
+        final = number == len(loader) - 1
+        while len(pending["index"]) >= shard_size or (final and len(pending["index"])):
+            arrays = {k: v[:shard_size] for k, v in pending.items()}
+            pending = {k: v[shard_size:] for k, v in pending.items()}
+            name = _shard_name(split, first_shard + len(shards))
+            with atomic_path(out / name) as temporary:
+                np.savez_compressed(temporary, **arrays)
+            shards.append({"file": name, "count": len(arrays["index"])})
+        if progress is not None:
+            progress(int(batch.index.shape[0]))
+    return shards
 
 
 class ShardedFaces(Dataset):
