@@ -277,6 +277,7 @@ def test_an_interrupted_write_continues_where_it_stopped_and_equals_an_uninterru
     with pytest.raises(KeyboardInterrupt):
         write_dataset(root, PARAMETERS, COUNTS, shard_size=SHARD_SIZE, workers=0, progress=_StopAfter(8))
     assert not (root / "manifest.json").exists() and (root / "in_progress.json").is_file()
+    assert "was interrupted; run the same command again to finish it" in one_line_error(root)
     kept = {path.name: path.stat().st_mtime_ns for path in root.glob("train-*.npz")}
     assert sorted(kept) == ["train-00000.npz", "train-00001.npz"]
     generated = []

@@ -269,6 +269,11 @@ class ShardedFaces(Dataset):
         try:
             manifest = json.loads(manifest_path.read_text())
         except FileNotFoundError:
+            if (self.root / IN_PROGRESS).is_file():
+                raise DatasetError(
+                    f"{manifest_path}: no manifest: the `aucgan synth` writing {root} was interrupted; run "
+                    "the same command again to finish it"
+                ) from None
             raise DatasetError(
                 f"{manifest_path}: no manifest; write the dataset with `aucgan synth --out {root}`"
             ) from None
