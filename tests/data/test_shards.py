@@ -304,13 +304,20 @@ def test_an_interrupted_write_continues_where_it_stopped_and_equals_an_uninterru
             assert_samples_identical(resumed[item], straight[item])
 
 
-def test_an_interrupted_write_of_another_world_is_not_continued(tmp_path):
-    root = tmp_path / "changed"
-    with pytest.raises(KeyboardInterrupt):
-        write_dataset(root, PARAMETERS, COUNTS, shard_size=SHARD_SIZE, workers=0, progress=_StopAfter(8))
+def test_shards_of_another_dataset_are_never_taken_for_an_interrupted_write(written, tmp_path):
+    root = Path(shutil.copytree(written, tmp_path / "reused"))  # a finished dataset of PARAMETERS
     other = WorldParameters(seed=6, image_size=48, uv_size=48, images_per_identity=3)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(root, other, COUNTS, shard_size=SHARD_SIZE, workers=0, progress=_StopAfter(8))
     write_dataset(root, other, COUNTS, shard_size=SHARD_SIZE, workers=0)
     fresh = tmp_path / "fresh"
     write_dataset(fresh, other, COUNTS, shard_size=SHARD_SIZE, workers=0)
-    for item in range(COUNTS["train"]):
-        assert_samples_identical(ShardedFaces(root, "train")[item], ShardedFaces(fresh, "train")[item])
+    for split, count in COUNTS.items():
+        for item in range(count):
+            assert_samples_identical(ShardedFaces(root, split)[item], ShardedFaces(fresh, split)[item])
+    with pytest.raises(KeyboardInterrupt):  # and an interrupted write of yet another world
+        write_dataset(root, PARAMETERS, COUNTS, shard_size=SHARD_SIZE, workers=0, progress=_StopAfter(8))
+    write_dataset(root, PARAMETERS, COUNTS, shard_size=SHARD_SIZE, workers=0)
+    for split, count in COUNTS.items():
+        for item in range(count):
+            assert_samples_identical(ShardedFaces(root, split)[item], ShardedFaces(written, split)[item])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -138,6 +139,15 @@ def _from_storage(arrays: dict[str, np.ndarray], row: int) -> SyntheticSample:
     return SyntheticSample(**values)
 
 
+def worker_ignores_stop_signals(worker_id: int = 0) -> None:
+    """A ``DataLoader`` ``worker_init_fn``: the worker ignores Ctrl-C and SIGTERM, which a terminal,
+    ``timeout`` or a job scheduler send to the whole process group. The main process handles them and stops
+    cleanly; a worker killed by them would instead abort the main process mid-step. Workers still end with
+    their main process (the loader shuts them down, and they exit when it is gone)."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+
+
 IN_PROGRESS = "in_progress.json"
 """What :func:`write_dataset` is writing, kept in the folder until its manifest is written."""
 
@@ -159,7 +169,7 @@ def write_dataset(
     An interrupted write continues: while writing, ``in_progress.json`` records the world, the counts and
     the shard size, and a later call with the same three keeps the shards already written (each is complete:
     they are written atomically, and a sample is a function of the world and its index) and generates only
-    the rest. With anything else, every shard is written afresh.
+    the rest. With anything else, the folder's shards are removed first and every shard is written afresh.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +188,11 @@ def write_dataset(
     except (OSError, ValueError):
         resuming = False
     if not resuming:
+        # Shards of another dataset (a finished one, or another interrupted write) must not be taken for
+        # this one's if this write is interrupted in turn.
+        for split in SPLITS:
+            for stale in out.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].npz"):
+                stale.unlink()
         atomic_write_bytes(plan_path, (json.dumps(plan, indent=2) + "\n").encode())
     manifest: dict = {"format": FORMAT, "version": VERSION, "world": asdict(parameters), "splits": {}}
     for split, count in counts.items():
@@ -231,7 +246,13 @@ def _write_split(
     ``first_shard``; returns their manifest entries."""
     # Small batches cross from the workers; shards are cut here from arrays in their storage types.
     dataset = Subset(SyntheticFaces(parameters, split, count), range(start, count))
-    loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=collate)
+    loader = DataLoader(
+        dataset,
+        batch_size=8,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=worker_ignores_stop_signals if workers else None,
+    )
     shards: list[dict] = []
     pending: dict[str, np.ndarray] = {}
     for number, batch in enumerate(loader):
