@@ -158,18 +158,16 @@ def test_periodic_checkpoint_schedule(tmp_path, steps, every):
     assert trainer.saved == expected
 
 
-def test_stop_on_signal_notes_the_first_signal_and_restores_the_handlers_on_the_second() -> None:
+def test_stop_on_signal_notes_the_first_signal_interrupts_on_the_second_and_restores_the_handlers() -> None:
     import signal
 
     from aucgan.train.checkpointing import STOP_SIGNALS, StopOnSignal
 
     before = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     stop = StopOnSignal("unused", total_steps=10)
-    with stop.listening():
+    with pytest.raises(KeyboardInterrupt), stop.listening():
         assert all(signal.getsignal(number) == stop._handle for number in STOP_SIGNALS)
         stop._handle(signal.SIGTERM, None)
         assert stop.received == signal.SIGTERM
-        with pytest.raises(KeyboardInterrupt):
-            stop._handle(signal.SIGINT, None)
-        assert {number: signal.getsignal(number) for number in STOP_SIGNALS} == before
+        stop._handle(signal.SIGINT, None)
     assert {number: signal.getsignal(number) for number in STOP_SIGNALS} == before

@@ -432,7 +432,9 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_
         series(read_metrics(straight), "train/au_bce"),
         series(read_metrics(stopped, 1), "train/au_bce"),
     )
+    before = series(read_metrics(stopped, 0), "train/au_bce")
     assert sorted(resumed) == [step for step in sorted(expected) if step >= 3]
+    assert sorted(set(before) | set(resumed)) == sorted(expected), "a step's metrics were lost at the stop"
     for step, value in resumed.items():
         assert value == pytest.approx(expected[step], abs=1e-5, rel=1e-5), step
 
@@ -446,12 +448,14 @@ def test_sigterm_with_a_data_worker_stops_with_one_line_and_a_checkpoint(tmp_pat
         sys.executable, "-m", "aucgan", "train", "au", str(TINY), *QUIET, "trainer.steps=400",
         "trainer.checkpoint_every=2", "trainer.val_every=1000", "data.workers=1", f"trainer.out_dir={out}",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while not (out / "checkpoints" / "step-0000002.ckpt").is_file():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)  # as `timeout` or a job scheduler: the data worker gets it too
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "Traceback" not in stderr

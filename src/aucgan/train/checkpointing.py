@@ -108,52 +108,66 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class StopOnSignal(L.Callback):
     """Ctrl-C (SIGINT) or SIGTERM ends a run cleanly instead of losing the steps since the last checkpoint.
 
-    While :meth:`listening`, the first signal is only noted (one line on stderr says so); at the end of the
-    step under way (after a validation, if one is running) ``last.ckpt`` is saved at that step, exactly as
-    a periodic checkpoint would be (``resume=true`` continues it exactly), and :class:`TrainingInterrupted`
-    ends the run with one line. A second signal stops at once, as without this callback: the last checkpoint
-    saved stays. Under DDP a signal on any rank stops every rank at the same step.
+    While :meth:`listening` (and, for SIGTERM, in place of Lightning's own handler from the start of
+    training), the first signal is only noted, with one line on stderr. At the end of the next training step
+    (a validation under way finishes first) ``last.ckpt`` is saved at that step, exactly as a periodic
+    checkpoint would be (``resume=true`` continues it exactly); the run then ends with
+    :class:`TrainingInterrupted` and one line, before the next step or validation starts, so the step's
+    logged metrics are kept. A second signal interrupts at once (Lightning's own shutdown): the last
+    checkpoint saved stays. Under DDP a signal on any rank stops every rank after the same step.
     """
 
     def __init__(self, directory: str | os.PathLike[str], total_steps: int) -> None:
         self.directory = Path(directory)
         self.total_steps = total_steps
         self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._pending: TrainingInterrupted | None = None
+        self._listening = False
 
     @contextmanager
     def listening(self) -> Iterator[None]:
         """Handle :data:`STOP_SIGNALS` inside the block (only the main thread can; elsewhere the block runs
-        without), restoring the previous handlers after it."""
+        without), restoring the handlers found on entry after it, however it ends."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        self._previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
         for number in STOP_SIGNALS:
             signal.signal(number, self._handle)
+        self._listening = True
         try:
             yield
         finally:
-            self._restore()
-
-    def _restore(self) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous = {}
+            self._listening = False
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     def _handle(self, number: int, frame: object) -> None:
         if self.received is not None:
-            self._restore()
             raise KeyboardInterrupt
         self.received = number
         print(
-            f"{signal.Signals(number).name}: stopping after the step under way, with a checkpoint at it "
-            "(again to stop at once, without one)",
+            f"{signal.Signals(number).name}: stopping after the training step under way, with a checkpoint "
+            "at it (again to stop at once, without one)",
             file=sys.stderr,
             flush=True,
         )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Take SIGTERM back from the handler Lightning installed when ``fit`` began (it would stop the run
+        at its own points, without a checkpoint); a SIGTERM it already noted counts as received."""
+        if not self._listening:
+            return
+        connector = getattr(trainer, "_signal_connector", None)
+        if getattr(connector, "received_sigterm", False):
+            connector.received_sigterm = False
+            if self.received is None:
+                self.received = signal.SIGTERM
+        signal.signal(signal.SIGTERM, self._handle)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._pending is not None:
+            return
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         steps = pl_module.steps_done
@@ -170,7 +184,20 @@ class StopOnSignal(L.Callback):
                 f"stopped by {name} after step {steps} of {self.total_steps}; {last} holds that step: "
                 "continue with the same command and resume=true"
             )
-        raise TrainingInterrupted(message, self.received or signal.SIGTERM)
+        self._pending = TrainingInterrupted(message, self.received or signal.SIGTERM)
+
+    def _stop_if_pending(self) -> None:
+        if self._pending is not None:
+            raise self._pending
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._stop_if_pending()
+
+    def on_validation_start(self, *args: Any) -> None:
+        self._stop_if_pending()
+
+    def on_train_end(self, *args: Any) -> None:
+        self._stop_if_pending()
 
 
 __all__ = [

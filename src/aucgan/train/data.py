@@ -13,16 +13,25 @@ batch.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from aucgan.data.real import RealFaces, RealSettings
-from aucgan.data.shards import ShardedFaces, SyntheticFaces, WorldParameters, split_index
+from aucgan.data.shards import (
+    ShardedFaces,
+    SyntheticFaces,
+    WorldParameters,
+    split_index,
+    worker_ignores_stop_signals,
+)
 from aucgan.data.synthetic import collate, drawn_expressions, stable_seed
 
 log = logging.getLogger(__name__)
@@ -174,6 +183,15 @@ def train_au_occurrence(dataset: Dataset) -> torch.Tensor:
     return drawn_expressions(world.seed, indices) > 0
 
 
+def _init_worker(worker_id: int, rank: int) -> None:
+    """Each data worker ignores Ctrl-C and SIGTERM (the main process stops cleanly on them,
+    :class:`~aucgan.train.checkpointing.StopOnSignal`) and is seeded as Lightning seeds workers when
+    ``seed_everything(workers=True)`` asked it to (a ``worker_init_fn`` of our own replaces Lightning's)."""
+    worker_ignores_stop_signals(worker_id)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
+
+
 def _rank() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -226,6 +244,7 @@ class FaceDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=False,
             generator=torch.Generator().manual_seed(self.settings.seed),
+            worker_init_fn=partial(_init_worker, rank=_rank()[0]) if workers else None,
         )
 
     def train_dataloader(self) -> DataLoader:
