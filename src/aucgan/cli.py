@@ -26,19 +26,27 @@ class UsageError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C or SIGTERM stopped a command; printed as one line (what was kept), exit status 130."""
+    """Ctrl-C or SIGTERM stopped a command; printed as one line (what was kept), exit status 128 + the
+    signal's number (the shell's status for a process a signal ended)."""
+
+    def __init__(self, message: str, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_status = 128 + signal_number
 
 
 @contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """Inside the block SIGTERM (a scheduler, ``timeout``, ``kill``) interrupts as Ctrl-C does."""
+def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """Inside the block SIGTERM (a scheduler, ``timeout``, ``kill``) interrupts as Ctrl-C does; yields a
+    one-item list holding the signal that interrupted (SIGINT unless SIGTERM did)."""
+    received = [int(signal.SIGINT)]
 
     def interrupt(number: int, frame: object) -> None:
+        received[0] = number
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -143,7 +151,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     save_config(cfg, out)
     if args.n:
-        with tqdm(total=args.n, desc="synth", unit="sample") as bar, _sigterm_as_ctrl_c():
+        with tqdm(total=args.n, desc="synth", unit="sample") as bar, _sigterm_as_ctrl_c() as received:
             try:
                 manifest = write_dataset(
                     out,
@@ -156,7 +164,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 raise Interrupted(
                     f"interrupted with {bar.n} of {args.n} samples generated; the shards written in {out} "
-                    "are kept, and the same command continues from them"
+                    "are kept, and the same command continues from them",
+                    received[0],
                 ) from None
         log.info("wrote %d samples to %s (manifest %s)", args.n, out, manifest.name)
     if args.preview:
@@ -723,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_status
     except Interrupted as error:
         print(f"aucgan {args.command}: {error}", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return error.exit_status
 
 
 if __name__ == "__main__":
