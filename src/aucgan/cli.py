@@ -728,7 +728,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aucgan {args.command}: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
     except TrainingStopped as error:
-        print(f"aucgan {args.command}: {error}", file=sys.stderr)
+        from aucgan.train import first_process
+
+        if first_process():  # every DDP process stops alike; one line says so
+            print(f"aucgan {args.command}: {error}", file=sys.stderr)
         return error.exit_status
     except Interrupted as error:
         print(f"aucgan {args.command}: {error}", file=sys.stderr)

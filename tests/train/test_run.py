@@ -211,6 +211,35 @@ def test_ddp_two_processes_on_cpu(tiny_runs: Path, tmp_path: Path) -> None:
     assert len(series(rows, "train/g_total")) == 4
 
 
+def test_ctrl_c_stops_every_ddp_process_after_the_same_step_with_one_line(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "aucgan", "train", "au", str(TINY), *QUIET, "trainer.devices=2",
+        "trainer.steps=400", "trainer.checkpoint_every=2", "trainer.val_every=1000", "data.workers=1",
+        f"trainer.out_dir={out}",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "step-0000002.ckpt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of the group gets it
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("aucgan train:")]
+    assert len(lines) == 1 and lines[0].startswith("aucgan train: stopped by SIGINT after step "), stderr[
+        -3000:
+    ]
+    steps = int(lines[0].split("after step ")[1].split()[0])
+    assert torch.load(out / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == steps
+
+
 def test_a_run_that_keeps_producing_nan_stops_with_one_line_and_an_intact_checkpoint(tmp_path, monkeypatch):
     from aucgan.train import au as au_training
 

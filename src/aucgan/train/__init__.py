@@ -1,5 +1,13 @@
 """Training: LightningModules for the AU net, coarse stage and detail GAN; their data and callbacks."""
 
+import os
+
+
+def first_process() -> bool:
+    """Whether this is a node's first training process (``LOCAL_RANK`` unset or 0; Lightning sets it for the
+    other DDP processes it starts): the one that prints what every process would say alike."""
+    return os.environ.get("LOCAL_RANK", "0") in ("", "0")
+
 
 class TrainingStopped(RuntimeError):
     """Training cannot go on (too many non-finite steps in a row); the message is one line.

@@ -24,7 +24,7 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from aucgan.atomic import atomic_torch_save
-from aucgan.train import TrainingInterrupted
+from aucgan.train import TrainingInterrupted, first_process
 
 LAST = "last.ckpt"
 
@@ -146,6 +146,8 @@ class StopOnSignal(L.Callback):
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = number
+        if not first_process():
+            return
         print(
             f"{signal.Signals(number).name}: stopping after the training step under way, with a checkpoint "
             "at it (again to stop at once, without one)",
