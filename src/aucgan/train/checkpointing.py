@@ -7,10 +7,10 @@ resolved config as a plain dict), so it loads with ``torch.load(weights_only=Tru
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from aucgan.atomic import atomic_torch_save
 from aucgan.train import TrainingInterrupted, first_process
 
+log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 
 
@@ -146,14 +147,12 @@ class StopOnSignal(L.Callback):
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = number
-        if not first_process():
-            return
-        print(
-            f"{signal.Signals(number).name}: stopping after the training step under way, with a checkpoint "
-            "at it (again to stop at once, without one)",
-            file=sys.stderr,
-            flush=True,
-        )
+        if first_process():
+            log.warning(
+                "%s: stopping after the training step under way, with a checkpoint at it (again to stop at "
+                "once, without one)",
+                signal.Signals(number).name,
+            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Take SIGTERM back from the handler Lightning installed when ``fit`` began (it would stop the run
