@@ -8,8 +8,10 @@ import csv
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -74,6 +76,49 @@ def expected_detail_losses(cfg: Config) -> set[str]:
     if weights.adversarial > 0:
         names.add("d_adversarial")
     return names
+
+
+def signal_during_au_step(monkeypatch: pytest.MonkeyPatch, number: int, step: int) -> None:
+    """Make ``aucgan train au`` send this process signal ``number`` during training step ``step`` (from the
+    step's loss, so it lands inside the step whatever the machine's speed)."""
+    from aucgan.train import au as au_training
+
+    real = au_training.weighted_bce
+    calls = {"n": 0}
+
+    def signalling(probabilities, labels, positive_weight):
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), number)
+        return real(probabilities, labels, positive_weight)
+
+    monkeypatch.setattr(au_training, "weighted_bce", signalling)
+
+
+def stop_training_process(command: list[str], out: Path, number: int) -> int:
+    """Start ``command`` (an ``aucgan train`` writing to ``out`` with ``trainer.checkpoint_every=2``) in a
+    process group of its own, send the whole group signal ``number`` once step 2 is saved (as a terminal,
+    ``timeout`` or a job scheduler would), and check it ends with status 128 + ``number``, no traceback, one
+    "stopped by" line and a ``last.ckpt`` at the step that line names; returns that step."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "step-0000002.ckpt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.killpg(process.pid, number)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + number, stderr[-3000:]
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("aucgan train:")]
+    name = signal.Signals(number).name
+    assert len(lines) == 1 and lines[0].startswith(f"aucgan train: stopped by {name} after step "), stderr[
+        -3000:
+    ]
+    steps = int(lines[0].split("after step ")[1].split()[0])
+    assert torch.load(out / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == steps
+    return steps
 
 
 def test_tiny_preset_trains_every_stage_and_logs_every_loss(tiny_runs: Path) -> None:
@@ -212,32 +257,13 @@ def test_ddp_two_processes_on_cpu(tiny_runs: Path, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_every_ddp_process_after_the_same_step_with_one_line(tmp_path: Path) -> None:
-    import signal
-    import time
-
     out = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "aucgan", "train", "au", str(TINY), *QUIET, "trainer.devices=2",
         "trainer.steps=400", "trainer.checkpoint_every=2", "trainer.val_every=1000", "data.workers=1",
         f"trainer.out_dir={out}",
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoints" / "step-0000002.ckpt").is_file():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of the group gets it
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("aucgan train:")]
-    assert len(lines) == 1 and lines[0].startswith("aucgan train: stopped by SIGINT after step "), stderr[
-        -3000:
-    ]
-    steps = int(lines[0].split("after step ")[1].split()[0])
-    assert torch.load(out / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == steps
+    stop_training_process(command, out, signal.SIGINT)  # Ctrl-C: every process of the group gets it
 
 
 def test_a_run_that_keeps_producing_nan_stops_with_one_line_and_an_intact_checkpoint(tmp_path, monkeypatch):
@@ -426,23 +452,10 @@ def test_lightning_s_false_resume_warning_is_silenced_and_others_are_not() -> No
 
 
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
-    import signal
-
-    from aucgan.train import au as au_training
-
-    real = au_training.weighted_bce
-    calls = {"n": 0}
-
-    def ctrl_c_during_step_three(probabilities, labels, positive_weight):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(probabilities, labels, positive_weight)
-
     common = [*QUIET, "trainer.steps=8", "trainer.checkpoint_every=100", "trainer.val_every=100"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     assert main(["train", "au", str(TINY), *common, f"trainer.out_dir={straight}"]) == 0
-    monkeypatch.setattr(au_training, "weighted_bce", ctrl_c_during_step_three)
+    signal_during_au_step(monkeypatch, signal.SIGINT, step=3)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         status = main(["train", "au", str(TINY), *common, f"trainer.out_dir={stopped}"])
@@ -455,7 +468,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_
     assert "Traceback" not in err.getvalue()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert torch.load(stopped / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == 3
-    monkeypatch.setattr(au_training, "weighted_bce", real)
+    monkeypatch.undo()
     assert main(["train", "au", str(TINY), *common, f"trainer.out_dir={stopped}", "resume=true"]) == 0
     expected, resumed = (
         series(read_metrics(straight), "train/au_bce"),
@@ -469,49 +482,17 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(tmp_
 
 
 def test_sigterm_with_a_data_worker_stops_with_one_line_and_a_checkpoint(tmp_path: Path) -> None:
-    import signal
-    import time
-
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "aucgan", "train", "au", str(TINY), *QUIET, "trainer.steps=400",
         "trainer.checkpoint_every=2", "trainer.val_every=1000", "data.workers=1", f"trainer.out_dir={out}",
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    deadline = time.monotonic() + 300
-    while not (out / "checkpoints" / "step-0000002.ckpt").is_file():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGTERM)  # as `timeout` or a job scheduler: the data worker gets it too
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("aucgan train:")]
-    assert len(lines) == 1 and lines[0].startswith("aucgan train: stopped by SIGTERM after step "), stderr[
-        -3000:
-    ]
-    steps = int(lines[0].split("after step ")[1].split()[0])
+    steps = stop_training_process(command, out, signal.SIGTERM)  # the data worker gets it too
     assert 2 <= steps < 400
-    assert torch.load(out / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == steps
 
 
 def test_a_signal_during_the_last_step_keeps_the_trained_run_and_says_it_is_finished(tmp_path, monkeypatch):
-    import signal
-
-    from aucgan.train import au as au_training
-
-    real = au_training.weighted_bce
-    calls = {"n": 0}
-
-    def sigterm_during_the_last_step(probabilities, labels, positive_weight):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(probabilities, labels, positive_weight)
-
-    monkeypatch.setattr(au_training, "weighted_bce", sigterm_during_the_last_step)
+    signal_during_au_step(monkeypatch, signal.SIGTERM, step=4)
     out = tmp_path / "run"
     common = [*QUIET, "trainer.steps=4", "trainer.checkpoint_every=100", "trainer.val_every=100"]
     err = io.StringIO()
