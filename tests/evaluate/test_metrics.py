@@ -311,6 +311,12 @@ def test_active_region_errors_against_an_independent_computation(random_reconstr
     assert normals["active_flat"] == pytest.approx(float((flat * mask).sum() / mask.sum()), rel=1e-5)
     assert normals["active"] >= 0 and normals["active_half_res"] >= 0
     assert mae["active_vs_flat_se"] > 0
+    on_coarse = random_reconstructor.coarse.uv_space.detail_normals(
+        rec.coarse.surface, truth_batch.uv_displacement
+    )
+    exact = angle_degrees(on_coarse, truth_batch.uv_detail_normals.float())[:, 0].double()
+    assert normals["active_true_detail"] == pytest.approx(float((exact * mask).sum() / mask.sum()), rel=1e-5)
+    assert "active_true_detail" not in mae  # the truth's own displacement error is zero by definition
 
 
 def test_ground_truth_coarse_measures_the_detail_stage_alone(random_reconstructor, truth_batch):
@@ -325,6 +331,10 @@ def test_ground_truth_coarse_measures_the_detail_stage_alone(random_reconstructo
     # Through the true fit, a flat prediction's error is the detail's own: well under the coarse stage's.
     through_network, _, _ = detail_errors(random_reconstructor, [truth_batch])
     assert sections["normal_error_deg"]["flat"] < through_network["normal_error_deg"]["flat"]
+    # The true detail on the true coarse fit is the truth (up to the float16 truth normals); through the
+    # coarse stage the coarse fit's error stays in it.
+    assert sections["normal_error_deg"]["active_true_detail"] < 0.1
+    assert through_network["normal_error_deg"]["active_true_detail"] > 1.0
 
 
 def test_with_the_true_coarse_fit_the_au_fit_never_starts_from_the_true_expression(

@@ -440,4 +440,12 @@ def test_error_summary_speaks_in_micrometres_and_verdicts():
     line = error_summary(metrics)
     assert line.startswith("displacement MAE 11.0 µm vs flat 11.1 µm: within 5 % of flat (0.9 % lower)")
     assert "; normal error 4.10° vs flat 7.90°: 48 % lower than flat" in line
+    metrics["normal_error_deg"].update(
+        {"active": 6.0, "active_flat": 8.0, "active_half_res": 7.5, "active_true_detail": 7.0}
+    )
+    line = error_summary(metrics)
+    assert (
+        "normal error in the active wrinkle regions 6.00° vs flat 8.00°, half-resolution truth 7.50°, "
+        "true detail on this coarse fit 7.00°: 25 % lower than flat" in line
+    )
     assert error_summary({"title": "nothing"}) == ""

@@ -149,6 +149,9 @@ def detail_errors(
     same per region; ``active``, ``active_flat`` and ``active_half_res`` over the wrinkle regions of the AUs
     active in each face, for the model, a flat prediction and the half-resolution truth
     (:func:`half_resolution`: how much of the detail the UV resolution allows), ``active_vs_flat_se``;
+    the normal section's ``active_true_detail``, the world's own displacement laid on the reconstruction's
+    coarse surface (the lowest error a detail stage reaches without correcting the coarse fit: about 0 on
+    the true coarse fits, the coarse fit's share of the error through the coarse stage);
     normals are compared by :func:`~aucgan.geometry.uv.angle_degrees`, on the reconstruction's coarse
     surface for flat and half-resolution), the ``au_consistency`` section and the reconstructions (for
     pictures and edits).
@@ -172,7 +175,7 @@ def detail_errors(
     masks.update({name: region_mask(name, size) * skin[0, 0] for name in UV_REGIONS})
     displacement, displacement_flat = _Sums(masks), _Sums(masks)
     normals, normals_flat = _Sums(masks), _Sums(masks)
-    active = {name: _ActiveSums() for name in ("d", "d_flat", "d_half", "n", "n_flat", "n_half")}
+    active = {name: _ActiveSums() for name in ("d", "d_flat", "d_half", "n", "n_flat", "n_half", "n_truth")}
     refined = {
         f"{key}_{where}": _ActiveSums()
         for key in ("d", "n", "d_flat_start", "n_flat_start")
@@ -199,12 +202,16 @@ def detail_errors(
         half = half_resolution(batch.uv_displacement)
         with torch.inference_mode():
             half_normals = uv_space.detail_normals(rec.coarse.surface, half.to(rec.images.device)).cpu()
+            true_detail_normals = uv_space.detail_normals(
+                rec.coarse.surface, batch.uv_displacement.to(rec.images.device)
+            ).cpu()
         active["d"].add((predicted - batch.uv_displacement).abs()[:, 0], regions)
         active["d_flat"].add(batch.uv_displacement.abs()[:, 0], regions)
         active["d_half"].add((half - batch.uv_displacement).abs()[:, 0], regions)
         active["n"].add(angle_degrees(rec.detail.uv_detail_normals.cpu(), truth_normals)[:, 0], regions)
         active["n_flat"].add(angle_degrees(rec.coarse.surface.normals.cpu(), truth_normals)[:, 0], regions)
         active["n_half"].add(angle_degrees(half_normals, truth_normals)[:, 0], regions)
+        active["n_truth"].add(angle_degrees(true_detail_normals, truth_normals)[:, 0], regions)
         if refine is not None:
             face_skin = skin[:, 0].expand_as(regions)
             # the coarse fit does not depend on where the detail starts: once for both starts
@@ -245,6 +252,7 @@ def detail_errors(
             "active": active[key].mean(scale),
             "active_flat": active[f"{key}_flat"].mean(scale),
             "active_half_res": active[f"{key}_half"].mean(scale),
+            **({"active_true_detail": active["n_truth"].mean(scale)} if key == "n" else {}),
             "active_vs_flat_se": scale * paired_standard_error(faces[seen], flat_faces[seen]),
             "regions": ours,
             "regions_flat": baseline,

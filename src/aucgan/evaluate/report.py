@@ -268,11 +268,15 @@ def error_summary(metrics: Mapping[str, Any], separator: str = "; ") -> str:
             active = metric.shown(metric.section.get("active"))
             active_flat = metric.shown(metric.section.get("active_flat"))
             half = metric.section.get("active_half_res")
+            true_detail = metric.section.get("active_true_detail")
             ceiling = (
                 ""
                 if half is None
                 else f", half-resolution truth {_with_unit(metric.shown(half), metric.unit)}"
             )
+            if true_detail is not None:
+                shown = _with_unit(metric.shown(true_detail), metric.unit)
+                ceiling += f", true detail on this coarse fit {shown}"
             parts.append(
                 f"{metric.label} in the active wrinkle regions {_with_unit(active, metric.unit)} vs flat "
                 f"{_with_unit(active_flat, metric.unit)}{ceiling}: {_comparison(metric, 'active').text}"
