@@ -30,7 +30,7 @@ from aucgan.loaders.opengraphau import load_au_net
 from aucgan.nets.au_net import MEFARG
 from aucgan.nets.coarse_encoder import CoarseEncoder, CodeLayout
 from aucgan.nets.detail_decoder import build_detail_decoder
-from aucgan.nets.detail_encoder import ConvDetailEncoder, ResNetDetailEncoder
+from aucgan.nets.detail_encoder import ConvDetailEncoder, NoDetailCode, ResNetDetailEncoder
 from aucgan.nets.discriminator import build_discriminator
 from aucgan.stages.coarse import CoarseStage
 from aucgan.stages.detail import PHOTO_CHANNELS, DetailStage
@@ -242,6 +242,8 @@ def require_asset(cfg: Config, key: str, how: str) -> str:
 def detail_encoder(kind: str, n_detail: int) -> nn.Module:
     if kind == "conv":
         return ConvDetailEncoder(n_detail)
+    if kind == "none":
+        return NoDetailCode(n_detail)
     return ResNetDetailEncoder(n_detail, kind)
 
 

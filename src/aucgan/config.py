@@ -218,7 +218,8 @@ class ModelConfig:
             stage's AU features and AU consistency, reconstruction); 0 takes images at their size. An AU
             net keeps the size it was trained with: its checkpoint records it.
         detail_encoder: ``"conv"`` (the reference's 8-conv encoder), ``"resnet18"`` or ``"resnet50"``
-            (DECA's E_detail).
+            (DECA's E_detail), or ``"none"``: no encoder, the detail code is zeros (for the ``"uv-unet"``
+            decoder, which reads the photo in UV itself).
         n_detail: length of the detail code.
         detail_decoder: AU conditioning of the displacement decoder: ``"none"`` (DECA), ``"concat-1x1"``
             (the reference AUCGAN), ``"token-attention"`` or ``"uv-unet"`` (AU maps placed in UV and the photo
@@ -245,7 +246,7 @@ class ModelConfig:
     au_backbone: str = setting("resnet18", choices=("resnet18", "resnet50"))
     au_stage: int = setting(2, choices=(1, 2))
     au_input_size: int = setting(0, low=0, high=1024)
-    detail_encoder: str = setting("conv", choices=("conv", "resnet18", "resnet50"))
+    detail_encoder: str = setting("conv", choices=("conv", "resnet18", "resnet50", "none"))
     n_detail: int = setting(128, low=1)
     detail_decoder: str = setting(
         "token-attention", choices=("none", "concat-1x1", "token-attention", "uv-unet")

@@ -1,4 +1,4 @@
-"""Tests of aucgan.nets.detail_encoder: the reference conv encoder and DECA's ResNet E_detail."""
+"""Tests of aucgan.nets.detail_encoder: the reference conv encoder, DECA's ResNet E_detail and no encoder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aucgan.nets.detail_encoder import ConvDetailEncoder, ResNetDetailEncoder
+from aucgan.nets.detail_encoder import ConvDetailEncoder, NoDetailCode, ResNetDetailEncoder
 
 # The reference encoder: 3 input channels, then the eight conv widths of SPEC §2.
 REFERENCE_CHANNELS = (3, 64, 128, 256, 512, 1024, 512, 256, 128)
@@ -117,3 +117,14 @@ def test_errors_quote_the_shape(conv_encoder):
         ConvDetailEncoder(resize_mode="lanczos")
     with pytest.raises(ValueError, match="n_detail"):
         ConvDetailEncoder(n_detail=0)
+
+
+def test_no_encoder_gives_a_zero_code_without_parameters():
+    net = NoDetailCode(n_detail=16)
+    assert list(net.parameters()) == [] and net.state_dict() == {}
+    code = net(torch.rand(3, 3, 40, 40, dtype=torch.float64))
+    assert code.shape == (3, 16) and code.dtype == torch.float64 and not code.any()
+    with pytest.raises(ValueError, match=r"\(3, 40, 40\)"):
+        net(torch.rand(3, 40, 40))
+    with pytest.raises(ValueError, match="n_detail"):
+        NoDetailCode(n_detail=0)

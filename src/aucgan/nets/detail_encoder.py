@@ -1,11 +1,13 @@
 """Detail-stage encoders: one image → a ``detail_code`` (B, n_detail) describing fine skin detail.
 
-Two designs, both returning ``detail_code`` of shape ``(B, n_detail)``:
+Three designs, each returning ``detail_code`` of shape ``(B, n_detail)``:
 
 * :class:`ConvDetailEncoder`, the reference AUCGAN encoder: eight strided 3x3 convolutions take a 256²
   image down to 1 x 1 x 128;
 * :class:`ResNetDetailEncoder`, DECA's ``E_detail``: a ResNet-50 with a two-layer head, parameter names
-  as DECA's published weights (see :class:`~aucgan.nets.coarse_encoder.ResNetEncoder`).
+  as DECA's published weights (see :class:`~aucgan.nets.coarse_encoder.ResNetEncoder`);
+* :class:`NoDetailCode`: no encoder, a code of zeros, for a decoder that reads the photo itself (the
+  ``uv-unet``, which samples it into UV).
 """
 
 from __future__ import annotations
@@ -93,3 +95,28 @@ class ResNetDetailEncoder(ResNetEncoder):
     def __init__(self, n_detail: int = 128, backbone: str = "resnet50") -> None:
         super().__init__(n_detail, backbone)
         self.n_detail = n_detail
+
+
+class NoDetailCode(nn.Module):
+    """No detail encoder: ``detail_code`` is all zeros, whatever the image (no parameters, no compute).
+
+    For a decoder that reads the photo itself (:class:`~aucgan.nets.detail_decoder.UVUNetDecoder`); the
+    decoder's latent keeps its layout (jaw, expression, then ``n_detail`` zeros).
+
+    Shape:
+        input ``images (B, 3, H, W)``; output ``detail_code (B, n_detail)`` of zeros, in the images' dtype.
+    """
+
+    def __init__(self, n_detail: int = 128) -> None:
+        super().__init__()
+        if n_detail < 1:
+            raise ValueError(f"n_detail must be positive, got {n_detail}")
+        self.n_detail = n_detail
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        return images.new_zeros(images.shape[0], self.n_detail)
+
+    def extra_repr(self) -> str:
+        return f"n_detail={self.n_detail}"
