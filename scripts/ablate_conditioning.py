@@ -1,5 +1,6 @@
 """Ablation of the detail stage's design: DECA (none), the reference AUCGAN, token attention, the UV U-Net
-and the U-Net with one of its paths switched off; ≥ 3 seeds, the same budget and objective for every one.
+and the U-Net with one of its paths switched off or without its detail encoder; ≥ 3 seeds, the same budget
+and objective for every one.
 
     python scripts/ablate_conditioning.py --data data/synthetic \
         --au-net package://pretrained/synthetic.safetensors --steps 300 --seeds 0 1 2 --out runs/ablation
@@ -52,6 +53,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "uv-unet": (
         "uv-unet + uv-projection (AU maps and the photo in UV)",
         ["model.detail_decoder=uv-unet", "model.discriminator=uv-projection"],
+    ),
+    "uv-nocode": (
+        "uv-unet without a detail encoder (a zero detail code)",
+        [
+            "model.detail_decoder=uv-unet",
+            "model.detail_encoder=none",
+            "model.discriminator=uv-projection",
+        ],
     ),
     "uv-photo": (
         "uv-unet, photo and latent paths only (no AU maps)",
