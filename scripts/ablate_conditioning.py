@@ -40,19 +40,29 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "deca": (
         "none (DECA: unconditioned decoder, no discriminator, no AU losses)",
-        ["model.detail_decoder=none", "loss.adversarial=0", "loss.au_score=0", "loss.au_feature=0"],
+        [
+            "model.detail_decoder=none",
+            "model.detail_encoder=conv",
+            "loss.adversarial=0",
+            "loss.au_score=0",
+            "loss.au_feature=0",
+        ],
     ),
     "reference": (
         "concat-1x1 + reference-3x9 (the reference AUCGAN)",
-        ["model.detail_decoder=concat-1x1", "model.discriminator=reference-3x9"],
+        ["model.detail_decoder=concat-1x1", "model.detail_encoder=conv", "model.discriminator=reference-3x9"],
     ),
     "token": (
         "token-attention + projection",
-        ["model.detail_decoder=token-attention", "model.discriminator=projection"],
+        [
+            "model.detail_decoder=token-attention",
+            "model.detail_encoder=conv",
+            "model.discriminator=projection",
+        ],
     ),
     "uv-unet": (
-        "uv-unet + uv-projection (AU maps and the photo in UV)",
-        ["model.detail_decoder=uv-unet", "model.discriminator=uv-projection"],
+        "uv-unet + uv-projection (AU maps and the photo in UV; the reference's detail encoder)",
+        ["model.detail_decoder=uv-unet", "model.detail_encoder=conv", "model.discriminator=uv-projection"],
     ),
     "uv-nocode": (
         "uv-unet without a detail encoder (a zero detail code)",
@@ -66,6 +76,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "uv-unet, photo and latent paths only (no AU maps)",
         [
             "model.detail_decoder=uv-unet",
+            "model.detail_encoder=conv",
             "model.detail_paths=[photo,latent]",
             "model.discriminator=uv-projection",
         ],
@@ -74,6 +85,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "uv-unet, AU maps and latent only (no photo)",
         [
             "model.detail_decoder=uv-unet",
+            "model.detail_encoder=conv",
             "model.detail_paths=[au,latent]",
             "model.discriminator=uv-projection",
         ],
