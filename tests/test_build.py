@@ -64,3 +64,22 @@ def test_a_uv_unet_without_a_detail_encoder_reads_the_photo_alone(tiny_config, t
         again = loaded(images, refine=False)
     # float16 weights on disk: equal to rounding
     torch.testing.assert_close(again.detail.uv_displacement, rec.detail.uv_displacement, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("decoder", "paths"), [("concat-1x1", ("photo", "au", "latent")), ("uv-unet", ("au", "latent"))]
+)
+def test_no_detail_encoder_with_a_decoder_blind_to_the_photo_is_refused_in_one_line(
+    tiny_config, decoder, paths
+):
+    cfg = dataclasses.replace(
+        tiny_config,
+        model=dataclasses.replace(
+            tiny_config.model, detail_encoder="none", detail_decoder=decoder, detail_paths=paths
+        ),
+    )
+    coarse = coarse_stage(cfg)
+    with pytest.raises(ConfigError) as info:
+        detail_stage(cfg, coarse.uv_space, None, coarse.face_model.n_expression)
+    message = str(info.value)
+    assert "\n" not in message and "model.detail_encoder=conv" in message and decoder in message

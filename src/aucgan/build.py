@@ -248,7 +248,22 @@ def detail_encoder(kind: str, n_detail: int) -> nn.Module:
 
 
 def detail_stage(cfg: Config, uv_space: UVSpace, au: MEFARG | None, n_expression: int) -> DetailStage:
-    """Detail encoder + decoder of ``cfg.model`` around a (frozen) AU net."""
+    """Detail encoder + decoder of ``cfg.model`` around a (frozen) AU net.
+
+    Raises:
+        ConfigError: ``model.detail_encoder=none`` with a decoder that does not read the photo itself (the
+            detail would not depend on the image at all).
+    """
+    model = cfg.model
+    if model.detail_encoder == "none" and (
+        model.detail_decoder != "uv-unet" or "photo" not in model.detail_paths
+    ):
+        blind = f"model.detail_paths={list(model.detail_paths)}" if model.detail_decoder == "uv-unet" else ""
+        raise ConfigError(
+            f"model.detail_encoder=none with model.detail_decoder={model.detail_decoder} {blind}".rstrip()
+            + ": the detail would not see the photo; use the uv-unet with its photo path, or set "
+            "model.detail_encoder=conv"
+        )
     feature_dim = au.channels if au is not None else 512
     options = {}
     if cfg.model.detail_decoder == "uv-unet":
