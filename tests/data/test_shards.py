@@ -24,7 +24,9 @@ from aucgan.data.shards import (
     ShardedFaces,
     SyntheticFaces,
     WorldParameters,
+    quiet_when_main_is_gone,
     split_index,
+    worker_ignores_stop_signals,
     write_dataset,
 )
 from aucgan.data.synthetic import SyntheticSample, collate, split_of_identity
@@ -321,3 +323,25 @@ def test_shards_of_another_dataset_are_never_taken_for_an_interrupted_write(writ
     for split, count in COUNTS.items():
         for item in range(count):
             assert_samples_identical(ShardedFaces(root, split)[item], ShardedFaces(written, split)[item])
+
+
+def test_a_data_worker_ignores_stop_signals_and_is_quiet_when_the_main_process_goes(monkeypatch, capsys):
+    import signal
+    import sys
+
+    handlers = {}
+    monkeypatch.setattr(signal, "signal", lambda number, handler: handlers.__setitem__(number, handler))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    worker_ignores_stop_signals(0)
+    assert handlers == {signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN}
+    assert sys.excepthook is quiet_when_main_is_gone
+
+    for error in (EOFError(), ConnectionResetError("peer gone"), BrokenPipeError()):
+        quiet_when_main_is_gone(type(error), error, None)
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a real error")
+    except ValueError as error:
+        quiet_when_main_is_gone(ValueError, error, error.__traceback__)
+    printed = capsys.readouterr().err
+    assert "Traceback" in printed and "ValueError: a real error" in printed

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -143,9 +144,27 @@ def worker_ignores_stop_signals(worker_id: int = 0) -> None:
     """A ``DataLoader`` ``worker_init_fn``: the worker ignores Ctrl-C and SIGTERM, which a terminal,
     ``timeout`` or a job scheduler send to the whole process group. The main process handles them and stops
     cleanly; a worker killed by them would instead abort the main process mid-step. Workers still end with
-    their main process (the loader shuts them down, and they exit when it is gone)."""
+    their main process (the loader shuts them down, and they exit when it is gone).
+
+    The worker also stays quiet when the main process goes away in the middle of taking a batch
+    (:func:`quiet_when_main_is_gone`), so a stopped run ends on its one line, without a worker's traceback.
+    """
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
+    sys.excepthook = quiet_when_main_is_gone
+
+
+def quiet_when_main_is_gone(kind: type[BaseException], error: BaseException, traceback: object) -> None:
+    """A data worker's ``sys.excepthook``: silent for ``EOFError`` and ``ConnectionError``, else Python's.
+
+    A batch's tensors reach the main process through file descriptors the worker hands over on a local
+    connection, served by a thread of the worker that reports its errors through ``sys.excepthook``. When
+    the main process stops (Ctrl-C, SIGTERM) in the middle of a handover, that connection ends early and the
+    thread would print an ``EOFError`` traceback after the run's own one-line message. The main process is
+    gone or going, so there is nothing to report; any other error is printed as usual."""
+    if issubclass(kind, (EOFError, ConnectionError)):
+        return
+    sys.__excepthook__(kind, error, traceback)
 
 
 IN_PROGRESS = "in_progress.json"
