@@ -17,11 +17,13 @@ from aucgan.reconstruct import Reconstructor
 from aucgan.weights import save_weights
 
 
+def with_model(cfg: Config, **changes: object) -> Config:
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
+
+
 def with_au(cfg: Config, input_size: int, path: str = "") -> Config:
     return dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, au_input_size=input_size),
-        assets=dataclasses.replace(cfg.assets, au_net=path),
+        with_model(cfg, au_input_size=input_size), assets=dataclasses.replace(cfg.assets, au_net=path)
     )
 
 
@@ -40,10 +42,7 @@ def test_an_au_net_file_at_another_input_size_is_refused_in_one_line(tiny_config
 
 
 def test_a_uv_unet_without_a_detail_encoder_reads_the_photo_alone(tiny_config, tmp_path):
-    cfg = dataclasses.replace(
-        tiny_config,
-        model=dataclasses.replace(tiny_config.model, detail_encoder="none", detail_decoder="uv-unet"),
-    )
+    cfg = with_model(tiny_config, detail_encoder="none", detail_decoder="uv-unet")
     torch.manual_seed(0)
     coarse = coarse_stage(cfg)
     au = MEFARG(cfg.model.au_backbone, cfg.model.au_stage)
@@ -72,12 +71,7 @@ def test_a_uv_unet_without_a_detail_encoder_reads_the_photo_alone(tiny_config, t
 def test_no_detail_encoder_with_a_decoder_blind_to_the_photo_is_refused_in_one_line(
     tiny_config, decoder, paths
 ):
-    cfg = dataclasses.replace(
-        tiny_config,
-        model=dataclasses.replace(
-            tiny_config.model, detail_encoder="none", detail_decoder=decoder, detail_paths=paths
-        ),
-    )
+    cfg = with_model(tiny_config, detail_encoder="none", detail_decoder=decoder, detail_paths=paths)
     coarse = coarse_stage(cfg)
     with pytest.raises(ConfigError) as info:
         detail_stage(cfg, coarse.uv_space, None, coarse.face_model.n_expression)

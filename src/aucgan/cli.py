@@ -719,22 +719,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aucgan.loaders.common import CheckpointError
     from aucgan.train import TrainingStopped
 
+    def say(message: object) -> None:
+        """The command's one line on stderr: ``aucgan COMMAND: message``."""
+        print(f"aucgan {args.command}: {message}", file=sys.stderr)
+
     try:
         return args.func(args)
     except (UsageError, ConfigError, DatasetError, CheckpointError) as error:
-        print(f"aucgan {args.command}: {error}", file=sys.stderr)
+        say(error)
         return 2
     except OSError as error:
-        print(f"aucgan {args.command}: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        say(f"{error.filename or ''}: {error.strerror or error}")
         return 2
     except TrainingStopped as error:
         from aucgan.train import first_process
 
         if first_process():  # every DDP process stops alike; one line says so
-            print(f"aucgan {args.command}: {error}", file=sys.stderr)
+            say(error)
         return error.exit_status
     except Interrupted as error:
-        print(f"aucgan {args.command}: {error}", file=sys.stderr)
+        say(error)
         return error.exit_status
 
 
