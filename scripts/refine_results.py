@@ -24,18 +24,20 @@ from aucgan.bench import write_results_section
 REPO = Path(__file__).resolve().parents[1]
 
 
-def section(runs: list[tuple[dict, str]]) -> str:
+def section(runs: list[tuple[dict, str]], title: str = "Refinement inside `aucgan evaluate`") -> str:
     lines = [
-        "## Refinement inside `aucgan evaluate`",
+        f"## {title}",
         "",
         "The shipped weights (160 px, UV 160) on the synthetic test split, each face's detail-normal "
         "error over the wrinkle regions of its active AUs and over the whole skin; the refinement on top "
-        "of the network's prediction and from flat (the other `refine.*` settings at their defaults):",
+        "of the network's prediction and from flat (the other `refine.*` settings at their defaults), "
+        "against the photo at the network's input size or, where the photo column says so, the same faces "
+        "rendered larger (`--photo-size`, as the refinement reads a photo's full-resolution crop):",
         "",
-        "| coarse | faces | refinement: coarse fit + AU fit + displacement steps | flat | network | "
-        "flat on the refitted coarse | refined on the network | refined from flat | "
+        "| coarse | faces | photo (px) | refinement: coarse fit + AU fit + displacement steps | flat | "
+        "network | flat on the refitted coarse | refined on the network | refined from flat | "
         "skin: flat / network / refined |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for metrics, _ in runs:
         n, r = metrics["normal_error_deg"], metrics["normal_error_deg"]["refined"]
@@ -48,8 +50,11 @@ def section(runs: list[tuple[dict, str]]) -> str:
         if settings["steps"]:
             steps += f" (pull {settings['magnitude']:g})"
         refitted = f"{r['coarse_flat_active']:.2f}°" if coarse_steps and "coarse_flat_active" in r else "—"
+        # runs made before --photo-size compared with the network's input
+        photo = metrics["config"].get("refine_photo_size", metrics["config"]["image_size"])
         lines.append(
-            f"| {coarse} | {metrics['n_faces']} | {steps} | {n['active_flat']:.2f}° | {n['active']:.2f}° | "
+            f"| {coarse} | {metrics['n_faces']} | {photo} | {steps} | {n['active_flat']:.2f}° | "
+            f"{n['active']:.2f}° | "
             f"{refitted} | {r['active']:.2f}° (± {r['active_vs_network_se']:.2f}) | "
             f"{r['from_flat_active']:.2f}° | {n['flat']:.2f}° / {n['face']:.2f}° / {r['face']:.2f}° |"
         )
@@ -73,6 +78,12 @@ def main() -> None:
     parser.add_argument("metrics", nargs="+", help="metrics.json of aucgan evaluate --refine runs")
     parser.add_argument("--command", action="append", default=[], help="the command of each run, in order")
     parser.add_argument("--results", default=str(REPO / "docs" / "RESULTS.md"))
+    parser.add_argument(
+        "--marker", default="refine-evaluate", help="the section's marker in --results (default %(default)s)"
+    )
+    parser.add_argument(
+        "--title", default="Refinement inside `aucgan evaluate`", help="the section's heading"
+    )
     args = parser.parse_args()
     runs = []
     for index, path in enumerate(args.metrics):
@@ -81,8 +92,8 @@ def main() -> None:
             parser.error(f"{path}: has no refined rows; run aucgan evaluate with --refine")
         command = args.command[index] if index < len(args.command) else f"(the run of {path})"
         runs.append((metrics, command))
-    text = section(runs)
-    write_results_section(args.results, "refine-evaluate", text)
+    text = section(runs, args.title)
+    write_results_section(args.results, args.marker, text)
     print(text)
 
 

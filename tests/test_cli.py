@@ -335,6 +335,13 @@ def test_evaluate_reports_a_face_it_cannot_fit_in_one_line(tmp_path, monkeypatch
     assert err == ["aucgan evaluate: MediaPipe finds no face in image 3 of the batch"]
 
 
+def test_evaluate_photo_size_without_refine_is_refused_in_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--out", str(tmp_path / "report"), "--photo-size", "320"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["aucgan evaluate: --photo-size is read by the refinement only: add --refine"]
+    assert not (tmp_path / "report").exists()
+
+
 def test_presets_load_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
     import aucgan
 

@@ -369,6 +369,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
+    if args.photo_size is not None and not args.refine:
+        raise UsageError("--photo-size is read by the refinement only: add --refine")
     try:
         reconstructor = _reconstructor(args, world_seed=True)
         result = evaluate(
@@ -378,6 +380,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             ground_truth_coarse=args.ground_truth_coarse,
             refine=reconstructor.refine_settings if args.refine else None,
+            photo_size=args.photo_size,
         )
     except ValueError as error:  # e.g. MediaPipe finds no face in a test render (coarse.backend=mediapipe)
         raise UsageError(str(error).splitlines()[0]) from None
@@ -636,6 +639,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure the photometric refinement (refine.* settings), on top of the network and from "
         "flat: the `refined` rows (two refinements per face: slow)",
+    )
+    evaluate.add_argument(
+        "--photo-size",
+        type=int,
+        metavar="P",
+        help="with --refine: the refinement compares with the same faces rendered at P pixels, as it reads a "
+        "photo's full-resolution crop (default: the network's input size; the network's rows do not change)",
     )
     _add_model_options(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)

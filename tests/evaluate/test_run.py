@@ -9,12 +9,14 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from aucgan.build import world_parameters
 from aucgan.data.shards import SyntheticFaces
 from aucgan.evaluate.metrics import EDIT_INTENSITIES
 from aucgan.evaluate.run import demo_inputs, evaluate
+from aucgan.evaluate.run import test_batches as split_batches
 from aucgan.reconstruct import COLOUR_BAR_WIDTH, VIS_SIZE, is_finished
 
 N_FACES = 4
@@ -139,3 +141,44 @@ def test_evaluate_with_refine_measures_it_beside_the_network(random_reconstructo
     assert result.metrics["config"]["refine"]["steps"] == 3
     # the built-in face's expression is the AU rig: the AU fit started there, and the run says so
     assert result.metrics["config"]["refine"]["au_start"] == "expression"
+
+
+def test_test_batches_render_the_same_faces_at_any_size(random_reconstructor):
+    native = next(iter(split_batches(random_reconstructor, 2, 2)))
+    size = 2 * random_reconstructor.image_size
+    larger = next(iter(split_batches(random_reconstructor, 2, 2, image_size=size)))
+    assert larger.image.shape[-2:] == (size, size)
+    for field in ("expression", "pose", "camera", "light", "uv_displacement", "uv_albedo"):
+        torch.testing.assert_close(getattr(larger, field), getattr(native, field))
+    # the larger render, shrunk, is the native one up to the pixels' sampling
+    shrunk = torch.nn.functional.interpolate(larger.image, size=native.image.shape[-2:], mode="area")
+    assert float((shrunk - native.image).abs().mean()) < 0.02
+
+
+def test_photo_size_gives_the_refinement_the_larger_photo_only(random_reconstructor, tmp_path, monkeypatch):
+    from aucgan.config import RefineConfig
+
+    seen = []
+    real_refine = random_reconstructor.refine
+
+    def refine(reconstruction, photo=None, settings=None, from_flat=False, progress=None):
+        seen.append(None if photo is None else tuple(photo.shape))
+        return real_refine(reconstruction, photo, settings, from_flat, progress)
+
+    monkeypatch.setattr(random_reconstructor, "refine", refine)
+    size = 2 * random_reconstructor.image_size
+    settings = RefineConfig(steps=2, coarse_steps=0, au_steps=1)
+    common = dict(n_faces=2, batch_size=2, gallery=1, edit_faces=1, edit_aus=("AU12",), progress=False)
+    larger = evaluate(random_reconstructor, tmp_path / "larger", refine=settings, photo_size=size, **common)
+    assert seen and all(shape == (2, 3, size, size) for shape in seen)
+    assert larger.metrics["config"]["refine_photo_size"] == size
+    seen.clear()
+    native = evaluate(random_reconstructor, tmp_path / "native", refine=settings, **common)
+    assert seen and all(shape is None for shape in seen)
+    assert native.metrics["config"]["refine_photo_size"] == random_reconstructor.image_size
+    for key in ("normal_error_deg", "displacement_mae"):
+        # the network reads the world's render at its own size either way
+        assert larger.metrics[key]["active"] == pytest.approx(native.metrics[key]["active"], rel=1e-5)
+        assert larger.metrics[key]["face"] == pytest.approx(native.metrics[key]["face"], rel=1e-5)
+    with pytest.raises(ValueError, match="refinement"):
+        evaluate(random_reconstructor, tmp_path / "none", photo_size=size, **common)

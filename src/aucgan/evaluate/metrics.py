@@ -139,6 +139,7 @@ def detail_errors(
     progress: Callable[[int], object] | None = None,
     ground_truth_coarse: bool = False,
     refine: RefineConfig | None = None,
+    photos: Iterable[torch.Tensor] | None = None,
 ) -> tuple[dict, dict, list[Reconstruction]]:
     """Detail errors (mm, degrees) and AU consistency over ``batches`` of ground-truth samples; with
     ``ground_truth_coarse`` the detail stage reads each face through its true coarse fit (the detail stage
@@ -164,7 +165,9 @@ def detail_errors(
     the AU fit starts from the AU net's intensities, ``refine.au_start=au-net``, not from the true
     expression); the normal section's ``coarse_flat_face`` and ``coarse_flat_active`` are a flat
     prediction's errors on the refitted coarse surface (``refine.coarse_steps``: what the coarse fit alone
-    gives). The network's own rows are always the network's alone.
+    gives). The network's own rows are always the network's alone. ``photos``, one ``(B, 3, P, P)`` per
+    batch, are the photos the refinement compares with (the same faces at another size, e.g. larger, as a
+    photo's full-resolution crop; default each batch's own image).
     """
     if refine is not None:
         refine = refine_settings_used(refine, ground_truth_coarse)
@@ -184,7 +187,9 @@ def detail_errors(
     refined.update({f"n_coarse_{where}": _ActiveSums() for where in ("face", "active")})
     input_scores, render_scores, truth = [], [], []
     reconstructions = []
+    photos = iter(photos) if photos is not None else None
     for batch in batches:
+        photo = next(photos) if photos is not None else None
         rec = reconstructor(
             batch.image,
             coarse=true_coarse(reconstructor, batch) if ground_truth_coarse else None,
@@ -215,13 +220,13 @@ def detail_errors(
         if refine is not None:
             face_skin = skin[:, 0].expand_as(regions)
             # the coarse fit does not depend on where the detail starts: once for both starts
-            refitted = reconstructor.refit_coarse(rec, settings=refine)
+            refitted = reconstructor.refit_coarse(rec, photo, settings=refine)
             flat_refitted = angle_degrees(refitted.coarse.surface.normals.cpu(), truth_normals)[:, 0]
             refined["n_coarse_face"].add(flat_refitted, face_skin)
             refined["n_coarse_active"].add(flat_refitted, regions)
             detail_fits = dataclasses.replace(refine, coarse_steps=0)
             for start, from_flat in (("", False), ("_flat_start", True)):
-                detail = reconstructor.refine(refitted, settings=detail_fits, from_flat=from_flat).detail
+                detail = reconstructor.refine(refitted, photo, detail_fits, from_flat=from_flat).detail
                 errors = {
                     "d": (detail.uv_displacement.cpu() - batch.uv_displacement).abs()[:, 0],
                     "n": angle_degrees(detail.uv_detail_normals.cpu(), truth_normals)[:, 0],

@@ -51,10 +51,19 @@ class EvaluationResult:
 
 
 def test_batches(
-    reconstructor: Reconstructor, n_faces: int, batch_size: int, split: str = "test"
+    reconstructor: Reconstructor,
+    n_faces: int,
+    batch_size: int,
+    split: str = "test",
+    image_size: int | None = None,
 ) -> DataLoader:
-    """Batches of ``n_faces`` ground-truth samples of ``split`` from the reconstructor's synthetic world."""
-    dataset = SyntheticFaces(world_parameters(reconstructor.cfg), split, n_faces)
+    """Batches of ``n_faces`` ground-truth samples of ``split`` from the reconstructor's synthetic world,
+    rendered at ``image_size`` (default the world's): the same faces at any size, as the world's draws do
+    not depend on it."""
+    parameters = world_parameters(reconstructor.cfg)
+    if image_size is not None:
+        parameters = dataclasses.replace(parameters, image_size=image_size)
+    dataset = SyntheticFaces(parameters, split, n_faces)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
 
 
@@ -108,21 +117,37 @@ def evaluate(
     title: str = "aucgan evaluation — synthetic test split",
     ground_truth_coarse: bool = False,
     refine: RefineConfig | None = None,
+    photo_size: int | None = None,
 ) -> EvaluationResult:
     """Measure ``reconstructor`` on ``n_faces`` held-out synthetic faces; write the report into ``out``.
     With ``ground_truth_coarse`` the faces' true coarse fits replace the coarse stage (the detail stage
     alone is measured). With ``refine`` settings the photometric refinement is measured too, on top of the
-    network and from flat (the ``refined`` parts of the error sections)."""
+    network and from flat (the ``refined`` parts of the error sections); ``photo_size`` renders the same
+    faces at that size for the refinement to compare with (a photo's full-resolution crop: the network reads
+    the world's render at its own input size, so its rows do not change)."""
     import numpy as np
 
     if n_faces < 1:
         raise ValueError(f"n_faces must be at least 1, got {n_faces}")
+    if photo_size is not None and refine is None:
+        raise ValueError("a photo size is only read by the refinement: measure it too (--refine)")
+    if photo_size is not None and photo_size < 16:
+        raise ValueError(f"the photo size must be at least 16 pixels, got {photo_size}")
     out = Path(out)
     batches = list(test_batches(reconstructor, n_faces, batch_size))
+    photos = None
+    if photo_size is not None:
+        larger = test_batches(reconstructor, n_faces, batch_size, image_size=photo_size)
+        photos = (batch.image for batch in larger)
     start = time.perf_counter()
     with tqdm(total=n_faces, desc="evaluate", unit="face", disable=not progress) as bar:
         sections, consistency, reconstructions = detail_errors(
-            reconstructor, batches, bar.update, ground_truth_coarse=ground_truth_coarse, refine=refine
+            reconstructor,
+            batches,
+            bar.update,
+            ground_truth_coarse=ground_truth_coarse,
+            refine=refine,
+            photos=photos,
         )
     inference_seconds = time.perf_counter() - start
     edited = first_faces(reconstructions, edit_faces)
@@ -177,7 +202,10 @@ def evaluate(
             **(
                 {}
                 if refine is None
-                else {"refine": _refine_settings(reconstructor, refine, ground_truth_coarse)}
+                else {
+                    "refine": _refine_settings(reconstructor, refine, ground_truth_coarse),
+                    "refine_photo_size": photo_size or reconstructor.cfg.render.image_size,
+                }
             ),
         },
         "weights": {"source": reconstructor.source},
