@@ -46,7 +46,9 @@ def section(runs: list[tuple[dict, str]], title: str = "Refinement inside `aucga
         coarse_steps = settings.get("coarse_steps", 0) if coarse != "ground truth" else 0
         # runs made before refine.au_start started every AU fit from the AU net
         au_start = "expression" if settings.get("au_start") == "expression" else "AU net"
-        steps = f"{coarse_steps} + {settings.get('au_steps', 0)} (from {au_start}) + {settings['steps']}"
+        au = f"{settings.get('au_steps', 0)} (from {au_start}"
+        au += f", step {settings['au_lr']:g})" if "au_lr" in settings else ")"
+        steps = f"{coarse_steps} + {au} + {settings['steps']}"
         if settings["steps"]:
             steps += f" (pull {settings['magnitude']:g})"
         refitted = f"{r['coarse_flat_active']:.2f}°" if coarse_steps and "coarse_flat_active" in r else "—"
@@ -56,7 +58,8 @@ def section(runs: list[tuple[dict, str]], title: str = "Refinement inside `aucga
             f"| {coarse} | {metrics['n_faces']} | {photo} | {steps} | {n['active_flat']:.2f}° | "
             f"{n['active']:.2f}° | "
             f"{refitted} | {r['active']:.2f}° (± {r['active_vs_network_se']:.2f}) | "
-            f"{r['from_flat_active']:.2f}° | {n['flat']:.2f}° / {n['face']:.2f}° / {r['face']:.2f}° |"
+            f"{r['from_flat_active']:.2f}° ({r['from_flat_active'] / n['active_flat']:.2f} × flat) | "
+            f"{n['flat']:.2f}° / {n['face']:.2f}° / {r['face']:.2f}° |"
         )
     lines += [
         "",
