@@ -191,6 +191,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         log.info("validation: %s", shown)
     log.info("checkpoint: %s (logs, images and config.yaml in %s)", result.last_checkpoint, result.out_dir)
+    if result.stopped_at is not None:
+        log.info(
+            "stopped after step %d of %d (trainer.stop_after); the same command with resume=true and "
+            "trainer.stop_after=0 finishes it",
+            result.stopped_at,
+            cfg.trainer.steps,
+        )
     return 0
 
 

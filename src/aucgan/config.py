@@ -513,6 +513,10 @@ class TrainerConfig:
             encoder only is loaded (the face and albedo models stay the config's).
         max_bad_steps: a step whose loss or gradient is NaN/inf is skipped (nothing applied), counted and
             logged; this many such steps in a row stop the run, its last checkpoint intact.
+        stop_after: end the run after this many steps (validated there, ``last.ckpt`` at that step) while
+            its schedule and batch order stay laid out over ``steps``: a stage that starts the next one from
+            a point of a longer schedule (the AU net's recipe in ``docs/RESULTS.md``). ``resume=true`` with
+            a later ``stop_after`` (or 0) continues it exactly. 0 = run all ``steps``.
     """
 
     steps: int = setting(1000, low=1)
@@ -527,6 +531,7 @@ class TrainerConfig:
     progress: bool = True
     start_from: str = ""
     max_bad_steps: int = setting(20, low=1)
+    stop_after: int = setting(0, low=0)
 
 
 @dataclass

@@ -158,6 +158,22 @@ def test_periodic_checkpoint_schedule(tmp_path, steps, every):
     assert trainer.saved == expected
 
 
+@pytest.mark.parametrize(("stop", "every"), [(4, 3), (6, 3)])
+def test_periodic_checkpoint_saves_last_at_the_stop_step_and_not_after_training(tmp_path, stop, every):
+    """A run ended early by ``trainer.stop_after`` keeps ``last.ckpt`` from the end of its last step (a
+    checkpoint saved after training ends would not resume)."""
+    trainer, module = RecordingTrainer(), SimpleNamespace(steps_done=0)
+    callback = PeriodicCheckpoint(tmp_path, every, stop_at=stop)
+    for step in range(1, stop + 1):
+        module.steps_done = step
+        callback.on_train_batch_end(trainer, module, None, None, step - 1)
+    saved_in_steps = list(trainer.saved)
+    callback.on_train_end(trainer, module)
+    assert trainer.saved == saved_in_steps
+    assert saved_in_steps[-1] == LAST
+    assert saved_in_steps.count(f"step-{stop:07d}.ckpt") == (stop % every == 0)
+
+
 def test_stop_on_signal_notes_the_first_signal_interrupts_on_the_second_and_restores_the_handlers() -> None:
     import signal
 

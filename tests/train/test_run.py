@@ -231,6 +231,50 @@ def test_resuming_a_finished_au_run_points_to_start_from(tiny_runs: Path, tmp_pa
         train("au", cfg)
 
 
+def test_stop_after_ends_validated_and_resumes_to_the_straight_run(
+    tiny_runs: Path, tmp_path: Path, caplog
+) -> None:
+    """``trainer.stop_after`` ends an AU run early (not on a validation or checkpoint step), validated and
+    checkpointed there; resuming it finishes the same run as the uninterrupted one."""
+    run = tmp_path / "au"
+    steps, stop = load_config(Config, TINY).trainer.steps, 4
+    with caplog.at_level("INFO", logger="aucgan"):
+        assert (
+            main(["train", "au", str(TINY), *QUIET, f"trainer.out_dir={run}", f"trainer.stop_after={stop}"])
+            == 0
+        )
+    assert f"stopped after step {stop} of {steps} (trainer.stop_after)" in caplog.text
+    assert torch.load(run / "checkpoints" / LAST, weights_only=True)["aucgan"]["steps_done"] == stop
+    first = read_metrics(run)
+    assert max(series(first, "train/au_bce")) == stop - 1
+    assert list(series(first, "val/f1_mean")) == [stop - 1]
+    with pytest.raises(ConfigError, match=f"already at step {stop}; give a later step"):
+        train(
+            "au",
+            load_config(
+                Config, TINY, [*QUIET, f"trainer.out_dir={run}", "resume=true", f"trainer.stop_after={stop}"]
+            ),
+        )
+    assert main(["train", "au", str(TINY), *QUIET, f"trainer.out_dir={run}", "resume=true"]) == 0
+    straight, resumed = (
+        series(read_metrics(tiny_runs / "au"), "train/au_bce"),
+        series(read_metrics(run, 1), "train/au_bce"),
+    )
+    assert sorted(resumed) == [step for step in sorted(straight) if step >= stop]
+    for step, value in resumed.items():
+        assert value == pytest.approx(straight[step], abs=1e-5, rel=1e-5), step
+
+
+def test_stop_after_at_or_past_the_end_is_one_line(tmp_path: Path) -> None:
+    steps = load_config(Config, TINY).trainer.steps
+    cfg = load_config(
+        Config, TINY, [*QUIET, f"trainer.out_dir={tmp_path / 'au'}", f"trainer.stop_after={steps}"]
+    )
+    with pytest.raises(ConfigError, match=f"trainer.stop_after={steps} is not before trainer.steps={steps}"):
+        train("au", cfg)
+    assert not (tmp_path / "au").exists()
+
+
 def test_ddp_two_processes_on_cpu(tiny_runs: Path, tmp_path: Path) -> None:
     """Two gloo processes, with the trained coarse network in front of the detail stage."""
     out = tmp_path / "ddp"

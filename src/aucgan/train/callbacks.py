@@ -46,3 +46,21 @@ class ImageGrid(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("visuals", grid, pl_module.steps_done)
+
+
+class StopAfter(L.Callback):
+    """End the run after ``steps`` training steps (``trainer.stop_after``), before its schedule's end.
+
+    Lightning validates at the step it stops on and then ends training; ``last.ckpt`` at that step is
+    :class:`~aucgan.train.checkpointing.PeriodicCheckpoint`'s (its ``stop_at``), resumable like an
+    interrupted run's.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.stopped_at: int | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if pl_module.steps_done >= self.steps:
+            self.stopped_at = pl_module.steps_done
+            trainer.should_stop = True

@@ -80,11 +80,15 @@ class PeriodicCheckpoint(L.Callback):
     """Save ``step-NNNNNNN.ckpt`` and refresh ``last.ckpt`` every ``every`` training steps and at the end.
 
     Steps are training batches (not optimiser steps: the detail GAN makes two optimiser steps per batch).
+    A run that ``stop_at`` ends early (``trainer.stop_after``) gets ``last.ckpt`` at the end of that step,
+    as a periodic one: saved once training has ended, Lightning would record its one pass as finished and a
+    resumed run would stop at once.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], every: int) -> None:
+    def __init__(self, directory: str | os.PathLike[str], every: int, stop_at: int = 0) -> None:
         self.directory = Path(directory)
         self.every = every
+        self.stop_at = stop_at
 
     def _save(self, trainer: L.Trainer, steps: int, periodic: bool) -> None:
         if periodic:
@@ -93,12 +97,13 @@ class PeriodicCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         steps = pl_module.steps_done
-        if steps % self.every == 0:
-            self._save(trainer, steps, periodic=True)
+        if steps % self.every == 0 or steps == self.stop_at:
+            self._save(trainer, steps, periodic=steps % self.every == 0)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.steps_done % self.every != 0:
-            self._save(trainer, pl_module.steps_done, periodic=False)
+        steps = pl_module.steps_done
+        if steps % self.every != 0 and steps != self.stop_at:
+            self._save(trainer, steps, periodic=False)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -18,11 +18,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from aucgan.build import world_parameters
-from aucgan.config import Config, ConfigError, save_config
+from aucgan.config import Config, ConfigError, TrainerConfig, save_config
 from aucgan.data.real import RealSettings, build_real_cache
 from aucgan.loaders.common import read_checkpoint
 from aucgan.train.au import AUTraining
-from aucgan.train.callbacks import ImageGrid
+from aucgan.train.callbacks import ImageGrid, StopAfter
 from aucgan.train.checkpointing import LAST, AtomicCheckpointIO, PeriodicCheckpoint, StopOnSignal
 from aucgan.train.coarse import CoarseTraining
 from aucgan.train.data import DataSettings, FaceDataModule
@@ -39,6 +39,8 @@ class TrainResult:
     out_dir: Path
     last_checkpoint: Path
     metrics: dict[str, float]
+    stopped_at: int | None = None
+    """The step ``trainer.stop_after`` ended the run at, before its ``trainer.steps`` (None: it ran all)."""
 
 
 def run_directory(cfg: Config, stage: str, config_path: str | Path | None) -> Path:
@@ -114,8 +116,30 @@ def real_settings(cfg: Config, stage: str, out: Path) -> RealSettings | None:
     )
 
 
-def check_resumable(last: Path, stage: str, steps: int) -> None:
-    """Refuse, in one line, to resume a run that has nothing left to do or whose length would change.
+def check_stop_after(trainer: TrainerConfig, done: int = 0) -> None:
+    """Refuse, in one line, a ``trainer.stop_after`` that would not stop the run before its end, or that a
+    resumed run (``done`` steps so far) has already reached.
+
+    Raises:
+        ConfigError: ``stop_after`` is not between ``done`` and ``steps``.
+    """
+    if not trainer.stop_after:
+        return
+    if trainer.stop_after >= trainer.steps:
+        raise ConfigError(
+            f"trainer.stop_after={trainer.stop_after} is not before trainer.steps={trainer.steps}; "
+            "leave it 0 to run all the steps"
+        )
+    if trainer.stop_after <= done:
+        raise ConfigError(
+            f"trainer.stop_after={trainer.stop_after}: the run to resume is already at step {done}; "
+            f"give a later step, or trainer.stop_after=0 to finish its {trainer.steps} steps"
+        )
+
+
+def check_resumable(last: Path, stage: str, steps: int) -> int:
+    """Refuse, in one line, to resume a run that has nothing left to do or whose length would change;
+    returns how many steps it has done.
 
     A run's learning-rate schedule and batch order are laid out over its ``trainer.steps``: a finished run
     cannot be stretched (Lightning would stop at once, having finished its one pass), and an interrupted
@@ -140,6 +164,7 @@ def check_resumable(last: Path, stage: str, steps: int) -> None:
             f"{last}: this run was started with trainer.steps={planned} (its schedule and batch order depend "
             f"on it); resume it with trainer.steps={planned}"
         )
+    return done
 
 
 def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> TrainResult:
@@ -163,8 +188,8 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
     last = out / "checkpoints" / LAST
     if cfg.resume and not last.is_file():
         raise ConfigError(f"resume=true but {last} does not exist; start the run without resume=true")
-    if cfg.resume:
-        check_resumable(last, stage, cfg.trainer.steps)
+    done = check_resumable(last, stage, cfg.trainer.steps) if cfg.resume else 0
+    check_stop_after(cfg.trainer, done)
     if not cfg.resume and last.exists():
         raise ConfigError(
             f"{out} already holds a run; pass resume=true to continue it, or trainer.out_dir=NEW_FOLDER"
@@ -196,10 +221,12 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
         )
     )
     stop = StopOnSignal(out / "checkpoints", trainer_cfg.steps)
+    stop_after = StopAfter(trainer_cfg.stop_after or trainer_cfg.steps)
     callbacks: list[L.Callback] = [
-        PeriodicCheckpoint(out / "checkpoints", trainer_cfg.checkpoint_every),
+        PeriodicCheckpoint(out / "checkpoints", trainer_cfg.checkpoint_every, trainer_cfg.stop_after),
         ImageGrid(out / "images", trainer_cfg.image_every),
         stop,
+        stop_after,
     ]
     if trainer_cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(trainer_cfg.log_every, 10))))
@@ -228,12 +255,14 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
         save_config(cfg, out)
     with stop.listening():
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume else None)
-    if trainer_cfg.steps % trainer_cfg.val_every:
+    stopped_early = stop_after.stopped_at is not None and stop_after.stopped_at < trainer_cfg.steps
+    if trainer_cfg.steps % trainer_cfg.val_every and not stopped_early:  # stopping early validated already
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {
         name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val")
     }
-    return TrainResult(out_dir=out, last_checkpoint=last, metrics=metrics)
+    stopped_at = stop_after.stopped_at if stopped_early else None
+    return TrainResult(out_dir=out, last_checkpoint=last, metrics=metrics, stopped_at=stopped_at)
 
 
-__all__ = ["STAGES", "TrainResult", "check_resumable", "run_directory", "train"]
+__all__ = ["STAGES", "TrainResult", "check_resumable", "check_stop_after", "run_directory", "train"]
