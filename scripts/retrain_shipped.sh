@@ -56,12 +56,12 @@ train au "$RUNS/au-stage2" 10000 data.source="$DATA" trainer.steps=10000 trainer
 [ -f "$RUNS/au_net_f1.png" ] || run python scripts/evaluate_au_net.py "$RUNS/au-stage2/checkpoints/last.ckpt" \
     "$DATA" --split test --calibrate val --out "$RUNS/au_net_f1.png"
 
-# The coarse stage: the previous weights' coarse encoder (trained for this world), as a coarse checkpoint.
+# The coarse stage: the previous weights' (trained for this world), as a checkpoint of `aucgan train coarse`.
 [ -f "$RUNS/coarse.ckpt" ] || run python -c "
 import sys, torch
 from aucgan.reconstruct import Reconstructor
-encoder = Reconstructor.load(sys.argv[1]).coarse.encoder
-state = {'stage.encoder.' + k: v.float() for k, v in encoder.state_dict().items()}
+coarse = Reconstructor.load(sys.argv[1]).coarse
+state = {'stage.' + k: v.float() if v.is_floating_point() else v for k, v in coarse.state_dict().items()}
 torch.save({'aucgan': {}, 'state_dict': state}, sys.argv[2])" "$PREVIOUS" "$RUNS/coarse.ckpt"
 
 # The detail stage (the preset's uv-unet without a detail encoder, the uv-projection discriminator, the AU
