@@ -221,13 +221,14 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
         )
     )
     stop = StopOnSignal(out / "checkpoints", trainer_cfg.steps)
-    stop_after = StopAfter(trainer_cfg.stop_after or trainer_cfg.steps)
+    stop_after = StopAfter(trainer_cfg.stop_after)
     callbacks: list[L.Callback] = [
         PeriodicCheckpoint(out / "checkpoints", trainer_cfg.checkpoint_every, trainer_cfg.stop_after),
         ImageGrid(out / "images", trainer_cfg.image_every),
         stop,
-        stop_after,
     ]
+    if trainer_cfg.stop_after:  # before the end only (check_stop_after)
+        callbacks.append(stop_after)
     if trainer_cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(trainer_cfg.log_every, 10))))
     trainer = L.Trainer(
@@ -255,13 +256,12 @@ def train(stage: str, cfg: Config, config_path: str | Path | None = None) -> Tra
         save_config(cfg, out)
     with stop.listening():
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if cfg.resume else None)
-    stopped_early = stop_after.stopped_at is not None and stop_after.stopped_at < trainer_cfg.steps
-    if trainer_cfg.steps % trainer_cfg.val_every and not stopped_early:  # stopping early validated already
+    stopped_at = stop_after.stopped_at
+    if trainer_cfg.steps % trainer_cfg.val_every and stopped_at is None:  # stopping early validated already
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {
         name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val")
     }
-    stopped_at = stop_after.stopped_at if stopped_early else None
     return TrainResult(out_dir=out, last_checkpoint=last, metrics=metrics, stopped_at=stopped_at)
 
 
