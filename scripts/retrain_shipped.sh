@@ -10,6 +10,7 @@
 # exactly from its last.ckpt. Settings, from the environment:
 #   RUNS (runs/shipped)   run folders          DATA (data/synthetic)   the synthetic dataset
 #   PRECISION (32-true)   bf16-mixed where the CPU has AVX-512 BF16 (about 3x faster for the AU net)
+#   NO_PACK               set: stop before writing the shipped file
 # Time on 2 cores, 32-true, no AVX-512 BF16: AU stage 1 about 1.05 s per step (6000 steps), stage 2 at 192 px
 # about 1.5 s per step (10000 steps), the detail stage about 5 s per step (1000 steps).
 set -euo pipefail
@@ -72,6 +73,12 @@ train detail "$RUNS/detail" 1000 data.source="$DATA" assets.coarse="$RUNS/coarse
     loss.edit_truth=1 loss.detail_consistency=0 trainer.steps=1000 trainer.val_every=500 \
     trainer.checkpoint_every=250 trainer.image_every=500 trainer.log_every=25 trainer.progress=false
 
+# pack copies src/aucgan/pretrained/README.md into the file as its provenance: NO_PACK=1 stops here, to
+# write what the new weights are first.
+if [ -n "${NO_PACK:-}" ]; then
+    echo "= stopped before pack (NO_PACK)" >&2
+    exit 0
+fi
 run aucgan pack synthetic --checkpoint "$RUNS/detail/checkpoints/last.ckpt" --out "$SHIPPED" \
     --provenance "$(cat src/aucgan/pretrained/README.md)"
 run python scripts/measure_shipped_weights.py
