@@ -12,7 +12,7 @@
 #   PRECISION (32-true)   bf16-mixed where the CPU has AVX-512 BF16 (about 3x faster for the AU net)
 #   NO_PACK               set: stop before writing the shipped file
 # Time on 2 cores, 32-true, no AVX-512 BF16: AU stage 1 about 1.05 s per step (6000 steps), stage 2 at 192 px
-# about 1.5 s per step (10000 steps), the detail stage about 5 s per step (1000 steps).
+# about 1.4 s per step (10000 steps; its first 100 steps), the detail stage about 5 s per step (1000 steps).
 set -euo pipefail
 
 RUNS=${RUNS:-runs/shipped}
