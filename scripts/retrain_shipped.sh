@@ -11,6 +11,7 @@
 #   RUNS (runs/shipped)   run folders          DATA (data/synthetic)   the synthetic dataset
 #   PRECISION (32-true)   bf16-mixed where the CPU has AVX-512 BF16 (about 3x faster for the AU net)
 #   NO_PACK               set: stop before writing the shipped file
+#   NO_MEASURE            set: stop after it (and its synthetic.metrics.json), before the docs' measurements
 # Time on 2 cores, 32-true, no AVX-512 BF16: AU stage 1 about 1.05 s per step (6000 steps), stage 2 at 192 px
 # about 1.4 s per step (10000 steps; its first 100 steps), the detail stage about 5 s per step (1000 steps).
 set -euo pipefail
@@ -20,6 +21,8 @@ DATA=${DATA:-data/synthetic}
 PRECISION=${PRECISION:-32-true}
 SHIPPED=src/aucgan/pretrained/synthetic.safetensors
 PREVIOUS=$RUNS/previous.safetensors # the weights this retrain starts from (the AU net, the coarse stage)
+
+sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 run() {
     echo "+ $*" >&2
@@ -79,6 +82,38 @@ if [ -n "${NO_PACK:-}" ]; then
     echo "= stopped before pack (NO_PACK)" >&2
     exit 0
 fi
-run aucgan pack synthetic --checkpoint "$RUNS/detail/checkpoints/last.ckpt" --out "$SHIPPED" \
-    --provenance "$(cat src/aucgan/pretrained/README.md)"
-run python scripts/measure_shipped_weights.py
+[ "$(sha "$SHIPPED")" = "$(cat "$RUNS/packed.sha256" 2>/dev/null)" ] || {
+    run aucgan pack synthetic --checkpoint "$RUNS/detail/checkpoints/last.ckpt" --out "$SHIPPED" \
+        --provenance "$(cat src/aucgan/pretrained/README.md)"
+    run python scripts/measure_shipped_weights.py
+    [ -n "${DRY:-}" ] || sha "$SHIPPED" > "$RUNS/packed.sha256"
+}
+[ -n "${NO_MEASURE:-}" ] && { echo "= stopped after pack (NO_MEASURE)" >&2; exit 0; }
+
+# What the new weights measure, into docs/: each run is skipped once its output exists in $RUNS (delete it to
+# redo one). The AU net's F1 figure; the detail stage on 256 test faces of two world seeds and with the true
+# coarse fits (docs/RESULTS.md's detail section); the refinement on top (issue 23's section, the photo at
+# 256 px); the speed section; the README's pictures.
+[ -f docs/au_net_f1.png ] && cmp -s "$RUNS/au_net_f1.png" docs/au_net_f1.png || run cp "$RUNS/au_net_f1.png" docs/au_net_f1.png
+evaluate() {
+    local name=$1
+    shift
+    [ -f "$RUNS/eval/$name/metrics.json" ] || run aucgan evaluate --n 256 --out "$RUNS/eval/$name" "$@"
+}
+evaluate net256
+evaluate net256s1 seed=1
+evaluate gt256 --ground-truth-coarse
+run python scripts/detail_results.py "$RUNS"/eval/{net256,net256s1,gt256}/metrics.json \
+    --command "aucgan evaluate --n 256 --out $RUNS/eval/net256" \
+    --command "aucgan evaluate --n 256 --out $RUNS/eval/net256s1 seed=1" \
+    --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256 --ground-truth-coarse"
+evaluate gt256-p256 --refine --ground-truth-coarse --photo-size 256
+evaluate cf256-p256 --refine --photo-size 256
+run python scripts/refine_results.py "$RUNS"/eval/{gt256-p256,cf256-p256}/metrics.json \
+    --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256-p256 --refine --ground-truth-coarse --photo-size 256" \
+    --command "aucgan evaluate --n 256 --out $RUNS/eval/cf256-p256 --refine --photo-size 256" \
+    --marker refine-photo --title "Refinement against the full-resolution photo"
+[ -f "$RUNS/bench.json" ] || run aucgan bench --repeats 7 --train-repeats 3 --out "$RUNS/bench.json" \
+    --results docs/RESULTS.md
+run python scripts/make_readme_figures.py --out "$RUNS/demo"
+run python scripts/real_photo_figure.py --out docs/real_photos.png
