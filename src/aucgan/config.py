@@ -398,6 +398,10 @@ class LossConfig:
             so that an AU edit draws the folds the world would (0 = off).
         edit_true_aus: share of edit pairs conditioned on the world's true AU intensities (the rest on what
             the AU net reads from the other image).
+        edit_single_au: synthetic data only: the truth losses again on a *single-AU edit* — each photo
+            decoded with one wrinkle AU moved to a random intensity (on its true intensities, or on a
+            neutral condition), against the world's displacement at that condition — so that an edit moves
+            that AU's folds alone (0 = off; :meth:`aucgan.train.detail.DetailTraining.single_au_edit`).
         refined_target: photos only (``coarse.backend=mediapipe``), self-distillation: the error
             (``displacement_truth_kind``, units of ``model.max_z / 20``) of the displacement against the
             photo's *refined* displacement, :func:`~aucgan.stages.refine.refine_faces` of the cached fit
@@ -433,6 +437,7 @@ class LossConfig:
     displacement_gradient: float = setting(0.0, low=0.0)
     edit_truth: float = setting(0.0, low=0.0)
     edit_true_aus: float = setting(0.5, low=0.0, high=1.0)
+    edit_single_au: float = setting(0.0, low=0.0)
     refined_target: float = setting(0.0, low=0.0)
     refined_gradient: float = setting(0.0, low=0.0)
     adversarial_kind: str = setting("non-saturating", choices=("non-saturating", "hinge"))

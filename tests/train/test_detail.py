@@ -20,11 +20,13 @@ import pytest
 import torch
 from torch import nn
 
+from aucgan.au import MAIN_AUS
 from aucgan.build import world_parameters
-from aucgan.config import Config, load_config, preset_path
+from aucgan.config import Config, ConfigError, load_config, preset_path
 from aucgan.data.real import RealSample
-from aucgan.data.shards import SyntheticFaces
+from aucgan.data.shards import ShardedFaces, SyntheticFaces, write_dataset
 from aucgan.data.synthetic import collate
+from aucgan.face_model.regions import AU_WRINKLE_REGIONS
 from aucgan.losses.truth import displacement_error, displacement_gradient_error
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.train import au as au_training
@@ -540,6 +542,89 @@ def test_edit_pairs_take_the_other_images_aus_and_keep_the_photo(uv_world, step,
     assert seen["evidence"] is evidence and seen["code"] is detail.detail_code
     torch.testing.assert_close(seen["target"].codes.jaw_pose, swap_within_groups(coarse.codes.jaw_pose, k))
     torch.testing.assert_close(seen["target"].codes.expression, chosen)  # the built-in face: expression = AUs
+
+
+def test_single_au_edits_move_one_wrinkle_au_and_target_the_worlds_displacement(uv_world, step, monkeypatch):
+    module, batch = uv_world.module, step.batch
+    with torch.no_grad():
+        coarse, _, condition, detail, _, evidence = module.run_detail(batch, batch.image)
+    seen = {}
+
+    def decode(target, code, cond, evid):
+        seen.update(target=target, code=code, condition=cond, evidence=evid)
+        return detail
+
+    monkeypatch.setattr(module.detail, "decode", decode)
+    wrinkle = {MAIN_AUS.index(au) for au in AU_WRINKLE_REGIONS}
+    world = world_parameters(module.cfg).world()
+    kinds = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        _, target = module.single_au_edit(batch, coarse, condition, evidence, detail.detail_code)
+        chosen = seen["condition"].intensities
+        for i in range(chosen.shape[0]):
+            true = batch.expression[i].to(chosen)
+            on_true = (chosen[i] != true).nonzero().flatten().tolist()
+            on_neutral = chosen[i].nonzero().flatten().tolist()
+            moved = on_true if len(on_true) <= 1 else on_neutral
+            assert len(moved) <= 1 and set(moved) <= wrinkle, (seed, i, on_true, on_neutral)
+            kinds.add("true" if len(on_true) <= 1 else "neutral")
+            # the target by hand: the identity's static detail plus its basis at the chosen intensities
+            person = world.identity(int(batch.identity[i]))
+            by_hand = person.static_detail + sum(
+                float(chosen[i, k]) * person.wrinkle_basis[k] for k in range(len(MAIN_AUS))
+            )
+            torch.testing.assert_close(target[i, 0], by_hand.to(target), atol=1e-6, rtol=1e-5)
+        assert seen["condition"].features is condition.features  # the photo's own AU features
+        assert seen["evidence"] is evidence and seen["code"] is detail.detail_code
+        torch.testing.assert_close(
+            seen["target"].codes.expression, chosen
+        )  # the built-in face: expression = AUs
+    assert kinds == {"true", "neutral"}
+
+
+def test_single_au_edits_refuse_data_of_another_world(uv_world, step):
+    module, batch = uv_world.module, step.batch
+    module._world_checked = False
+    bases, static = module.wrinkle_bases(batch)  # the fixture's data: the world of its config
+    rebuilt = static + torch.einsum("bk,bkhw->bhw", batch.expression.to(bases), bases)
+    torch.testing.assert_close(rebuilt, batch.uv_displacement[:, 0].to(rebuilt), atol=1e-5, rtol=1e-3)
+    other = dataclasses.replace(batch, uv_displacement=batch.uv_displacement.flip(-1) + 0.01)
+    module._world_checked = False
+    message = r"loss.edit_single_au: .* not this world's .*world seed=0.*aucgan synth"
+    with pytest.raises(ConfigError, match=message):
+        module.wrinkle_bases(other)
+    module._world_checked = False
+
+
+def test_single_au_edits_read_the_world_of_the_datasets_manifest(uv_world, tmp_path):
+    module, cfg = uv_world.module, uv_world.cfg
+    write_dataset(tmp_path, world_parameters(cfg), {"train": 4}, shard_size=4, workers=0)
+    faces = ShardedFaces(tmp_path, "train")
+    batch = collate([faces[i] for i in range(len(faces))])
+    # the run's seed differs from the data's: the bases are still the data's world's
+    module.cfg = dataclasses.replace(cfg, seed=5, data=dataclasses.replace(cfg.data, source=str(tmp_path)))
+    module._world, module._world_checked = None, False
+    try:
+        bases, static = module.wrinkle_bases(batch)
+        assert module._world.seed == cfg.seed and module._world_checked
+        rebuilt = static + torch.einsum("bk,bkhw->bhw", batch.expression.to(bases), bases)
+        torch.testing.assert_close(rebuilt, batch.uv_displacement[:, 0].to(rebuilt), atol=1e-5, rtol=1e-3)
+    finally:
+        module.cfg = cfg
+        module._world, module._world_checked = None, False
+
+
+def test_a_step_with_single_au_edits_logs_their_losses(uv_world, step, monkeypatch):
+    loss = dataclasses.replace(uv_world.cfg.loss, edit_single_au=2.0)
+    torch.manual_seed(0)
+    module = DetailTraining(dataclasses.replace(uv_world.cfg, loss=loss))
+    logs = by_hand(module, monkeypatch)
+    module.train()
+    module.training_step(step.batch, 0)
+    for name in ("single_edit_truth", "single_edit_gradient"):
+        value = logs[0][f"train/{name}"]
+        assert math.isfinite(float(value)) and float(value) > 0, name
 
 
 # Self-distillation: photos with refined targets -----------------------------------------------------------

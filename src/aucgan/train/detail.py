@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from aucgan.au import MAIN_AUS
 from aucgan.build import (
     au_net,
     coarse_stage,
@@ -32,10 +33,12 @@ from aucgan.build import (
     discriminator,
     load_coarse,
     require_asset,
+    world_parameters,
 )
-from aucgan.config import Config
+from aucgan.config import Config, ConfigError
 from aucgan.data.real import RealSample
-from aucgan.data.synthetic import SyntheticSample
+from aucgan.data.shards import ShardedFaces
+from aucgan.data.synthetic import SyntheticSample, SyntheticWorld
 from aucgan.face_model.regions import AU_WRINKLE_REGIONS, active_region_mask, region_mask
 from aucgan.geometry.render import Rendering, texel_visibility
 from aucgan.geometry.shading import sh_shading
@@ -58,6 +61,10 @@ MRF_LAYER_WEIGHTS = {"relu3_2": 1.0, "relu4_2": 1.0}
 
 log = logging.getLogger(__name__)
 
+
+SINGLE_EDIT_NEUTRAL = 0.5
+"""Share of single-AU edits (``loss.edit_single_au``) made on a neutral condition (every other AU at 0, as
+``aucgan evaluate`` edits); the rest move one AU of the face's true intensities."""
 
 TRUTH_UNIT = 1.0 / 20.0
 """The truth losses measure displacement in units of ``model.max_z`` times this (0.5 mm for the built-in
@@ -111,6 +118,8 @@ class DetailTraining(StageModule):
                     "loss.mrf=0 silences this warning)"
                 )
         self.group_size = cfg.synth.images_per_identity
+        self._world: SyntheticWorld | None = None  # the world's wrinkle bases, for single-AU edits
+        self._world_checked = False
 
     def train(self, mode: bool = True) -> DetailTraining:
         super().train(mode)
@@ -275,6 +284,13 @@ class DetailTraining(StageModule):
                             pair, swap_within_groups(batch.uv_displacement, self.group_size)
                         ).items():
                             g_losses[name.replace("displacement", "edit")] = self.cfg.loss.edit_truth * value
+                    if self.cfg.loss.edit_single_au > 0:
+                        predicted, target = self.single_au_edit(
+                            batch, coarse, condition, evidence, detail.detail_code
+                        )
+                        for name, value in self.truth_losses(predicted, target).items():
+                            name = name.replace("displacement", "single_edit")
+                            g_losses[name] = self.cfg.loss.edit_single_au * value
                 else:
                     g_losses.update(self.refined_losses(detail.uv_displacement, batch.refined_displacement))
                 self.optimise(g_optimizer, g_losses, "generator")
@@ -369,6 +385,69 @@ class DetailTraining(StageModule):
         )
         detail = self.detail.decode(target, detail_code, condition.with_intensities(intensities), evidence)
         return detail.uv_displacement
+
+    def single_au_edit(
+        self,
+        batch: SyntheticSample,
+        coarse: CoarseOutput,
+        condition: AUCondition,
+        evidence: UVEvidence | None,
+        detail_code: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(predicted, target)`` ``(B, 1, S, S)`` of a single-AU edit of each photo: one wrinkle AU (of
+        :data:`~aucgan.face_model.regions.AU_WRINKLE_REGIONS`, drawn per face) moved to an intensity drawn in
+        [0, 1], on the face's true intensities or, for a share :data:`SINGLE_EDIT_NEUTRAL`, on a neutral
+        condition (every other AU at 0); the photo, its AU features and its detail code kept. The target is
+        the world's displacement at that condition (the identity's static detail plus its wrinkle basis
+        weighted by the intensities: the world's displacement is linear in them), so an edit learns to move
+        only that AU's folds, by as much as the world does — which the co-occurring AUs of edit pairs
+        between two photos cannot teach. Built-in face, synthetic data only.
+
+        Raises:
+            ConfigError: the batch's displacements are not the world's (a dataset whose manifest does not
+                match its shards), in one line.
+        """
+        bases, static = self.wrinkle_bases(batch)
+        true = batch.expression.to(bases)
+        faces = true.shape[0]
+        wrinkle_aus = torch.tensor([MAIN_AUS.index(au) for au in AU_WRINKLE_REGIONS], device=true.device)
+        chosen = wrinkle_aus[torch.randint(len(wrinkle_aus), (faces,), device=true.device)]
+        neutral = torch.rand(faces, 1, device=true.device) < SINGLE_EDIT_NEUTRAL
+        intensities = torch.where(neutral, torch.zeros_like(true), true)
+        rows = torch.arange(faces, device=true.device)
+        intensities[rows, chosen] = torch.rand(faces, device=true.device)
+        target = static[:, None] + torch.einsum("bk,bkhw->bhw", intensities, bases)[:, None]
+        codes = coarse.codes
+        expression = intensities if self.coarse.face_model.expression_is_au_rig else codes.expression
+        edited = dataclasses.replace(coarse, codes=dataclasses.replace(codes, expression=expression))
+        detail = self.detail.decode(edited, detail_code, condition.with_intensities(intensities), evidence)
+        return detail.uv_displacement, target.to(detail.uv_displacement)
+
+    def wrinkle_bases(self, batch: SyntheticSample) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 27, S, S)`` each face's identity's displacement per AU at intensity 1 and ``(B, S, S)`` its
+        static detail (cm), from the synthetic world of ``data.source``'s manifest (else the config's); the
+        first call checks that they give the batch's displacements."""
+        source = self.cfg.data.source
+        if self._world is None:  # the world the data was written from (its manifest), else the config's
+            parameters = ShardedFaces(source, "train").parameters if source else world_parameters(self.cfg)
+            self._world = parameters.world()
+        people = [self._world.identity(int(identity)) for identity in batch.identity]
+        device = batch.uv_displacement.device
+        bases = torch.stack([person.wrinkle_basis for person in people]).to(device)
+        static = torch.stack([person.static_detail for person in people]).to(device)
+        if not self._world_checked:
+            rebuilt = static + torch.einsum("bk,bkhw->bhw", batch.expression.to(bases), bases)
+            stored = batch.uv_displacement[:, 0].to(bases)
+            error = float((rebuilt - stored).abs().max())
+            if error > 1e-2 * float(stored.abs().max()) + 1e-5:
+                raise ConfigError(
+                    f"loss.edit_single_au: the batch's displacements are not this world's (off by "
+                    f"{error:.3g} cm; world seed={self._world.seed}, UV size {self._world.uv_size}, from "
+                    f"{source or 'the config'}): rewrite the data with `aucgan synth`, or set "
+                    "loss.edit_single_au=0"
+                )
+            self._world_checked = True
+        return bases, static
 
     def held_out_errors(self, batch: SyntheticSample) -> dict[str, torch.Tensor]:
         """Errors against the synthetic ground truth, over the skin texels: ``displacement_mae`` (face-model
