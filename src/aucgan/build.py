@@ -271,6 +271,7 @@ def detail_stage(cfg: Config, uv_space: UVSpace, au: MEFARG | None, n_expression
             "uv_size": uv_space.size,
             "photo_channels": PHOTO_CHANNELS,
             "paths": tuple(cfg.model.detail_paths),
+            "norm": cfg.model.detail_norm,
         }
     decoder = build_detail_decoder(
         cfg.model.detail_decoder,

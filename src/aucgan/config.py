@@ -232,6 +232,9 @@ class ModelConfig:
         detail_paths: the information paths of the ``"uv-unet"`` decoder (for the ablation): ``"photo"``
             (the photo read in UV), ``"au"`` (per-AU maps placed in UV) and ``"latent"`` (jaw, expression
             and detail code); the UV coordinates are always read.
+        detail_norm: the ``"uv-unet"`` decoder's normalisation: ``"group"`` (GroupNorm: its statistics pool
+            the whole UV map, so an AU edit shifts every texel a little) or ``"texel"`` (each texel's
+            channels alone, :class:`~aucgan.nets.detail_decoder.TexelNorm`).
         detail_output_gain: the decoder's output is ``max_z · tanh(gain · x)``: with ``max_z`` far above a
             typical fold, a gain of about typical / max_z keeps the last layer's weights at their usual
             size (the built-in face's presets: 0.05, folds of 0.5 mm under a 1 cm bound); 1 for DECA.
@@ -252,6 +255,7 @@ class ModelConfig:
         "token-attention", choices=("none", "concat-1x1", "token-attention", "uv-unet")
     )
     detail_paths: tuple[str, ...] = setting(("photo", "au", "latent"), choices=("photo", "au", "latent"))
+    detail_norm: str = setting("group", choices=("group", "texel"))
     discriminator: str = setting(
         "projection", choices=("reference-3x9", "projection", "projection-global", "uv-projection")
     )

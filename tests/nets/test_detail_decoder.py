@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aucgan.au import MAIN_AUS, au_index
@@ -14,6 +15,7 @@ from aucgan.nets.detail_decoder import (
     DecaDetailDecoder,
     ReferenceConcatDecoder,
     ScaledTanh,
+    TexelNorm,
     UVUNetDecoder,
     build_detail_decoder,
     uv_fourier_features,
@@ -353,6 +355,41 @@ def test_uv_unet_gradients_reach_every_parameter_and_the_photo():
     (out * torch.randn_like(out)).sum().backward()
     assert photo.grad.abs().sum() > 0 and condition.intensities.grad.abs().sum() > 0
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_texel_norm_is_a_layer_norm_over_each_texels_channels():
+    norm = TexelNorm(6).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64) * 3 + 1
+    last = F.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias, norm.eps)
+    torch.testing.assert_close(norm(x), last.permute(0, 3, 1, 2))
+
+
+def test_texel_norm_keeps_a_local_change_local_where_group_norm_spreads_it():
+    x = torch.randn(1, 8, 9, 9, dtype=torch.float64)
+    moved = x.clone()
+    moved[:, :, 4, 4] += 5.0
+    elsewhere = torch.ones(9, 9, dtype=torch.bool)
+    elsewhere[4, 4] = False
+    texel = TexelNorm(8).double()
+    group = nn.GroupNorm(4, 8).double()
+    with torch.no_grad():
+        assert torch.equal(texel(moved)[..., elsewhere], texel(x)[..., elsewhere])
+        assert (group(moved)[..., elsewhere] - group(x)[..., elsewhere]).abs().max() > 1e-3
+
+
+def test_uv_unet_with_texel_norm_has_no_group_norm_and_learns_flat_start():
+    net = uv_net(norm="texel").eval()
+    assert not any(isinstance(m, nn.GroupNorm) for m in net.modules())
+    assert sum(isinstance(m, TexelNorm) for m in net.modules()) == 4 * (len(net.down) - 1) + 2
+    latent, condition = make_inputs()
+    with torch.no_grad():
+        out = net(latent, condition, uv_inputs())
+    assert out.shape == (2, 1, UV, UV) and 0 < out.abs().max() <= 0.5
+    with pytest.raises(ValueError, match="unknown norm 'batch'"):
+        uv_net(norm="batch")
 
 
 def test_uv_unet_refuses_missing_photo_bad_sizes_and_unknown_paths():

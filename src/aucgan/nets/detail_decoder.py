@@ -450,10 +450,31 @@ UV_PATHS = ("photo", "au", "latent")
 """The information paths of :class:`UVUNetDecoder`; each can be switched off for an ablation."""
 
 
-def _conv_norm(c_in: int, c_out: int, groups: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(groups, c_out), nn.LeakyReLU(0.2, inplace=True)
-    )
+class TexelNorm(nn.Module):
+    """Each texel's channels normalised on their own (a LayerNorm over the channels of every position) with a
+    learned scale and shift per channel: unlike GroupNorm, whose statistics pool the whole map, a change in
+    one place of the input moves nothing elsewhere through the normalisation."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        variance = (x - mean).square().mean(dim=1, keepdim=True)
+        normalised = (x - mean) * torch.rsqrt(variance + self.eps)
+        return normalised * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+UV_NORMS = ("group", "texel")
+"""The uv-unet's normalisations: GroupNorm, or :class:`TexelNorm`."""
+
+
+def _conv_norm(c_in: int, c_out: int, groups: int, stride: int = 1, norm: str = "group") -> nn.Sequential:
+    layer = nn.GroupNorm(groups, c_out) if norm == "group" else TexelNorm(c_out)
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), layer, nn.LeakyReLU(0.2, inplace=True))
 
 
 class UVUNetDecoder(DetailDecoder):
@@ -470,7 +491,9 @@ class UVUNetDecoder(DetailDecoder):
        texel visibility, the coarse normals, the coarse (flat) rendering and the light
        (:func:`aucgan.stages.detail.photo_maps`) — enter at full UV resolution. The photo says the *phase*
        of the folds and the identity's own lines.
-    3. **U-Net.** Levels at S, S/2, … (``channels``), two conv 3×3 + GroupNorm + LeakyReLU(0.2) each,
+    3. **U-Net.** Levels at S, S/2, … (``channels``), two conv 3×3 + norm + LeakyReLU(0.2) each (``norm``:
+       GroupNorm, whose statistics pool the whole map, so an edit in one region shifts every texel a
+       little, or :class:`TexelNorm`, each texel alone),
        stride-2 down-sampling; the decoder up-samples (bilinear ×2) and concatenates the encoder's level
        (skip connections at UV resolution) and the AU maps at that level. The UV coordinates are always an
        input, so positions are known even with both paths off.
@@ -498,8 +521,11 @@ class UVUNetDecoder(DetailDecoder):
         au_channels: int = 8,
         au_map_size: int = 0,
         groups: int = 4,
+        norm: str = "group",
     ) -> None:
         super().__init__(latent_dim, max_z)
+        if norm not in UV_NORMS:
+            raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(UV_NORMS)}")
         unknown = set(paths) - set(UV_PATHS)
         if unknown:
             raise ValueError(f"unknown paths {sorted(unknown)}; valid: {', '.join(UV_PATHS)}")
@@ -530,8 +556,8 @@ class UVUNetDecoder(DetailDecoder):
             start = c_in if level == 0 else channels[level - 1]
             self.down.append(
                 nn.Sequential(
-                    _conv_norm(start, width, groups, stride=1 if level == 0 else 2),
-                    _conv_norm(width, width, groups),
+                    _conv_norm(start, width, groups, stride=1 if level == 0 else 2, norm=norm),
+                    _conv_norm(width, width, groups, norm=norm),
                 )
             )
         if "latent" in self.paths:
@@ -540,8 +566,10 @@ class UVUNetDecoder(DetailDecoder):
             nn.init.zeros_(self.film.bias)
         self.up = nn.ModuleList(
             nn.Sequential(
-                _conv_norm(channels[level + 1] + channels[level] + au_width, channels[level], groups),
-                _conv_norm(channels[level], channels[level], groups),
+                _conv_norm(
+                    channels[level + 1] + channels[level] + au_width, channels[level], groups, norm=norm
+                ),
+                _conv_norm(channels[level], channels[level], groups, norm=norm),
             )
             for level in range(len(channels) - 1)
         )
