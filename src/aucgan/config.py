@@ -406,6 +406,8 @@ class LossConfig:
             decoded with one wrinkle AU moved to a random intensity (on its true intensities, or on a
             neutral condition), against the world's displacement at that condition — so that an edit moves
             that AU's folds alone (0 = off; :meth:`aucgan.train.detail.DetailTraining.single_au_edit`).
+        edit_single_region: the same single-AU edits' truth losses over the edited AU's wrinkle regions
+            alone (so that a faint fold in a small region weighs as much as a deep one; 0 = off).
         refined_target: photos only (``coarse.backend=mediapipe``), self-distillation: the error
             (``displacement_truth_kind``, units of ``model.max_z / 20``) of the displacement against the
             photo's *refined* displacement, :func:`~aucgan.stages.refine.refine_faces` of the cached fit
@@ -442,6 +444,7 @@ class LossConfig:
     edit_truth: float = setting(0.0, low=0.0)
     edit_true_aus: float = setting(0.5, low=0.0, high=1.0)
     edit_single_au: float = setting(0.0, low=0.0)
+    edit_single_region: float = setting(0.0, low=0.0)
     refined_target: float = setting(0.0, low=0.0)
     refined_gradient: float = setting(0.0, low=0.0)
     adversarial_kind: str = setting("non-saturating", choices=("non-saturating", "hinge"))

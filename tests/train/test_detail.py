@@ -26,7 +26,7 @@ from aucgan.config import Config, ConfigError, load_config, preset_path
 from aucgan.data.real import RealSample
 from aucgan.data.shards import ShardedFaces, SyntheticFaces, write_dataset
 from aucgan.data.synthetic import collate
-from aucgan.face_model.regions import AU_WRINKLE_REGIONS
+from aucgan.face_model.regions import AU_WRINKLE_REGIONS, au_region_mask
 from aucgan.losses.truth import displacement_error, displacement_gradient_error
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.train import au as au_training
@@ -560,7 +560,7 @@ def test_single_au_edits_move_one_wrinkle_au_and_target_the_worlds_displacement(
     kinds = set()
     for seed in range(6):
         torch.manual_seed(seed)
-        _, target = module.single_au_edit(batch, coarse, condition, evidence, detail.detail_code)
+        _, target, regions = module.single_au_edit(batch, coarse, condition, evidence, detail.detail_code)
         chosen = seen["condition"].intensities
         for i in range(chosen.shape[0]):
             true = batch.expression[i].to(chosen)
@@ -569,6 +569,10 @@ def test_single_au_edits_move_one_wrinkle_au_and_target_the_worlds_displacement(
             moved = on_true if len(on_true) <= 1 else on_neutral
             assert len(moved) <= 1 and set(moved) <= wrinkle, (seed, i, on_true, on_neutral)
             kinds.add("true" if len(on_true) <= 1 else "neutral")
+            if moved:  # the regions are the moved AU's
+                (au,) = [name for name in AU_WRINKLE_REGIONS if MAIN_AUS.index(name) == moved[0]]
+                size = module.cfg.render.uv_size
+                torch.testing.assert_close(regions[i, 0], au_region_mask(au, size).to(regions))
             # the target by hand: the identity's static detail plus its basis at the chosen intensities
             person = world.identity(int(batch.identity[i]))
             by_hand = person.static_detail + sum(
@@ -615,14 +619,34 @@ def test_single_au_edits_read_the_world_of_the_datasets_manifest(uv_world, tmp_p
         module._world, module._world_checked = None, False
 
 
+def test_single_edit_losses_weigh_the_skin_and_the_edited_regions(uv_world, step, monkeypatch):
+    module, batch = uv_world.module, step.batch
+    size = module.cfg.render.uv_size
+    generator = torch.Generator().manual_seed(3)
+    predicted, target = (torch.randn(batch.image.shape[0], 1, size, size, generator=generator) for _ in "ab")
+    regions = (torch.rand(batch.image.shape[0], 1, size, size, generator=generator) > 0.7).float()
+    monkeypatch.setattr(module, "single_au_edit", lambda *args: (predicted, target, regions))
+    loss = dataclasses.replace(module.cfg.loss, edit_single_au=2.0, edit_single_region=0.5)
+    monkeypatch.setattr(module, "cfg", dataclasses.replace(module.cfg, loss=loss))
+    losses = module.single_edit_losses(batch, None, None, None, SimpleNamespace(detail_code=None))
+    skin = module.coarse.uv_space.skin
+    unit = module.cfg.model.max_z * detail_training.TRUTH_UNIT
+    for prefix, weight, mask in (("single_edit", 2.0, skin), ("single_region", 0.5, regions * skin)):
+        truth = loss.displacement_truth * displacement_error(predicted, target, mask, unit)
+        slopes = loss.displacement_gradient * displacement_gradient_error(predicted, target, mask, unit)
+        torch.testing.assert_close(losses[f"{prefix}_truth"], weight * truth)
+        torch.testing.assert_close(losses[f"{prefix}_gradient"], weight * slopes)
+
+
 def test_a_step_with_single_au_edits_logs_their_losses(uv_world, step, monkeypatch):
-    loss = dataclasses.replace(uv_world.cfg.loss, edit_single_au=2.0)
+    loss = dataclasses.replace(uv_world.cfg.loss, edit_single_au=2.0, edit_single_region=0.5)
     torch.manual_seed(0)
     module = DetailTraining(dataclasses.replace(uv_world.cfg, loss=loss))
     logs = by_hand(module, monkeypatch)
     module.train()
     module.training_step(step.batch, 0)
-    for name in ("single_edit_truth", "single_edit_gradient"):
+    names = ("single_edit_truth", "single_edit_gradient", "single_region_truth", "single_region_gradient")
+    for name in names:
         value = logs[0][f"train/{name}"]
         assert math.isfinite(float(value)) and float(value) > 0, name
 

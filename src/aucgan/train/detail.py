@@ -39,7 +39,12 @@ from aucgan.config import Config, ConfigError
 from aucgan.data.real import RealSample
 from aucgan.data.shards import ShardedFaces
 from aucgan.data.synthetic import SyntheticSample, SyntheticWorld
-from aucgan.face_model.regions import AU_WRINKLE_REGIONS, active_region_mask, region_mask
+from aucgan.face_model.regions import (
+    AU_WRINKLE_REGIONS,
+    active_region_mask,
+    au_region_mask,
+    region_mask,
+)
 from aucgan.geometry.render import Rendering, texel_visibility
 from aucgan.geometry.shading import sh_shading
 from aucgan.geometry.uv import angle_degrees
@@ -120,6 +125,7 @@ class DetailTraining(StageModule):
         self.group_size = cfg.synth.images_per_identity
         self._world: SyntheticWorld | None = None  # the world's wrinkle bases, for single-AU edits
         self._world_checked = False
+        self._single_au_regions: torch.Tensor | None = None
 
     def train(self, mode: bool = True) -> DetailTraining:
         super().train(mode)
@@ -284,13 +290,8 @@ class DetailTraining(StageModule):
                             pair, swap_within_groups(batch.uv_displacement, self.group_size)
                         ).items():
                             g_losses[name.replace("displacement", "edit")] = self.cfg.loss.edit_truth * value
-                    if self.cfg.loss.edit_single_au > 0:
-                        predicted, target = self.single_au_edit(
-                            batch, coarse, condition, evidence, detail.detail_code
-                        )
-                        for name, value in self.truth_losses(predicted, target).items():
-                            name = name.replace("displacement", "single_edit")
-                            g_losses[name] = self.cfg.loss.edit_single_au * value
+                    if self.cfg.loss.edit_single_au > 0 or self.cfg.loss.edit_single_region > 0:
+                        g_losses.update(self.single_edit_losses(batch, coarse, condition, evidence, detail))
                 else:
                     g_losses.update(self.refined_losses(detail.uv_displacement, batch.refined_displacement))
                 self.optimise(g_optimizer, g_losses, "generator")
@@ -342,12 +343,14 @@ class DetailTraining(StageModule):
         target: torch.Tensor,
         names: tuple[str, str],
         weights: tuple[float, float],
+        mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The displacement ``predicted (B, 1, S, S)`` against ``target`` over the skin, in units of
         ``model.max_z`` × :data:`TRUTH_UNIT`, as ``{names[0]: weights[0] × displacement_error,
         names[1]: weights[1] × displacement_gradient_error}`` (:mod:`aucgan.losses.truth`, the first of kind
-        ``loss.displacement_truth_kind``); a weight of 0 leaves its loss out."""
-        skin = self.coarse.uv_space.to(predicted.device).skin
+        ``loss.displacement_truth_kind``); a weight of 0 leaves its loss out. ``mask (B or 1, 1, S, S)``
+        replaces the skin."""
+        skin = self.coarse.uv_space.to(predicted.device).skin if mask is None else mask
         unit = self.cfg.model.max_z * TRUTH_UNIT
         losses = {}
         if weights[0] > 0:
@@ -386,6 +389,35 @@ class DetailTraining(StageModule):
         detail = self.detail.decode(target, detail_code, condition.with_intensities(intensities), evidence)
         return detail.uv_displacement
 
+    def single_edit_losses(
+        self,
+        batch: SyntheticSample,
+        coarse: CoarseOutput,
+        condition: AUCondition,
+        evidence: UVEvidence | None,
+        detail: DetailOutput,
+    ) -> dict[str, torch.Tensor]:
+        """The truth losses on :meth:`single_au_edit`, weighted: over the skin by ``loss.edit_single_au``
+        (``single_edit_truth``, ``single_edit_gradient``) and over the edited AU's wrinkle regions alone by
+        ``loss.edit_single_region`` (``single_region_truth``, ``single_region_gradient``: a faint fold in a
+        small region counts as much as a deep one in a large region)."""
+        weights = self.cfg.loss
+        predicted, target, regions = self.single_au_edit(
+            batch, coarse, condition, evidence, detail.detail_code
+        )
+        skin = self.coarse.uv_space.to(predicted.device).skin
+        names = ("displacement_truth", "displacement_gradient")
+        losses = {}
+        for mask, prefix, weight in (
+            (skin, "single_edit", weights.edit_single_au),
+            (regions * skin, "single_region", weights.edit_single_region),
+        ):
+            if weight > 0:
+                terms = (weights.displacement_truth, weights.displacement_gradient)
+                for name, value in self.target_losses(predicted, target, names, terms, mask).items():
+                    losses[name.replace("displacement", prefix)] = weight * value
+        return losses
+
     def single_au_edit(
         self,
         batch: SyntheticSample,
@@ -393,15 +425,16 @@ class DetailTraining(StageModule):
         condition: AUCondition,
         evidence: UVEvidence | None,
         detail_code: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(predicted, target)`` ``(B, 1, S, S)`` of a single-AU edit of each photo: one wrinkle AU (of
-        :data:`~aucgan.face_model.regions.AU_WRINKLE_REGIONS`, drawn per face) moved to an intensity drawn in
-        [0, 1], on the face's true intensities or, for a share :data:`SINGLE_EDIT_NEUTRAL`, on a neutral
-        condition (every other AU at 0); the photo, its AU features and its detail code kept. The target is
-        the world's displacement at that condition (the identity's static detail plus its wrinkle basis
-        weighted by the intensities: the world's displacement is linear in them), so an edit learns to move
-        only that AU's folds, by as much as the world does — which the co-occurring AUs of edit pairs
-        between two photos cannot teach. Built-in face, synthetic data only.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(predicted, target, regions)`` ``(B, 1, S, S)`` of a single-AU edit of each photo: one wrinkle
+        AU (of :data:`~aucgan.face_model.regions.AU_WRINKLE_REGIONS`, drawn per face) moved to an intensity
+        drawn in [0, 1], on the face's true intensities or, for a share :data:`SINGLE_EDIT_NEUTRAL`, on a
+        neutral condition (every other AU at 0); the photo, its AU features and its detail code kept. The
+        target is the world's displacement at that condition (the identity's static detail plus its wrinkle
+        basis weighted by the intensities: the world's displacement is linear in them), so an edit learns to
+        move only that AU's folds, by as much as the world does — which the co-occurring AUs of edit pairs
+        between two photos cannot teach. ``regions`` are the edited AU's wrinkle regions. Built-in face,
+        synthetic data only.
 
         Raises:
             ConfigError: the batch's displacements are not the world's (a dataset whose manifest does not
@@ -411,7 +444,8 @@ class DetailTraining(StageModule):
         true = batch.expression.to(bases)
         faces = true.shape[0]
         wrinkle_aus = torch.tensor([MAIN_AUS.index(au) for au in AU_WRINKLE_REGIONS], device=true.device)
-        chosen = wrinkle_aus[torch.randint(len(wrinkle_aus), (faces,), device=true.device)]
+        position = torch.randint(len(wrinkle_aus), (faces,), device=true.device)
+        chosen = wrinkle_aus[position]
         neutral = torch.rand(faces, 1, device=true.device) < SINGLE_EDIT_NEUTRAL
         intensities = torch.where(neutral, torch.zeros_like(true), true)
         rows = torch.arange(faces, device=true.device)
@@ -421,7 +455,17 @@ class DetailTraining(StageModule):
         expression = intensities if self.coarse.face_model.expression_is_au_rig else codes.expression
         edited = dataclasses.replace(coarse, codes=dataclasses.replace(codes, expression=expression))
         detail = self.detail.decode(edited, detail_code, condition.with_intensities(intensities), evidence)
-        return detail.uv_displacement, target.to(detail.uv_displacement)
+        predicted = detail.uv_displacement
+        regions = self.single_au_regions.to(predicted)[position]
+        return predicted, target.to(predicted), regions[:, None]
+
+    @property
+    def single_au_regions(self) -> torch.Tensor:
+        """``(18, S, S)`` the wrinkle regions of each AU of :data:`AU_WRINKLE_REGIONS`, in its order."""
+        if self._single_au_regions is None:
+            size = self.cfg.render.uv_size
+            self._single_au_regions = torch.stack([au_region_mask(au, size) for au in AU_WRINKLE_REGIONS])
+        return self._single_au_regions
 
     def wrinkle_bases(self, batch: SyntheticSample) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 27, S, S)`` each face's identity's displacement per AU at intensity 1 and ``(B, S, S)`` its
