@@ -105,6 +105,15 @@ def test_displacement_matches_a_plain_sum_over_aus(identities):
         torch.testing.assert_close(batched[row, 0], reference, rtol=1e-5, atol=1e-7)
         single = wrinkle_displacement(intensities[row], person.wrinkle_basis, person.static_detail)
         torch.testing.assert_close(single, batched[row], rtol=1e-6, atol=1e-8)
+    # each face its own basis and static detail: the same as one face at a time
+    people = list(identities)
+    bases = torch.stack([p.wrinkle_basis for p in people])
+    statics = torch.stack([p.static_detail for p in people])
+    own = wrinkle_displacement(intensities[: len(people)], bases, statics)
+    assert own.shape == (len(people), 1, SIZE, SIZE)
+    for row, p in enumerate(people):
+        alone = wrinkle_displacement(intensities[row], p.wrinkle_basis, p.static_detail)
+        torch.testing.assert_close(own[row], alone, rtol=1e-6, atol=1e-8)
 
 
 def test_displacement_rejects_a_wrong_number_of_aus(identities):

@@ -269,12 +269,12 @@ def wrinkle_displacement(
 
     Args:
         intensities: ``(27,)`` or ``(B, 27)`` AU intensities in [0, 1].
-        basis: ``(27, S, S)`` from :func:`au_wrinkle_basis`.
-        static: ``(S, S)`` from :func:`static_detail`.
+        basis: ``(27, S, S)`` from :func:`au_wrinkle_basis`, or ``(B, 27, S, S)``: each face its own.
+        static: ``(S, S)`` from :func:`static_detail`, or ``(B, S, S)``.
 
     Returns:
         ``(1, S, S)`` or ``(B, 1, S, S)``.
     """
-    if intensities.shape[-1] != basis.shape[0]:
-        raise ValueError(f"intensities must be (..., {basis.shape[0]}), got {tuple(intensities.shape)}")
-    return (static + torch.einsum("...k,khw->...hw", intensities, basis)).unsqueeze(-3)
+    if intensities.shape[-1] != basis.shape[-3]:
+        raise ValueError(f"intensities must be (..., {basis.shape[-3]}), got {tuple(intensities.shape)}")
+    return (static + torch.einsum("...k,...khw->...hw", intensities, basis)).unsqueeze(-3)

@@ -39,6 +39,7 @@ from aucgan.config import Config, ConfigError
 from aucgan.data.real import RealSample
 from aucgan.data.shards import ShardedFaces
 from aucgan.data.synthetic import SyntheticSample, SyntheticWorld
+from aucgan.data.wrinkles import wrinkle_displacement
 from aucgan.face_model.regions import (
     AU_WRINKLE_REGIONS,
     active_region_mask,
@@ -450,7 +451,7 @@ class DetailTraining(StageModule):
         intensities = torch.where(neutral, torch.zeros_like(true), true)
         rows = torch.arange(faces, device=true.device)
         intensities[rows, chosen] = torch.rand(faces, device=true.device)
-        target = static[:, None] + torch.einsum("bk,bkhw->bhw", intensities, bases)[:, None]
+        target = wrinkle_displacement(intensities, bases, static)
         codes = coarse.codes
         expression = intensities if self.coarse.face_model.expression_is_au_rig else codes.expression
         edited = dataclasses.replace(coarse, codes=dataclasses.replace(codes, expression=expression))
@@ -480,8 +481,8 @@ class DetailTraining(StageModule):
         bases = torch.stack([person.wrinkle_basis for person in people]).to(device)
         static = torch.stack([person.static_detail for person in people]).to(device)
         if not self._world_checked:
-            rebuilt = static + torch.einsum("bk,bkhw->bhw", batch.expression.to(bases), bases)
-            stored = batch.uv_displacement[:, 0].to(bases)
+            rebuilt = wrinkle_displacement(batch.expression.to(bases), bases, static)
+            stored = batch.uv_displacement.to(bases)
             error = float((rebuilt - stored).abs().max())
             if error > 1e-2 * float(stored.abs().max()) + 1e-5:
                 raise ConfigError(
