@@ -26,6 +26,7 @@ from aucgan.config import Config, ConfigError, load_config, preset_path
 from aucgan.data.real import RealSample
 from aucgan.data.shards import ShardedFaces, SyntheticFaces, write_dataset
 from aucgan.data.synthetic import collate
+from aucgan.data.wrinkles import wrinkle_displacement
 from aucgan.face_model.regions import AU_WRINKLE_REGIONS, au_region_mask
 from aucgan.losses.truth import displacement_error, displacement_gradient_error
 from aucgan.nets.detail_decoder import AUCondition
@@ -519,11 +520,9 @@ def test_uv_unet_step_trains_on_truth_edit_pairs_and_the_uv_discriminator(uv_wor
     assert any(not torch.equal(after[name], value) for name, value in before.items())
 
 
-def test_edit_pairs_take_the_other_images_aus_and_keep_the_photo(uv_world, step, monkeypatch):
-    module, batch = uv_world.module, step.batch
-    k = module.group_size
-    with torch.no_grad():
-        coarse, aus, condition, detail, _, evidence = module.run_detail(batch, batch.image)
+def capture_decode(module: DetailTraining, detail, monkeypatch) -> dict:
+    """Make ``module.detail.decode`` return ``detail`` and record what it was given (``target``, ``code``,
+    ``condition``, ``evidence``) in the returned dict."""
     seen = {}
 
     def decode(target, code, cond, evid):
@@ -531,6 +530,15 @@ def test_edit_pairs_take_the_other_images_aus_and_keep_the_photo(uv_world, step,
         return detail
 
     monkeypatch.setattr(module.detail, "decode", decode)
+    return seen
+
+
+def test_edit_pairs_take_the_other_images_aus_and_keep_the_photo(uv_world, step, monkeypatch):
+    module, batch = uv_world.module, step.batch
+    k = module.group_size
+    with torch.no_grad():
+        coarse, aus, condition, detail, _, evidence = module.run_detail(batch, batch.image)
+    seen = capture_decode(module, detail, monkeypatch)
     torch.manual_seed(0)
     module.edit_pair(batch, coarse, aus, condition, evidence, detail.detail_code)
     true, read = swap_within_groups(batch.expression, k), swap_within_groups(aus.main_scores, k)
@@ -548,13 +556,7 @@ def test_single_au_edits_move_one_wrinkle_au_and_target_the_worlds_displacement(
     module, batch = uv_world.module, step.batch
     with torch.no_grad():
         coarse, _, condition, detail, _, evidence = module.run_detail(batch, batch.image)
-    seen = {}
-
-    def decode(target, code, cond, evid):
-        seen.update(target=target, code=code, condition=cond, evidence=evid)
-        return detail
-
-    monkeypatch.setattr(module.detail, "decode", decode)
+    seen = capture_decode(module, detail, monkeypatch)
     wrinkle = {MAIN_AUS.index(au) for au in AU_WRINKLE_REGIONS}
     world = world_parameters(module.cfg).world()
     kinds = set()
@@ -591,8 +593,8 @@ def test_single_au_edits_refuse_data_of_another_world(uv_world, step):
     module, batch = uv_world.module, step.batch
     module._world_checked = False
     bases, static = module.wrinkle_bases(batch)  # the fixture's data: the world of its config
-    rebuilt = static + torch.einsum("bk,bkhw->bhw", batch.expression.to(bases), bases)
-    torch.testing.assert_close(rebuilt, batch.uv_displacement[:, 0].to(rebuilt), atol=1e-5, rtol=1e-3)
+    rebuilt = wrinkle_displacement(batch.expression.to(bases), bases, static)
+    torch.testing.assert_close(rebuilt, batch.uv_displacement.to(rebuilt), atol=1e-5, rtol=1e-3)
     other = dataclasses.replace(batch, uv_displacement=batch.uv_displacement.flip(-1) + 0.01)
     module._world_checked = False
     message = r"loss.edit_single_au: .* not this world's .*world seed=0.*aucgan synth"
@@ -612,8 +614,8 @@ def test_single_au_edits_read_the_world_of_the_datasets_manifest(uv_world, tmp_p
     try:
         bases, static = module.wrinkle_bases(batch)
         assert module._world.seed == cfg.seed and module._world_checked
-        rebuilt = static + torch.einsum("bk,bkhw->bhw", batch.expression.to(bases), bases)
-        torch.testing.assert_close(rebuilt, batch.uv_displacement[:, 0].to(rebuilt), atol=1e-5, rtol=1e-3)
+        rebuilt = wrinkle_displacement(batch.expression.to(bases), bases, static)
+        torch.testing.assert_close(rebuilt, batch.uv_displacement.to(rebuilt), atol=1e-5, rtol=1e-3)
     finally:
         module.cfg = cfg
         module._world, module._world_checked = None, False
