@@ -95,7 +95,7 @@ fi
 # redo one). The AU net's F1 figure; the detail stage on 256 test faces of two world seeds and with the true
 # coarse fits (docs/RESULTS.md's detail section); the refinement on top (issue 23's section, the photo at
 # 256 px); the speed section; the README's pictures.
-[ -f docs/au_net_f1.png ] && cmp -s "$RUNS/au_net_f1.png" docs/au_net_f1.png || run cp "$RUNS/au_net_f1.png" docs/au_net_f1.png
+cmp -s "$RUNS/au_net_f1.png" docs/au_net_f1.png || run cp "$RUNS/au_net_f1.png" docs/au_net_f1.png
 evaluate() {
     local name=$1
     shift
