@@ -12,6 +12,8 @@
 #   PRECISION (32-true)   bf16-mixed where the CPU has AVX-512 BF16 (about 3x faster for the AU net)
 #   NO_PACK               set: stop before writing the shipped file
 #   NO_MEASURE            set: stop after it (and its synthetic.metrics.json), before the docs' measurements
+#   AU_NET (train)        previous: skip the AU net's two stages (about 5.5 h here) and carry over the previous
+#                         weights' AU net, read at the images' own size; the detail stage alone takes under 2 h
 # Time on 2 cores, 32-true, no AVX-512 BF16: AU stage 1 about 1.05 s per step (6000 steps), stage 2 at 192 px
 # about 1.4 s per step (10000 steps; its first 100 steps), the detail stage about 5 s per step (1000 steps).
 set -euo pipefail
@@ -19,6 +21,11 @@ set -euo pipefail
 RUNS=${RUNS:-runs/shipped}
 DATA=${DATA:-data/synthetic}
 PRECISION=${PRECISION:-32-true}
+AU_NET=${AU_NET:-train}
+case $AU_NET in
+train | previous) ;;
+*) echo "AU_NET=$AU_NET: use AU_NET=train (retrain the AU net) or AU_NET=previous (carry it over)" >&2; exit 2 ;;
+esac
 SHIPPED=src/aucgan/pretrained/synthetic.safetensors
 PREVIOUS=$RUNS/previous.safetensors # the weights this retrain starts from (the AU net, the coarse stage)
 
@@ -51,14 +58,19 @@ mkdir -p "$RUNS"
 
 # The AU net: stage 1 at the images' own size, the first 6000 steps of an 18000-step schedule from the
 # previous AU net; stage 2 at the preset's 192 px from there.
-train au "$RUNS/au-stage1" 6000 data.source="$DATA" model.au_input_size=0 trainer.steps=18000 \
-    trainer.stop_after=6000 trainer.val_every=2000 trainer.checkpoint_every=500 trainer.image_every=0 \
-    trainer.log_every=50 trainer.progress=false trainer.start_from="$PREVIOUS"
-train au "$RUNS/au-stage2" 10000 data.source="$DATA" trainer.steps=10000 trainer.val_every=2000 \
-    trainer.checkpoint_every=500 trainer.image_every=0 trainer.log_every=50 trainer.progress=false \
-    trainer.start_from="$RUNS/au-stage1/checkpoints/step-0006000.ckpt"
-[ -f "$RUNS/au_net_f1.png" ] || run python scripts/evaluate_au_net.py "$RUNS/au-stage2/checkpoints/last.ckpt" \
-    "$DATA" --split test --calibrate val --out "$RUNS/au_net_f1.png"
+if [ "$AU_NET" = train ]; then
+    train au "$RUNS/au-stage1" 6000 data.source="$DATA" model.au_input_size=0 trainer.steps=18000 \
+        trainer.stop_after=6000 trainer.val_every=2000 trainer.checkpoint_every=500 trainer.image_every=0 \
+        trainer.log_every=50 trainer.progress=false trainer.start_from="$PREVIOUS"
+    train au "$RUNS/au-stage2" 10000 data.source="$DATA" trainer.steps=10000 trainer.val_every=2000 \
+        trainer.checkpoint_every=500 trainer.image_every=0 trainer.log_every=50 trainer.progress=false \
+        trainer.start_from="$RUNS/au-stage1/checkpoints/step-0006000.ckpt"
+    [ -f "$RUNS/au_net_f1.png" ] || run python scripts/evaluate_au_net.py "$RUNS/au-stage2/checkpoints/last.ckpt" \
+        "$DATA" --split test --calibrate val --out "$RUNS/au_net_f1.png"
+    AU_SETTINGS=(assets.au_net="$RUNS/au-stage2/checkpoints/last.ckpt")
+else
+    AU_SETTINGS=(assets.au_net="$PREVIOUS" model.au_input_size=0)
+fi
 
 # The coarse stage: the previous weights' (trained for this world), as a checkpoint of `aucgan train coarse`.
 [ -f "$RUNS/coarse.ckpt" ] || run python -c "
@@ -72,7 +84,7 @@ torch.save({'aucgan': {}, 'state_dict': state}, sys.argv[2])" "$PREVIOUS" "$RUNS
 # net reading at 192 px), 1000 steps of 8 faces with the world's truth beside DECA's losses: on each photo,
 # on edit pairs (another image's AUs) and on single-AU edits (docs/RESULTS.md).
 train detail "$RUNS/detail" 1000 data.source="$DATA" assets.coarse="$RUNS/coarse.ckpt" \
-    assets.au_net="$RUNS/au-stage2/checkpoints/last.ckpt" data.identities_per_batch=2 data.n_val=256 \
+    "${AU_SETTINGS[@]}" data.identities_per_batch=2 data.n_val=256 \
     optim.lr=0.001 optim.warmup_steps=50 loss.displacement_truth=1 loss.displacement_gradient=0.25 \
     loss.edit_truth=1 loss.edit_single_au=1 loss.detail_consistency=0 trainer.steps=1000 trainer.val_every=500 \
     trainer.checkpoint_every=250 trainer.image_every=500 trainer.log_every=25 trainer.progress=false
@@ -95,7 +107,7 @@ fi
 # redo one). The AU net's F1 figure; the detail stage on 256 test faces of two world seeds and with the true
 # coarse fits (docs/RESULTS.md's detail section); the refinement on top (issue 23's section, the photo at
 # 256 px); the speed section; the README's pictures.
-cmp -s "$RUNS/au_net_f1.png" docs/au_net_f1.png || run cp "$RUNS/au_net_f1.png" docs/au_net_f1.png
+[ "$AU_NET" = previous ] || cmp -s "$RUNS/au_net_f1.png" docs/au_net_f1.png || run cp "$RUNS/au_net_f1.png" docs/au_net_f1.png
 evaluate() {
     local name=$1
     shift
