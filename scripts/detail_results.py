@@ -66,6 +66,22 @@ def checks(runs: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+def ceiling_lines(runs: list[tuple[str, dict]]) -> list[str]:
+    """How far any detail stage can go on each run's coarse fit: the world's own detail laid on it."""
+    lines = []
+    for name, m in runs:
+        n = m["normal_error_deg"]
+        if n.get("active_true_detail") is None:
+            continue
+        ratio = n["active_true_detail"] / n["active_flat"]
+        lines.append(
+            f"- {name}: the true detail on the coarse fit is {ratio:.2f} × flat's active-region normal error "
+            f"({n['active_true_detail']:.3f}° against {n['active_flat']:.3f}°), the lowest a detail stage "
+            f"reaches there without correcting the coarse fit."
+        )
+    return lines
+
+
 def edit_rows(name: str, m: dict) -> list[str]:
     per_au = m["edit"]["per_au"]
     rows = [
@@ -111,6 +127,8 @@ def main() -> None:
         *error_rows(runs),
         "",
         *checks(runs),
+        "",
+        *ceiling_lines(runs),
         "",
         *edit_rows(runs[0][0], runs[0][1]),
         "",
