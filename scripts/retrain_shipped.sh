@@ -116,15 +116,26 @@ evaluate() {
 evaluate net256
 evaluate net256s1 seed=1
 evaluate gt256 --ground-truth-coarse
-run python scripts/detail_results.py "$RUNS"/eval/{net256,net256s1,gt256}/metrics.json \
+DETAIL_INTRO="The shipped weights (\`src/aucgan/pretrained/synthetic.safetensors\`, made by \`AU_NET=$AU_NET \
+bash scripts/retrain_shipped.sh\`: the uv-unet detail stage trained 1000 steps of 8 faces through the coarse \
+stage, with the world's truth on each photo, on edit pairs and on single-AU edits) on 256 held-out faces of \
+two world seeds through the coarse network, and of world seed 0 through the faces' true coarse fits (the \
+detail stage alone). The targets are issue 22's. *True detail on the coarse fit* is the world's own \
+displacement laid on the reconstruction's coarse surface (\`normal_error_deg.active_true_detail\`)."
+run python scripts/detail_results.py "$RUNS"/eval/{net256,net256s1,gt256}/metrics.json --intro "$DETAIL_INTRO" \
     --command "aucgan evaluate --n 256 --out $RUNS/eval/net256" \
     --command "aucgan evaluate --n 256 --out $RUNS/eval/net256s1 seed=1" \
     --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256 --ground-truth-coarse"
+# the refinement with its defaults, and with a weak pull and a larger AU step (issue 23's question)
 evaluate gt256-p256 --refine --ground-truth-coarse --photo-size 256
+evaluate gt256-p256-m2 --refine --ground-truth-coarse --photo-size 256 refine.magnitude=2 refine.au_lr=0.2
 evaluate cf256-p256 --refine --photo-size 256
-run python scripts/refine_results.py "$RUNS"/eval/{gt256-p256,cf256-p256}/metrics.json \
+evaluate cf256-p256-m2 --refine --photo-size 256 refine.magnitude=2 refine.au_lr=0.2
+run python scripts/refine_results.py "$RUNS"/eval/{gt256-p256,gt256-p256-m2,cf256-p256,cf256-p256-m2}/metrics.json \
     --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256-p256 --refine --ground-truth-coarse --photo-size 256" \
+    --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256-p256-m2 --refine --ground-truth-coarse --photo-size 256 refine.magnitude=2 refine.au_lr=0.2" \
     --command "aucgan evaluate --n 256 --out $RUNS/eval/cf256-p256 --refine --photo-size 256" \
+    --command "aucgan evaluate --n 256 --out $RUNS/eval/cf256-p256-m2 --refine --photo-size 256 refine.magnitude=2 refine.au_lr=0.2" \
     --marker refine-photo --title "Refinement against the full-resolution photo"
 [ -f "$RUNS/bench.json" ] || run aucgan bench --repeats 7 --train-repeats 3 --out "$RUNS/bench.json" \
     --results docs/RESULTS.md
