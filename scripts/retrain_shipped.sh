@@ -13,9 +13,10 @@
 #   NO_PACK               set: stop before writing the shipped file
 #   NO_MEASURE            set: stop after it (and its synthetic.metrics.json), before the docs' measurements
 #   AU_NET (train)        previous: skip the AU net's two stages (about 5.5 h here) and carry over the previous
-#                         weights' AU net, read at the images' own size; the detail stage alone takes under 2 h
+#                         weights' AU net, read at the images' own size; then the detail stage alone, under 1 h
 # Time on 2 cores, 32-true, no AVX-512 BF16: AU stage 1 about 1.05 s per step (6000 steps), stage 2 at 192 px
-# about 1.4 s per step (10000 steps; its first 100 steps), the detail stage about 5 s per step (1000 steps).
+# about 1.4 s per step (10000 steps; its first 100 steps), the detail stage about 2.5 s per step (1000 steps,
+# 41 min on 2026-12-07), the measurements into docs/ about 45 min.
 set -euo pipefail
 
 RUNS=${RUNS:-runs/shipped}
@@ -81,7 +82,7 @@ state = {'stage.' + k: v.float() if v.is_floating_point() else v for k, v in coa
 torch.save({'aucgan': {}, 'state_dict': state}, sys.argv[2])" "$PREVIOUS" "$RUNS/coarse.ckpt"
 
 # The detail stage (the preset's uv-unet without a detail encoder, the uv-projection discriminator, the AU
-# net reading at 192 px), 1000 steps of 8 faces with the world's truth beside DECA's losses: on each photo,
+# net reading at 192 px, or the carried-over one at the images' size), 1000 steps of 8 faces with the world's truth beside DECA's losses: on each photo,
 # on edit pairs (another image's AUs) and on single-AU edits (docs/RESULTS.md).
 train detail "$RUNS/detail" 1000 data.source="$DATA" assets.coarse="$RUNS/coarse.ckpt" \
     "${AU_SETTINGS[@]}" data.identities_per_batch=2 data.n_val=256 \
