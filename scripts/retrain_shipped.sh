@@ -109,11 +109,16 @@ fi
 # coarse fits (docs/RESULTS.md's detail section); the refinement on top (issue 23's section, the photo at
 # 256 px); the speed section; the README's pictures.
 [ "$AU_NET" = previous ] || cmp -s "$RUNS/au_net_f1.png" docs/au_net_f1.png || run cp "$RUNS/au_net_f1.png" docs/au_net_f1.png
+# evaluate NAME ARGS...: runs once into $RUNS/eval/NAME and adds its command to COMMANDS (the results
+# scripts' --command arguments, so each section's "Reproduce" names exactly what ran).
 evaluate() {
     local name=$1
     shift
-    [ -f "$RUNS/eval/$name/metrics.json" ] || run aucgan evaluate --n 256 --out "$RUNS/eval/$name" "$@"
+    local command=(aucgan evaluate --n 256 --out "$RUNS/eval/$name" "$@")
+    COMMANDS+=(--command "${command[*]}")
+    [ -f "$RUNS/eval/$name/metrics.json" ] || run "${command[@]}"
 }
+COMMANDS=()
 evaluate net256
 evaluate net256s1 seed=1
 evaluate gt256 --ground-truth-coarse
@@ -124,20 +129,15 @@ two world seeds through the coarse network, and of world seed 0 through the face
 detail stage alone). The targets are issue 22's. *True detail on the coarse fit* is the world's own \
 displacement laid on the reconstruction's coarse surface (\`normal_error_deg.active_true_detail\`)."
 run python scripts/detail_results.py "$RUNS"/eval/{net256,net256s1,gt256}/metrics.json --intro "$DETAIL_INTRO" \
-    --command "aucgan evaluate --n 256 --out $RUNS/eval/net256" \
-    --command "aucgan evaluate --n 256 --out $RUNS/eval/net256s1 seed=1" \
-    --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256 --ground-truth-coarse"
+    "${COMMANDS[@]}"
 # the refinement with its defaults, and with a weak pull and a larger AU step (issue 23's question)
+COMMANDS=()
 evaluate gt256-p256 --refine --ground-truth-coarse --photo-size 256
 evaluate gt256-p256-m2 --refine --ground-truth-coarse --photo-size 256 refine.magnitude=2 refine.au_lr=0.2
 evaluate cf256-p256 --refine --photo-size 256
 evaluate cf256-p256-m2 --refine --photo-size 256 refine.magnitude=2 refine.au_lr=0.2
 run python scripts/refine_results.py "$RUNS"/eval/{gt256-p256,gt256-p256-m2,cf256-p256,cf256-p256-m2}/metrics.json \
-    --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256-p256 --refine --ground-truth-coarse --photo-size 256" \
-    --command "aucgan evaluate --n 256 --out $RUNS/eval/gt256-p256-m2 --refine --ground-truth-coarse --photo-size 256 refine.magnitude=2 refine.au_lr=0.2" \
-    --command "aucgan evaluate --n 256 --out $RUNS/eval/cf256-p256 --refine --photo-size 256" \
-    --command "aucgan evaluate --n 256 --out $RUNS/eval/cf256-p256-m2 --refine --photo-size 256 refine.magnitude=2 refine.au_lr=0.2" \
-    --marker refine-photo --title "Refinement against the full-resolution photo"
+    "${COMMANDS[@]}" --marker refine-photo --title "Refinement against the full-resolution photo"
 [ -f "$RUNS/bench.json" ] || run aucgan bench --repeats 7 --train-repeats 3 --out "$RUNS/bench.json" \
     --results docs/RESULTS.md
 run python scripts/make_readme_figures.py --out "$RUNS/demo"
