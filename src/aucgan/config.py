@@ -337,7 +337,8 @@ class RefineConfig:
             are fitted to the photo for this many steps (:func:`aucgan.stages.refine.fit_intensities`;
             0: keep where it starts, ``au_start``; decoders without AU conditioning skip it). The detail
             then stays among the folds the decoder draws, which fine albedo texture cannot imitate.
-        au_lr: Adam's step of that fit, in intensity units (intensities are kept in [0, 1]).
+        au_lr: Adam's step of that fit, in intensity units (intensities are kept in [0, 1]); from zero (a
+            refinement from flat) at least ``1 / au_steps``, so that the fit can reach intensity 1.
         au_start: where that fit starts: ``"au-net"``, the AU net's intensities; ``"expression"``, the
             coarse fit's expression code, which on the built-in face *is* the 27 AU intensities (the rig
             edits set both); ``"auto"``, the expression where the face model's expression is that rig,
@@ -408,6 +409,10 @@ class LossConfig:
             that AU's folds alone (0 = off; :meth:`aucgan.train.detail.DetailTraining.single_au_edit`).
         edit_single_region: the same single-AU edits' truth losses over the edited AU's wrinkle regions
             alone (so that a faint fold in a small region weighs as much as a deep one; 0 = off).
+        edit_single_change: the same single-AU edits decoded again with the edited AU at 0: the error of
+            the edit's change against the world's (that AU's folds alone), per face in units of the AU's
+            whole fold, so that a faint AU's edit counts as much as a deep one's and any change outside its
+            folds costs (:func:`aucgan.losses.truth.change_error`; one more decoder pass; 0 = off).
         refined_target: photos only (``coarse.backend=mediapipe``), self-distillation: the error
             (``displacement_truth_kind``, units of ``model.max_z / 20``) of the displacement against the
             photo's *refined* displacement, :func:`~aucgan.stages.refine.refine_faces` of the cached fit
@@ -445,6 +450,7 @@ class LossConfig:
     edit_true_aus: float = setting(0.5, low=0.0, high=1.0)
     edit_single_au: float = setting(0.0, low=0.0)
     edit_single_region: float = setting(0.0, low=0.0)
+    edit_single_change: float = setting(0.0, low=0.0)
     refined_target: float = setting(0.0, low=0.0)
     refined_gradient: float = setting(0.0, low=0.0)
     adversarial_kind: str = setting("non-saturating", choices=("non-saturating", "hinge"))

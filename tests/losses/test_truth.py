@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aucgan.losses.truth import displacement_error, displacement_gradient_error
+from aucgan.losses.truth import change_error, displacement_error, displacement_gradient_error
 
 
 def maps(seed: int = 0, size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,3 +68,45 @@ def test_masked_out_texels_do_not_count_and_shapes_are_checked():
         displacement_error(prediction, truth[..., :8, :8], mask, 0.05)
     with pytest.raises(ValueError, match="kind"):
         displacement_error(prediction, truth, mask, 0.05, "huber")
+
+
+def test_change_error_is_zero_for_the_true_change_and_matches_a_loop_per_face():
+    change, true_change, mask = maps(1)
+    generator = torch.Generator().manual_seed(2)
+    scale = torch.randn(2, 1, 16, 16, generator=generator)
+    assert change_error(true_change, true_change, scale, mask) == 0
+    ratios = []
+    for b in range(2):
+        inside = mask[0, 0] > 0
+        error = (change[b, 0] - true_change[b, 0])[inside].square().sum()
+        ratios.append(float(error / scale[b, 0][inside].square().sum()))
+    assert change_error(change, true_change, scale, mask) == pytest.approx(sum(ratios) / 2, rel=1e-5)
+
+
+def test_change_error_weighs_a_faint_fold_as_a_deep_one_and_skips_faces_without_one():
+    """Scaling a face's change, its truth and its fold together leaves its error unchanged (a faint AU
+    counts as much as a deep one); a face whose fold is zero on the mask is left out, not divided by 0."""
+    change, true_change, mask = maps(3)
+    scale = true_change.clone()
+    factors = torch.tensor([0.01, 7.0])[:, None, None, None]
+    base = change_error(change, true_change, scale, mask)
+    assert change_error(factors * change, factors * true_change, factors * scale, mask) == pytest.approx(
+        float(base), rel=1e-5
+    )
+    no_fold = scale.clone()
+    no_fold[1] = 0.0
+    alone = change_error(change[:1], true_change[:1], scale[:1], mask)
+    assert change_error(change, true_change, no_fold, mask) == pytest.approx(float(alone), rel=1e-6)
+    assert change_error(change, true_change, torch.zeros_like(scale), mask) == 0
+    with pytest.raises(ValueError, match="scale must be"):
+        change_error(change, true_change, scale[..., :8], mask)
+
+
+def test_change_error_counts_a_change_outside_the_fold():
+    """The true change is zero outside the fold: an edit that moves the rest of the skin pays for it."""
+    fold = torch.zeros(1, 1, 16, 16)
+    fold[..., 4:8, 4:8] = 1.0
+    full = torch.ones(1, 1, 16, 16)
+    leak = fold + 0.5 * (1 - fold)
+    assert change_error(fold, fold, fold, full) == 0
+    assert change_error(leak, fold, fold, full) == pytest.approx(0.25 * (256 - 16) / 16)

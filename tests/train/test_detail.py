@@ -28,14 +28,14 @@ from aucgan.data.shards import ShardedFaces, SyntheticFaces, write_dataset
 from aucgan.data.synthetic import collate
 from aucgan.data.wrinkles import wrinkle_displacement
 from aucgan.face_model.regions import AU_WRINKLE_REGIONS, au_region_mask
-from aucgan.losses.truth import displacement_error, displacement_gradient_error
+from aucgan.losses.truth import change_error, displacement_error, displacement_gradient_error
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.train import au as au_training
 from aucgan.train import detail as detail_training
 from aucgan.train.au import AUTraining
 from aucgan.train.callbacks import image_grid
 from aucgan.train.checkpointing import atomic_torch_save
-from aucgan.train.detail import DetailTraining, normal_angle_degrees, swap_within_groups
+from aucgan.train.detail import DetailTraining, SingleAUEdit, normal_angle_degrees, swap_within_groups
 
 TINY = preset_path("synthetic-tiny")
 GENERATOR_TERMS = (
@@ -562,7 +562,9 @@ def test_single_au_edits_move_one_wrinkle_au_and_target_the_worlds_displacement(
     kinds = set()
     for seed in range(6):
         torch.manual_seed(seed)
-        _, target, regions = module.single_au_edit(batch, coarse, condition, evidence, detail.detail_code)
+        edit = module.single_au_edit(batch, coarse, condition, evidence, detail.detail_code)
+        target, regions = edit.target, edit.regions
+        assert edit.unedited is None and edit.true_change is None  # not asked for
         chosen = seen["condition"].intensities
         for i in range(chosen.shape[0]):
             true = batch.expression[i].to(chosen)
@@ -587,6 +589,46 @@ def test_single_au_edits_move_one_wrinkle_au_and_target_the_worlds_displacement(
             seen["target"].codes.expression, chosen
         )  # the built-in face: expression = AUs
     assert kinds == {"true", "neutral"}
+
+
+def test_single_au_edits_decode_the_unedited_condition_and_the_worlds_change(uv_world, step, monkeypatch):
+    """With ``unedited``, the same condition is decoded again with the edited AU at 0 (every other AU as
+    in the edit), and the world's change from there is the AU's fold times its intensity: the difference
+    of the world's displacements at the two conditions."""
+    module, batch = uv_world.module, step.batch
+    with torch.no_grad():
+        coarse, _, condition, detail, _, evidence = module.run_detail(batch, batch.image)
+    calls = []
+
+    def decode(target, code, cond, evid):
+        calls.append(cond.intensities.clone())
+        return detail
+
+    monkeypatch.setattr(module.detail, "decode", decode)
+    world = world_parameters(module.cfg).world()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        calls.clear()
+        edit = module.single_au_edit(batch, coarse, condition, evidence, detail.detail_code, unedited=True)
+        assert len(calls) == 2
+        edited, before = calls
+        for i in range(edited.shape[0]):
+            moved = (edited[i] != before[i]).nonzero().flatten().tolist()
+            assert len(moved) <= 1, (seed, i, moved)
+            if not moved:  # the AU was drawn at intensity 0: no change
+                torch.testing.assert_close(edit.true_change[i], torch.zeros_like(edit.true_change[i]))
+                continue
+            (k,) = moved
+            assert float(before[i, k]) == 0.0
+            person = world.identity(int(batch.identity[i]))
+            basis = person.wrinkle_basis[k].to(edit.fold)
+            torch.testing.assert_close(edit.fold[i, 0], basis)
+            by_hand = sum(
+                (float(edited[i, j]) - float(before[i, j])) * person.wrinkle_basis[j]
+                for j in range(len(MAIN_AUS))
+            )
+            torch.testing.assert_close(edit.true_change[i, 0], by_hand.to(edit.fold), atol=1e-6, rtol=1e-5)
+        assert edit.unedited is detail.uv_displacement
 
 
 def test_single_au_edits_refuse_data_of_another_world(uv_world, step):
@@ -627,8 +669,17 @@ def test_single_edit_losses_weigh_the_skin_and_the_edited_regions(uv_world, step
     generator = torch.Generator().manual_seed(3)
     predicted, target = (torch.randn(batch.image.shape[0], 1, size, size, generator=generator) for _ in "ab")
     regions = (torch.rand(batch.image.shape[0], 1, size, size, generator=generator) > 0.7).float()
-    monkeypatch.setattr(module, "single_au_edit", lambda *args: (predicted, target, regions))
-    loss = dataclasses.replace(module.cfg.loss, edit_single_au=2.0, edit_single_region=0.5)
+    before, true_change, fold = (torch.randn(*predicted.shape, generator=generator) for _ in "abc")
+    asked = []
+
+    def single_au_edit(*args, unedited=False):
+        asked.append(unedited)
+        return SingleAUEdit(predicted, target, regions, *((before, true_change, fold) if unedited else ()))
+
+    monkeypatch.setattr(module, "single_au_edit", single_au_edit)
+    loss = dataclasses.replace(
+        module.cfg.loss, edit_single_au=2.0, edit_single_region=0.5, edit_single_change=3.0
+    )
     monkeypatch.setattr(module, "cfg", dataclasses.replace(module.cfg, loss=loss))
     losses = module.single_edit_losses(batch, None, None, None, SimpleNamespace(detail_code=None))
     skin = module.coarse.uv_space.skin
@@ -638,16 +689,30 @@ def test_single_edit_losses_weigh_the_skin_and_the_edited_regions(uv_world, step
         slopes = loss.displacement_gradient * displacement_gradient_error(predicted, target, mask, unit)
         torch.testing.assert_close(losses[f"{prefix}_truth"], weight * truth)
         torch.testing.assert_close(losses[f"{prefix}_gradient"], weight * slopes)
+    change = 3.0 * change_error(predicted - before, true_change, fold, skin)
+    torch.testing.assert_close(losses["single_change"], change)
+    loss = dataclasses.replace(loss, edit_single_change=0.0)  # off: no second decode, no loss
+    monkeypatch.setattr(module, "cfg", dataclasses.replace(module.cfg, loss=loss))
+    losses = module.single_edit_losses(batch, None, None, None, SimpleNamespace(detail_code=None))
+    assert asked == [True, False] and "single_change" not in losses
 
 
 def test_a_step_with_single_au_edits_logs_their_losses(uv_world, step, monkeypatch):
-    loss = dataclasses.replace(uv_world.cfg.loss, edit_single_au=2.0, edit_single_region=0.5)
+    loss = dataclasses.replace(
+        uv_world.cfg.loss, edit_single_au=2.0, edit_single_region=0.5, edit_single_change=1.0
+    )
     torch.manual_seed(0)
     module = DetailTraining(dataclasses.replace(uv_world.cfg, loss=loss))
     logs = by_hand(module, monkeypatch)
     module.train()
     module.training_step(step.batch, 0)
-    names = ("single_edit_truth", "single_edit_gradient", "single_region_truth", "single_region_gradient")
+    names = (
+        "single_edit_truth",
+        "single_edit_gradient",
+        "single_region_truth",
+        "single_region_gradient",
+        "single_change",
+    )
     for name in names:
         value = logs[0][f"train/{name}"]
         assert math.isfinite(float(value)) and float(value) > 0, name

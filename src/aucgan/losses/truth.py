@@ -61,3 +61,29 @@ def displacement_gradient_error(
         total = total + (difference.square() * both).sum()
         count = count + both.sum()
     return total / count.clamp(min=1.0)
+
+
+def change_error(
+    change: torch.Tensor, true_change: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """The error of an edit's displacement change against the world's, per face in units of that face's
+    ``scale``: ``mean_b [ sum_mask (Δz - Δz_true)^2 / sum_mask s^2 ]`` over the faces whose ``scale`` is
+    not zero on ``mask``.
+
+    With ``scale`` the edited AU's whole fold (its wrinkle basis at intensity 1), a faint AU's edit counts
+    as much as a deep one's, and a change outside the AU's folds (where ``Δz_true`` is 0) costs in the same
+    units as a missing fold: what an edit's locality and gain measure, learnt directly.
+
+    Args:
+        change, true_change, scale: ``(B, 1, H, W)`` (the same units).
+        mask: ``(B or 1, 1, H, W)`` weights (the skin).
+    """
+    _check(change, true_change, mask)
+    if scale.shape != change.shape:
+        raise ValueError(f"scale must be {tuple(change.shape)}, got {tuple(scale.shape)}")
+    weights = mask.to(change.dtype).expand_as(change)
+    error = ((change - true_change).square() * weights).flatten(1).sum(1)
+    energy = (scale.square() * weights).flatten(1).sum(1)
+    has_fold = energy > 0
+    ratios = torch.where(has_fold, error / energy.clamp(min=torch.finfo(energy.dtype).tiny), 0.0)
+    return ratios.sum() / has_fold.sum().clamp(min=1)

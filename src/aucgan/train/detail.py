@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
@@ -54,7 +54,7 @@ from aucgan.losses.au_consistency import au_feature_loss, au_score_loss
 from aucgan.losses.mrf import id_mrf
 from aucgan.losses.photometric import masked_l1
 from aucgan.losses.regularizers import displacement_magnitude, displacement_symmetry, shading_smoothness
-from aucgan.losses.truth import displacement_error, displacement_gradient_error
+from aucgan.losses.truth import change_error, displacement_error, displacement_gradient_error
 from aucgan.nets.au_net import AUOutput
 from aucgan.nets.detail_decoder import AUCondition
 from aucgan.nets.vgg import DEFAULT_LAYERS, load_vgg19
@@ -75,6 +75,23 @@ SINGLE_EDIT_NEUTRAL = 0.5
 TRUTH_UNIT = 1.0 / 20.0
 """The truth losses measure displacement in units of ``model.max_z`` times this (0.5 mm for the built-in
 face's 1 cm bound)."""
+
+
+class SingleAUEdit(NamedTuple):
+    """A single-AU edit of each photo (:meth:`DetailTraining.single_au_edit`), all ``(B, 1, S, S)``."""
+
+    predicted: torch.Tensor
+    """the decoder's displacement at the edited condition."""
+    target: torch.Tensor
+    """the world's displacement at that condition."""
+    regions: torch.Tensor
+    """the edited AU's wrinkle regions."""
+    unedited: torch.Tensor | None = None
+    """the decoder's displacement at the same condition with the edited AU at 0 (when asked for)."""
+    true_change: torch.Tensor | None = None
+    """the world's change from there to the edit: the edited AU's wrinkle basis times its intensity."""
+    fold: torch.Tensor | None = None
+    """the edited AU's wrinkle basis (its whole fold, intensity 1)."""
 
 
 def swap_within_groups(codes: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -291,7 +308,14 @@ class DetailTraining(StageModule):
                             pair, swap_within_groups(batch.uv_displacement, self.group_size)
                         ).items():
                             g_losses[name.replace("displacement", "edit")] = self.cfg.loss.edit_truth * value
-                    if self.cfg.loss.edit_single_au > 0 or self.cfg.loss.edit_single_region > 0:
+                    if any(
+                        weight > 0
+                        for weight in (
+                            self.cfg.loss.edit_single_au,
+                            self.cfg.loss.edit_single_region,
+                            self.cfg.loss.edit_single_change,
+                        )
+                    ):
                         g_losses.update(self.single_edit_losses(batch, coarse, condition, evidence, detail))
                 else:
                     g_losses.update(self.refined_losses(detail.uv_displacement, batch.refined_displacement))
@@ -401,22 +425,31 @@ class DetailTraining(StageModule):
         """The truth losses on :meth:`single_au_edit`, weighted: over the skin by ``loss.edit_single_au``
         (``single_edit_truth``, ``single_edit_gradient``) and over the edited AU's wrinkle regions alone by
         ``loss.edit_single_region`` (``single_region_truth``, ``single_region_gradient``: a faint fold in a
-        small region counts as much as a deep one in a large region)."""
+        small region counts as much as a deep one in a large region); and ``single_change``, the edit's
+        change (from the edited AU at 0) against the world's, in units of that AU's whole fold
+        (:func:`~aucgan.losses.truth.change_error`), weighted by ``loss.edit_single_change``."""
         weights = self.cfg.loss
-        predicted, target, regions = self.single_au_edit(
-            batch, coarse, condition, evidence, detail.detail_code
+        edit = self.single_au_edit(
+            batch, coarse, condition, evidence, detail.detail_code, unedited=weights.edit_single_change > 0
         )
-        skin = self.coarse.uv_space.to(predicted.device).skin
+        skin = self.coarse.uv_space.to(edit.predicted.device).skin
         names = ("displacement_truth", "displacement_gradient")
         losses = {}
         for mask, prefix, weight in (
             (skin, "single_edit", weights.edit_single_au),
-            (regions * skin, "single_region", weights.edit_single_region),
+            (edit.regions * skin, "single_region", weights.edit_single_region),
         ):
             if weight > 0:
                 terms = (weights.displacement_truth, weights.displacement_gradient)
-                for name, value in self.target_losses(predicted, target, names, terms, mask).items():
+                for name, value in self.target_losses(
+                    edit.predicted, edit.target, names, terms, mask
+                ).items():
                     losses[name.replace("displacement", prefix)] = weight * value
+        if weights.edit_single_change > 0:
+            change = edit.predicted - edit.unedited
+            losses["single_change"] = weights.edit_single_change * change_error(
+                change, edit.true_change, edit.fold, skin
+            )
         return losses
 
     def single_au_edit(
@@ -426,15 +459,18 @@ class DetailTraining(StageModule):
         condition: AUCondition,
         evidence: UVEvidence | None,
         detail_code: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(predicted, target, regions)`` ``(B, 1, S, S)`` of a single-AU edit of each photo: one wrinkle
+        unedited: bool = False,
+    ) -> SingleAUEdit:
+        """A single-AU edit of each photo (``predicted``, ``target``, ``regions``): one wrinkle
         AU (of :data:`~aucgan.face_model.regions.AU_WRINKLE_REGIONS`, drawn per face) moved to an intensity
         drawn in [0, 1], on the face's true intensities or, for a share :data:`SINGLE_EDIT_NEUTRAL`, on a
         neutral condition (every other AU at 0); the photo, its AU features and its detail code kept. The
         target is the world's displacement at that condition (the identity's static detail plus its wrinkle
         basis weighted by the intensities: the world's displacement is linear in them), so an edit learns to
         move only that AU's folds, by as much as the world does — which the co-occurring AUs of edit pairs
-        between two photos cannot teach. ``regions`` are the edited AU's wrinkle regions. Built-in face,
+        between two photos cannot teach. ``regions`` are the edited AU's wrinkle regions. With ``unedited``
+        the same condition is decoded again with the edited AU at 0 (``unedited``), and the world's change
+        from there (``true_change``) and the AU's whole fold (``fold``) come with it. Built-in face,
         synthetic data only.
 
         Raises:
@@ -452,13 +488,37 @@ class DetailTraining(StageModule):
         rows = torch.arange(faces, device=true.device)
         intensities[rows, chosen] = torch.rand(faces, device=true.device)
         target = wrinkle_displacement(intensities, bases, static)
+        predicted = self.decode_intensities(coarse, condition, evidence, detail_code, intensities)
+        regions = self.single_au_regions.to(predicted)[position][:, None]
+        if not unedited:
+            return SingleAUEdit(predicted, target.to(predicted), regions)
+        before = intensities.clone()
+        before[rows, chosen] = 0.0
+        fold = bases[rows, chosen][:, None].to(predicted)
+        return SingleAUEdit(
+            predicted,
+            target.to(predicted),
+            regions,
+            self.decode_intensities(coarse, condition, evidence, detail_code, before),
+            fold * intensities[rows, chosen].to(predicted)[:, None, None, None],
+            fold,
+        )
+
+    def decode_intensities(
+        self,
+        coarse: CoarseOutput,
+        condition: AUCondition,
+        evidence: UVEvidence | None,
+        detail_code: torch.Tensor,
+        intensities: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, 1, S, S)``: the photos (their ``evidence``, ``detail_code`` and AU features) decoded with the
+        AU ``intensities (B, 27)``; on the built-in face the coarse expression (the AU rig) follows them."""
         codes = coarse.codes
         expression = intensities if self.coarse.face_model.expression_is_au_rig else codes.expression
         edited = dataclasses.replace(coarse, codes=dataclasses.replace(codes, expression=expression))
         detail = self.detail.decode(edited, detail_code, condition.with_intensities(intensities), evidence)
-        predicted = detail.uv_displacement
-        regions = self.single_au_regions.to(predicted)[position]
-        return predicted, target.to(predicted), regions[:, None]
+        return detail.uv_displacement
 
     @property
     def single_au_regions(self) -> torch.Tensor:
