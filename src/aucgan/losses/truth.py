@@ -85,5 +85,5 @@ def change_error(
     error = ((change - true_change).square() * weights).flatten(1).sum(1)
     energy = (scale.square() * weights).flatten(1).sum(1)
     has_fold = energy > 0
-    ratios = torch.where(has_fold, error / energy.clamp(min=torch.finfo(energy.dtype).tiny), 0.0)
+    ratios = torch.where(has_fold, error / torch.where(has_fold, energy, 1.0), 0.0)
     return ratios.sum() / has_fold.sum().clamp(min=1)
