@@ -337,8 +337,7 @@ class RefineConfig:
             are fitted to the photo for this many steps (:func:`aucgan.stages.refine.fit_intensities`;
             0: keep where it starts, ``au_start``; decoders without AU conditioning skip it). The detail
             then stays among the folds the decoder draws, which fine albedo texture cannot imitate.
-        au_lr: Adam's step of that fit, in intensity units (intensities are kept in [0, 1]); from zero (a
-            refinement from flat) at least ``1 / au_steps``, so that the fit can reach intensity 1.
+        au_lr: Adam's step of that fit, in intensity units (intensities are kept in [0, 1]).
         au_start: where that fit starts: ``"au-net"``, the AU net's intensities; ``"expression"``, the
             coarse fit's expression code, which on the built-in face *is* the 27 AU intensities (the rig
             edits set both); ``"auto"``, the expression where the face model's expression is that rig,
