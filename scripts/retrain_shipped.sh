@@ -83,11 +83,14 @@ torch.save({'aucgan': {}, 'state_dict': state}, sys.argv[2])" "$PREVIOUS" "$RUNS
 
 # The detail stage (the preset's uv-unet without a detail encoder, the uv-projection discriminator, the AU
 # net reading at 192 px, or the carried-over one at the images' size), 1000 steps of 8 faces with the world's truth beside DECA's losses: on each photo,
-# on edit pairs (another image's AUs) and on single-AU edits (docs/RESULTS.md).
+# on edit pairs (another image's AUs) and on single-AU edits (docs/RESULTS.md). The shipped weights of
+# 2026-12-07 predate the preset's loss.edit_single_change (0.03): it stays 0 here until the retrain that
+# turns it on ships, so that this script makes the weights it names.
 train detail "$RUNS/detail" 1000 data.source="$DATA" assets.coarse="$RUNS/coarse.ckpt" \
     "${AU_SETTINGS[@]}" data.identities_per_batch=2 data.n_val=256 \
     optim.lr=0.001 optim.warmup_steps=50 loss.displacement_truth=1 loss.displacement_gradient=0.25 \
-    loss.edit_truth=1 loss.edit_single_au=1 loss.detail_consistency=0 trainer.steps=1000 trainer.val_every=500 \
+    loss.edit_truth=1 loss.edit_single_au=1 loss.edit_single_change=0 loss.detail_consistency=0 \
+    trainer.steps=1000 trainer.val_every=500 \
     trainer.checkpoint_every=250 trainer.image_every=500 trainer.log_every=25 trainer.progress=false
 
 # pack copies src/aucgan/pretrained/README.md into the file as its provenance: NO_PACK=1 stops here, to
