@@ -308,14 +308,8 @@ class DetailTraining(StageModule):
                             pair, swap_within_groups(batch.uv_displacement, self.group_size)
                         ).items():
                             g_losses[name.replace("displacement", "edit")] = self.cfg.loss.edit_truth * value
-                    if any(
-                        weight > 0
-                        for weight in (
-                            self.cfg.loss.edit_single_au,
-                            self.cfg.loss.edit_single_region,
-                            self.cfg.loss.edit_single_change,
-                        )
-                    ):
+                    loss = self.cfg.loss
+                    if max(loss.edit_single_au, loss.edit_single_region, loss.edit_single_change) > 0:
                         g_losses.update(self.single_edit_losses(batch, coarse, condition, evidence, detail))
                 else:
                     g_losses.update(self.refined_losses(detail.uv_displacement, batch.refined_displacement))
