@@ -481,17 +481,17 @@ class DetailTraining(StageModule):
         intensities = torch.where(neutral, torch.zeros_like(true), true)
         rows = torch.arange(faces, device=true.device)
         intensities[rows, chosen] = torch.rand(faces, device=true.device)
-        target = wrinkle_displacement(intensities, bases, static)
         predicted = self.decode_intensities(coarse, condition, evidence, detail_code, intensities)
+        target = wrinkle_displacement(intensities, bases, static).to(predicted)
         regions = self.single_au_regions.to(predicted)[position][:, None]
         if not unedited:
-            return SingleAUEdit(predicted, target.to(predicted), regions)
+            return SingleAUEdit(predicted, target, regions)
         before = intensities.clone()
         before[rows, chosen] = 0.0
         fold = bases[rows, chosen][:, None].to(predicted)
         return SingleAUEdit(
             predicted,
-            target.to(predicted),
+            target,
             regions,
             self.decode_intensities(coarse, condition, evidence, detail_code, before),
             fold * intensities[rows, chosen].to(predicted)[:, None, None, None],
