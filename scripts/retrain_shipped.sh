@@ -82,8 +82,9 @@ state = {'stage.' + k: v.float() if v.is_floating_point() else v for k, v in coa
 torch.save({'aucgan': {}, 'state_dict': state}, sys.argv[2])" "$PREVIOUS" "$RUNS/coarse.ckpt"
 
 # The detail stage (the preset's uv-unet without a detail encoder, the uv-projection discriminator, the AU
-# net reading at 192 px, or the carried-over one at the images' size), 1000 steps of 8 faces with the world's truth beside DECA's losses: on each photo,
-# on edit pairs (another image's AUs) and on single-AU edits (docs/RESULTS.md). The shipped weights of
+# net reading at 192 px, or the carried-over one at the images' size), 1000 steps of 8 faces with the
+# world's truth beside DECA's losses: on each photo, on edit pairs (another image's AUs) and on single-AU
+# edits (docs/RESULTS.md). The shipped weights of
 # 2026-12-07 predate the preset's loss.edit_single_change (0.03): it stays 0 here until the retrain that
 # turns it on ships, so that this script makes the weights it names.
 train detail "$RUNS/detail" 1000 data.source="$DATA" assets.coarse="$RUNS/coarse.ckpt" \
